@@ -1,0 +1,232 @@
+"""Thin CLI: parse arguments, load the config, call one public function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+from slmtune.errors import SlmtuneError
+
+
+def _table(rows: list[tuple[str, str]], title: str = "") -> str:
+    width = max(len(k) for k, _ in rows)
+    lines = [title] if title else []
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from slmtune.config import load_config
+    from slmtune.train import train
+
+    flags = {
+        "model.name": args.model, "model.method": args.method, "data.data_dir": args.data_dir,
+        "data.dataset": args.dataset, "data.test_file": args.test_file, "data.text_column": args.text_column,
+        "data.label_column": args.label_column, "output_dir": args.output_dir, "name": args.name, "seed": args.seed,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    config = load_config(args.config, overrides)
+    if args.method and config.name == "agnews-lora" and args.method == "full" and not args.name:
+        config.name = "agnews-full"
+    result = train(config)
+    test, val = result.metrics["test"], result.metrics["validation"]
+    print(_table([
+        ("run folder", str(result.run_dir)),
+        ("model / method", f"{config.model.name} / {config.model.method}"),
+        ("trainable params", f"{result.params['trainable']:,} of {result.params['total']:,} "
+                             f"({result.params['percent']:.2f}%)"),
+        ("validation accuracy", _pct(val["accuracy"])),
+        ("test accuracy", f"{_pct(test['accuracy'])}  (n={test['n']})"),
+        ("test macro-F1", _pct(test["macro_f1"])),
+        ("seconds train / eval / total",
+         f"{result.seconds['train']:.0f} / {result.seconds['eval']:.0f} / {result.seconds['total']:.0f}"),
+    ], title="\nslmtune train: done"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from slmtune import runs
+    from slmtune.evaluate import classification_report_text
+    from slmtune.predict import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split, args.backend)
+    print(classification_report_text(metrics))
+    rows = [("backend", args.backend), ("split", f"{args.split} (n={metrics['n']})"),
+            ("accuracy", _pct(metrics["accuracy"])), ("macro-F1", _pct(metrics["macro_f1"])),
+            ("samples/s", f"{metrics['samples_per_second']:.1f}")]
+    stored = runs.read_result(args.run_dir).get("metrics", {}).get(args.split)
+    if stored:
+        change = metrics["accuracy"] - stored["accuracy"]
+        rows.append(("accuracy change vs run", f"{change:+.4f} (run: {stored['accuracy']:.4f}, torch fp32)"))
+        metrics["accuracy_change_vs_run"] = change
+    print(_table(rows, title="\nslmtune evaluate"))
+    path = Path(args.run_dir) / f"evaluation-{args.split}-{args.backend}.json"
+    runs.write_json(path, metrics)
+    print(f"  written to {path}")
+    return 0
+
+
+def _read_input_texts(path: str, column: str | None) -> tuple[list[str], list[dict]]:
+    import pandas as pd
+
+    from slmtune.data.sources import _read_table
+
+    frame: pd.DataFrame = _read_table(Path(path))
+    column = column or ("text" if "text" in frame.columns else None)
+    if column is None or column not in frame.columns:
+        raise SlmtuneError(f"{path}: no text column {column or 'text'!r}; found {', '.join(map(str, frame.columns))} "
+                           "(use --text-column)")
+    texts = [str(t) for t in frame[column]]
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise SlmtuneError(f"{path}: empty text at row {empty[0] + 1}")
+    return texts, frame.to_dict("records")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from slmtune.predict import predict
+
+    if bool(args.text) == bool(args.input):
+        raise SlmtuneError("give --text (one or more) or --input FILE")
+    texts = args.text or _read_input_texts(args.input, args.text_column)[0]
+    preds = predict(args.run_dir, texts, backend=args.backend)
+    labels = list(preds[0]["probabilities"])
+    if args.output or args.input:
+        output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
+        try:
+            with output.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["text", "label", "score", *[f"p_{n}" for n in labels]])
+                for text, p in zip(texts, preds):
+                    writer.writerow([text, p["label"], f"{p['score']:.5f}",
+                                     *[f"{p['probabilities'][n]:.5f}" for n in labels]])
+        except OSError as exc:
+            raise SlmtuneError(f"cannot write {output}: {exc.strerror or exc}") from None
+        print(f"{len(preds)} predictions written to {output}")
+    if args.text or not args.output:
+        for text, p in list(zip(texts, preds))[:20]:
+            probs = "  ".join(f"{n} {v:.3f}" for n, v in p["probabilities"].items())
+            print(f"{p['label']:<12} {p['score']:.3f}  | {probs}  | {text[:60]}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from slmtune.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8)
+    print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from slmtune.data.clean import clean_text
+
+    if bool(args.text) == bool(args.input):
+        raise SlmtuneError("give --text (one or more) or --input FILE")
+    texts = args.text or _read_input_texts(args.input, args.text_column)[0]
+    cleaned = [clean_text(t) for t in texts]
+    if args.output:
+        with Path(args.output).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "clean_text"])
+            writer.writerows(zip(texts, cleaned))
+        print(f"{len(texts)} texts cleaned into {args.output}")
+    changed = [(a, b) for a, b in zip(texts, cleaned) if a != b]
+    print(f"{len(changed)} of {len(texts)} texts changed; preview:")
+    for before, after in (changed or list(zip(texts, cleaned)))[: args.preview]:
+        print(f"  before: {before[:200]}\n  after:  {after[:200]}\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slmtune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune (LoRA by default) and evaluate; writes a run folder")
+    p.add_argument("--config", help="YAML recipe (see configs/)")
+    p.add_argument("--model", help="minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder")
+    p.add_argument("--method", choices=["lora", "full"])
+    p.add_argument("--data-dir", help="AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)")
+    p.add_argument("--dataset", help="ag_news, or a CSV/JSONL/Parquet training file")
+    p.add_argument("--test-file", help="test rows for a custom dataset")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--output-dir", help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("--name")
+    p.add_argument("--seed", type=int)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=1")
+    p.set_defaults(func=cmd_train)
+
+    backend = {"choices": ["torch", "onnx", "onnx-int8"], "default": "torch",
+               "help": "inference engine: torch (default), onnx = ONNX Runtime fused fp32, "
+                       "onnx-int8 = quantized (faster, may lose accuracy)"}
+    p = sub.add_parser("evaluate", help="re-evaluate a run's best model on a split")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--backend", **backend)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels and class probabilities for new text")
+    p.add_argument("run_dir")
+    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    p.add_argument("--input", help="CSV/JSONL/Parquet file with a text column")
+    p.add_argument("--text-column")
+    p.add_argument("--output", help="CSV to write (default with --input: <input>.predictions.csv)")
+    p.add_argument("--backend", **backend)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="merged model folder that transformers.pipeline() loads")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (fused fp32)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
+    p.add_argument("--text", action="append")
+    p.add_argument("--input")
+    p.add_argument("--text-column")
+    p.add_argument("--output")
+    p.add_argument("--preview", type=int, default=5)
+    p.set_defaults(func=cmd_clean)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come after options too
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.func(args)
+    except SlmtuneError as exc:
+        print(f"slmtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slmtune: interrupted (finished work and the run folder's status are saved)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for the user; SLMTUNE_DEBUG=1 shows it
+        if os.environ.get("SLMTUNE_DEBUG"):
+            raise
+        print(f"slmtune: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(SLMTUNE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

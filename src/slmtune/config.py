@@ -1,0 +1,281 @@
+"""Typed run configuration: dataclasses with validation, YAML load/dump and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slmtune.errors import SlmtuneError
+
+METHODS = ("lora", "full")
+# Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
+DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "ag_news"
+    """`ag_news`, or a CSV / JSONL / Parquet file holding the training rows."""
+    data_dir: str | None = None
+    """Folder with AG News in its original CSVs (train.csv or train_subset_*.csv, test.csv).
+    Falls back to $SLMTUNE_DATA_DIR, then to the Hugging Face Hub."""
+    test_file: str | None = None
+    """Test rows for a custom `dataset` file; without it a stratified test split is carved out."""
+    text_column: str = "text"
+    """Column holding the text (custom files)."""
+    label_column: str = "label"
+    """Column holding the label, as a string or an integer (custom files)."""
+    train_size: int | None = 2400
+    """Training rows drawn stratified from the training file; null takes all that remain."""
+    val_size: int = 240
+    """Validation rows drawn stratified from the training file (never from test)."""
+    test_size: int | None = None
+    """Test rows (stratified subsample); null keeps the whole test set."""
+    clean: bool = True
+    """Clean text (HTML entities, AG News debris, whitespace) before tokenising."""
+    max_length: int = 128
+    """Tokens per text after truncation."""
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SlmtuneError(f"data.{name} must be a positive integer or null, got {value}")
+        if self.val_size < 1:
+            raise SlmtuneError(f"data.val_size must be positive, got {self.val_size}")
+        if self.max_length < 8:
+            raise SlmtuneError(f"data.max_length must be at least 8, got {self.max_length}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm-l6"
+    """Alias (`minilm-l6`, `distilbert-base-uncased`), Hugging Face id, or local model folder."""
+    method: str = "lora"
+    """`lora` (adapters + classifier head) or `full` (every weight)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SlmtuneError(f"model.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    """Rank of the adapter matrices."""
+    alpha: int = 16
+    """Scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.1
+    """Dropout on the adapter input."""
+    target_modules: list[str] | None = None
+    """Linear layers to adapt; null picks them per architecture (BERT query,value; DistilBERT q_lin,v_lin)."""
+    modules_to_save: list[str] | None = None
+    """Modules trained in full and saved with the adapter; null is the architecture's classification head."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise SlmtuneError(f"lora.r must be positive, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise SlmtuneError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3
+    """Passes over the training rows."""
+    batch_size: int = 16
+    """Training batch size."""
+    eval_batch_size: int = 64
+    """Inference batch size (rows are sorted by length, so large batches waste nothing)."""
+    learning_rate: float | None = None
+    """Peak learning rate; null uses the method's default (LoRA 1e-3, full 5e-5)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.0
+    """Share of steps with linear warm-up."""
+    scheduler: str = "linear"
+    """Learning-rate schedule (any transformers `lr_scheduler_type`)."""
+    patience: int = 3
+    """Early stopping: evaluations without improvement before stopping."""
+    threshold: float = 0.001
+    """Early stopping: smallest improvement that counts."""
+    metric: str = "accuracy"
+    """Validation metric that picks the best checkpoint (`accuracy` or `macro_f1`)."""
+    evals_per_epoch: int = 1
+    """Validation evaluations per epoch."""
+    report_to: str = "none"
+    """Trainer integrations (`tensorboard`, `mlflow`, `wandb`, `all`), passed through."""
+    threads: int | None = None
+    """CPU threads for torch; null uses every core."""
+    device: str = "auto"
+    """`auto` (CUDA with bf16/fp16 when present, else CPU), `cpu` or `cuda`."""
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise SlmtuneError(f"train.epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise SlmtuneError("train.batch_size and train.eval_batch_size must be positive")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise SlmtuneError(f"train.learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.weight_decay < 1:
+            raise SlmtuneError(f"train.weight_decay must be in [0, 1), got {self.weight_decay}")
+        if self.metric not in ("accuracy", "macro_f1"):
+            raise SlmtuneError(f"train.metric must be accuracy or macro_f1, got {self.metric!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SlmtuneError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "agnews-lora"
+    """Run name; the run folder is runs/<name>-<timestamp> unless `output_dir` is set."""
+    output_dir: str | None = None
+    """Run folder to write; null makes runs/<name>-<timestamp>."""
+    seed: int = 42
+    """Seeds the train/validation draw, data order, model head and LoRA init."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.learning_rate is None:
+            self.train.learning_rate = DEFAULT_LR[self.model.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraConfig, "train": TrainConfig}
+
+
+def _check_keys(cls: type, values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise SlmtuneError(f"unknown config field {where}{key!r}; known: {', '.join(sorted(known))}")
+
+
+def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Numbers written as strings ("5e-4" is a string to YAML 1.1) become numbers; wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for key, value in values.items():
+        hint = str(hints.get(key, ""))
+        if isinstance(value, str) and value and ("float" in hint or "int" in hint) and "str" not in hint:
+            try:
+                number = float(value)
+            except ValueError:
+                raise SlmtuneError(f"config field {where}{key} expects a number, got {value!r}") from None
+            out[key] = int(number) if "float" not in hint and number.is_integer() else number
+        elif isinstance(value, str) and "bool" in hint and "str" not in hint:
+            raise SlmtuneError(f"config field {where}{key} expects true or false, got {value!r}")
+    return out
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    """Build a validated RunConfig from a nested dict (as read from YAML)."""
+    if not isinstance(values, dict):
+        raise SlmtuneError("a config must be a mapping of fields to values")
+    _check_keys(RunConfig, values, "")
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise SlmtuneError(f"config section {key!r} must be a mapping")
+            _check_keys(_SECTIONS[key], value, f"{key}.")
+            try:
+                kwargs[key] = _SECTIONS[key](**_coerce(_SECTIONS[key], value, f"{key}."))
+            except TypeError as exc:
+                raise SlmtuneError(f"bad value in config section {key!r}: {exc}") from None
+        else:
+            kwargs[key] = value
+    kwargs = _coerce(RunConfig, kwargs, "")
+    try:
+        return RunConfig(**kwargs)
+    except TypeError as exc:
+        raise SlmtuneError(f"bad config value: {exc}") from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=1", "lora.r=16"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SlmtuneError(f"override {item!r} is not key=value (e.g. train.epochs=1)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        target = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SlmtuneError(f"override {item!r} conflicts with another override")
+        target[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SlmtuneError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SlmtuneError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise SlmtuneError(f"config file {path} must hold a mapping of fields")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
+    """Config from an optional YAML file plus overrides (``key=value`` strings or a nested dict)."""
+    values = load_yaml(path) if path else {}
+    if overrides:
+        values = merge(values, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    return from_dict(values)
+
+
+def replace(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of `config` with dotted-key changes, e.g. ``replace(cfg, **{"train.epochs": 1})``."""
+    base = config.to_dict()
+    if "model.method" in changes and "train.learning_rate" not in changes:
+        base["train"]["learning_rate"] = None  # re-resolve the new method's default
+    nested: dict[str, Any] = {}
+    for key, value in changes.items():
+        target = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return from_dict(merge(base, nested))
+
+
+def dump_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+__all__ = [
+    "DataConfig", "ModelConfig", "LoraConfig", "TrainConfig", "RunConfig",
+    "load_config", "from_dict", "parse_overrides", "dump_yaml", "replace",
+]

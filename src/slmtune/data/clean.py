@@ -1,0 +1,42 @@
+"""Text cleaning: HTML entities, AG News scraping debris, stray tags and whitespace."""
+
+from __future__ import annotations
+
+import html
+import re
+
+# AG News turned the "&" of many entities into a space (" #36;" is "$", " quot;" is '"'); restore it.
+_BARE_NUMERIC = re.compile(r" ?(?<![&\w;])#(\d{2,4});")
+_BARE_NAMED = re.compile(r" ?(?<![&\w;])(quot|amp|lt|gt|nbsp|hellip|apos);")
+# Numeric references 128-159 are Windows-1252 code points in this corpus (#151; is an em dash).
+_CP1252 = re.compile(r"&#(1[2-5]\d);")
+# Real markup only: "<TXN.N>" style ticker symbols must survive.
+_TAGS = re.compile(r"</?(?:b|i|u|a|p|br|em|strong|font|span|div|img|sup|sub|nobr)\b[^<>]*>", re.IGNORECASE)
+_BACKSLASHES = re.compile(r"\\+")
+_SPACES = re.compile(r"\s+")
+
+
+def _cp1252(match: re.Match) -> str:
+    try:
+        return bytes([int(match.group(1))]).decode("cp1252")
+    except UnicodeDecodeError:
+        return " "
+
+
+def clean_text(text: str) -> str:
+    """Clean one text; idempotent, and a text without debris only has its whitespace normalised."""
+    text = _BARE_NUMERIC.sub(r"&#\1;", text)
+    text = _BARE_NAMED.sub(r"&\1;", text)
+    text = _CP1252.sub(_cp1252, text)
+    for _ in range(3):  # "&amp;lt;" needs two rounds
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    text = _TAGS.sub(" ", text)
+    text = _BACKSLASHES.sub(" ", text)  # AG News joins lines with backslashes
+    return _SPACES.sub(" ", text).strip()
+
+
+def clean_texts(texts: list[str]) -> list[str]:
+    return [clean_text(t) for t in texts]

@@ -1,0 +1,123 @@
+"""Export a run: a merged transformers folder that `pipeline()` loads, and optional ONNX (fp32 fused / int8)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmtune.errors import SlmtuneError
+from slmtune.predict import load_run
+
+ONNX_FILES = {False: "model.onnx", True: "model.int8.onnx"}
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int8: bool = False) -> Path:
+    """Write the run's best model, LoRA merged, as a plain transformers folder (plus ONNX files if asked).
+
+    `transformers.pipeline("text-classification", model=out_dir)` loads it without remote code and
+    predicts what `slmtune predict` does (pass `truncation=True` for texts past the run's max_length).
+    """
+    run = load_run(run_dir)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SlmtuneError(f"cannot create {out}: {exc.strerror or exc}") from None
+    run.model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer = run.tokenizer
+    tokenizer.model_max_length = run.config.data.max_length
+    tokenizer.save_pretrained(str(out))
+    (out / "slmtune.json").write_text(json.dumps({"source_run": str(Path(run_dir).resolve()),
+                                                  "clean_text": run.config.data.clean,
+                                                  "max_length": run.config.data.max_length}, indent=2))
+    if onnx or int8:
+        export_onnx(run.model, out, int8=int8)
+    return out
+
+
+def _require_onnx():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SlmtuneError("the ONNX path needs the extra: pip install 'slmtune[fast]'") from None
+
+
+class _LogitsOnly(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
+    """model.onnx with ONNX Runtime's fused transformer ops (fp32); with `int8` also model.int8.onnx
+    (dynamic int8 weights: faster on CPU, at some accuracy cost that `slmtune evaluate` reports)."""
+    _require_onnx()
+    out = Path(out_dir)
+    fp32 = out / ONNX_FILES[False]
+    model = model.float().eval().cpu()
+    example = (torch.tensor([[101, 7592, 2088, 102]] * 2), torch.ones(2, 4, dtype=torch.long))
+    raw = out / "model.raw.onnx"
+    with torch.inference_mode():
+        torch.onnx.export(
+            _LogitsOnly(model), example, str(raw), input_names=["input_ids", "attention_mask"],
+            output_names=["logits"], opset_version=17, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "logits": {0: "batch"}},
+        )
+    if int8:  # quantize the plain graph: ORT's fused ops carry no shape information for the quantizer
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(raw), str(out / ONNX_FILES[True]), weight_type=QuantType.QInt8)
+    cfg = model.config
+    model_type = {"distilbert": "bert", "roberta": "bert"}.get(cfg.model_type, cfg.model_type)
+    try:
+        from onnxruntime.transformers import optimizer
+
+        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", 0)
+        hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", 0)
+        optimized = optimizer.optimize_model(str(raw), model_type=model_type, num_heads=heads, hidden_size=hidden)
+        optimized.save_model_to_file(str(fp32))
+        raw.unlink()
+    except Exception:  # an architecture the fuser does not know: keep the plain graph, still correct
+        shutil.move(str(raw), str(fp32))
+    return fp32
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session that `slmtune.evaluate.predict_logits` runs like a model."""
+
+    def __init__(self, path: str | Path, num_labels: int, threads: int | None = None):
+        _require_onnx()
+        import os
+
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.config = type("Config", (), {"num_labels": num_labels})()
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {k: v.numpy() for k, v in batch.items() if k in self.inputs}
+        return self.session.run(["logits"], feeds)[0]
+
+
+def onnx_for_run(run_dir: str | Path, int8: bool = False) -> OnnxClassifier:
+    """The run's ONNX model, exported into RUN_DIR/onnx/ on first use."""
+    run = load_run(run_dir)
+    folder = Path(run_dir) / "onnx"
+    path = folder / ONNX_FILES[int8]
+    if not path.is_file():
+        folder.mkdir(exist_ok=True)
+        import copy
+
+        export_onnx(copy.deepcopy(run.model), folder, int8=int8)
+    return OnnxClassifier(path, len(run.label_names), threads=run.config.train.threads)

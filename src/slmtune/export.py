@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from slmtune.errors import SlmtuneError
-from slmtune.predict import load_run
+from slmtune.inference import load_run
 
 ONNX_FILES = {False: "model.onnx", True: "model.int8.onnx"}
 

@@ -11,8 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a figure atomically (temporary name, then rename) and close it."""
     tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.tight_layout()
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
@@ -34,29 +36,34 @@ def confusion_matrix_png(matrix: list[list[int]], label_names: list[str], path: 
     ax.set_ylabel("true")
     ax.set_title(title or "Confusion matrix")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
-    _save(fig, Path(path))
+    save_figure(fig, Path(path))
 
 
-def training_curves_png(records: list[dict], path: str | Path) -> None:
-    """Training loss per logged step, validation loss and accuracy per evaluation, against epochs."""
+def training_curves_png(records: list[dict], path: str | Path, n_validation: int | None = None) -> None:
+    """Training loss per logged step, validation loss and accuracy per evaluation, against epochs.
+
+    The star marks the checkpoint that was kept (best `validation_select`)."""
     train = [(r["epoch"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["epoch"], r.get("validation_loss"), r.get("validation_accuracy"))
-           for r in records if "validation_accuracy" in r]
+    val = [r for r in records if "validation_accuracy" in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if train:
         left.plot(*zip(*train), label="train loss", color="#4C72B0")
     if val:
-        left.plot([v[0] for v in val], [v[1] for v in val], "o-", label="validation loss", color="#DD8452")
-        right.plot([v[0] for v in val], [v[2] for v in val], "o-", color="#55A868")
-        best = max(val, key=lambda v: v[2])
-        right.annotate(f"best {best[2]:.3f}", (best[0], best[2]), textcoords="offset points", xytext=(0, 8),
-                       ha="center")
+        epochs = [r["epoch"] for r in val]
+        left.plot(epochs, [r.get("validation_loss") for r in val], "o-", label="validation loss", color="#DD8452")
+        right.plot(epochs, [r["validation_accuracy"] for r in val], "o-", color="#55A868")
+        best = max(val, key=lambda r: r.get("validation_select", r["validation_accuracy"]))
+        right.plot([best["epoch"]], [best["validation_accuracy"]], marker="*", markersize=16, color="#C44E52",
+                   linestyle="none", label=f"kept: {best['validation_accuracy']:.3f} at epoch {best['epoch']:g}")
+        right.legend(loc="best")
+        low, high = right.get_ylim()
+        right.set_ylim(low, high + 0.1 * (high - low))
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
     left.legend()
     left.grid(alpha=0.3)
     right.set_xlabel("epoch")
-    right.set_ylabel("validation accuracy")
+    right.set_ylabel("validation accuracy" + (f" (n={n_validation})" if n_validation else ""))
     right.grid(alpha=0.3)
     fig.suptitle("Training curves")
-    _save(fig, Path(path))
+    save_figure(fig, Path(path))

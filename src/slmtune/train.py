@@ -29,7 +29,14 @@ from slmtune import runs
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import classification_metrics, compute_metrics, encode, predict_logits, softmax
+from slmtune.evaluate import (
+    classification_metrics,
+    classification_report_text,
+    compute_metrics,
+    encode,
+    predict_logits,
+    softmax,
+)
 from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
 
 
@@ -190,10 +197,11 @@ def save_model(model, tokenizer, path: Path) -> None:
 
 
 def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path | None = None,
-          keep_model: bool = False) -> RunResult:
+          keep_model: bool = False, callbacks: list[TrainerCallback] | None = None) -> RunResult:
     """Fine-tune as `config` says, write the run folder, and return its result.
 
-    `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`.
+    `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`;
+    `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model.
     """
     started = time.perf_counter()
     run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir)
@@ -229,7 +237,10 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         model = load_classifier(config.model.name, splits.label_names)
         if config.model.method == "lora":
             model = add_lora(model, config.lora)
-        result["params"] = param_counts(model)
+        result["params"] = counts = param_counts(model)
+        print(f"slmtune: {config.model.name} ({config.model.method}), trainable params {counts['trainable']:,} of "
+              f"{counts['total']:,} ({counts['percent']:.2f}%); rows: {len(splits.train)} train, "
+              f"{len(splits.validation)} validation, {len(splits.test)} test; run folder {run_dir}", flush=True)
         steps_per_epoch = math.ceil(len(train_ids) / config.train.batch_size)
         trainer = _BucketTrainer(
             model=model,
@@ -242,6 +253,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             callbacks=[
                 EarlyStoppingCallback(config.train.patience, config.train.threshold),
                 _MetricsCallback(log),
+                *(callbacks or []),
             ],
             bucket_seed=config.seed,
         )
@@ -263,6 +275,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config)
         seconds["eval"] = time.perf_counter() - t0
         _write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
+        runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")
         seconds["total"] = time.perf_counter() - started
         result.update(
             status="success",
@@ -272,7 +285,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                                 "eval": round(len(splits.test) / test_seconds, 2)},
         )
         log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
-        _plot(run_dir, log, test_metrics, splits.label_names)
+        _plot(run_dir, log, test_metrics, splits.label_names, len(splits.validation))
         runs.write_json(run_dir / runs.RESULT, result)
         return RunResult(run_dir, "success", result["metrics"], result["seconds"], result["params"],
                          model if keep_model else None, tokenizer if keep_model else None)
@@ -301,9 +314,9 @@ def _step_of(checkpoint: str | None) -> int | None:
         return None
 
 
-def _plot(run_dir: Path, log: runs.MetricsLog, test_metrics: dict, label_names: list[str]) -> None:
+def _plot(run_dir: Path, log: runs.MetricsLog, test_metrics: dict, label_names: list[str], n_val: int) -> None:
     from slmtune.plots import confusion_matrix_png, training_curves_png
 
     title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
     confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png", title=title)
-    training_curves_png(log.read(), run_dir / "training_curves.png")
+    training_curves_png(log.read(), run_dir / "training_curves.png", n_validation=n_val)

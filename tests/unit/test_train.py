@@ -12,11 +12,11 @@ import pytest
 from conftest import tiny_overrides
 from slmtune import runs
 from slmtune.config import from_dict
-from slmtune.predict import evaluate_run, load_run, predict
+from slmtune.inference import evaluate_run, load_run, predict
 from slmtune.train import train
 
 ARTIFACTS = ["config.yaml", "env.json", "metrics.jsonl", "result.json", "predictions.csv", "confusion_matrix.png",
-             "training_curves.png", "model"]
+             "training_curves.png", "classification_report.txt", "model"]
 
 
 @pytest.fixture(scope="module")

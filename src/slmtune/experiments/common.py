@@ -1,0 +1,157 @@
+"""What every study shares: a study folder whose runs are keyed by their config, so a run is never trained twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from slmtune import runs
+from slmtune.config import RunConfig, dump_yaml, from_dict, load_yaml, merge
+from slmtune.data import Splits, load_splits
+from slmtune.errors import SlmtuneError
+from slmtune.train import train
+
+# Measured on the 2-core reference CPU with the default MiniLM (README "Speed"); refined from finished runs.
+PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 58.0, "eval": 220.0}, "full": {"train": 42.0, "eval": 215.0}}
+
+
+def run_key(config: RunConfig) -> str:
+    """Identity of a run: everything that changes its result (not its name or folder)."""
+    values = config.to_dict()
+    values.pop("name", None)
+    values.pop("output_dir", None)
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cli_overrides: list[str] | None = None):
+    """The base run config of a study: an optional recipe file, the study's `run:` section, then CLI overrides."""
+    from slmtune.config import parse_overrides
+
+    values = load_yaml(recipe) if recipe else {}
+    values = merge(values, run_overrides or {})
+    if cli_overrides:
+        values = merge(values, parse_overrides(cli_overrides))
+    return from_dict(values)
+
+
+def load_study_config(cls: type, path: str | None, **cli: Any):
+    """A study dataclass from an optional YAML file (its `study:` key names the kind) plus CLI values."""
+    from dataclasses import fields
+
+    values = load_yaml(path) if path else {}
+    values.pop("study", None)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SlmtuneError(f"unknown study field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values.update({k: v for k, v in cli.items() if v is not None})
+    return cls(**values)
+
+
+class Study:
+    """A study folder: runs/<method>-<key>/ per distinct config, plus summary.csv / summary.json / plots/.
+
+    A config finished in a sibling study folder (same parent, e.g. studies/) is reused, not retrained."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            (self.root / "runs").mkdir(parents=True, exist_ok=True)
+            (self.root / "plots").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise SlmtuneError(f"cannot write the study folder {self.root}: {exc.strerror or exc}") from None
+        self._splits: dict[tuple[str, int], Splits] = {}
+
+    def folder(self, config: RunConfig) -> Path:
+        return self.root / "runs" / f"{config.model.method}-{run_key(config)}"
+
+    def splits(self, config: RunConfig) -> Splits:
+        key = (json.dumps(config.to_dict()["data"], sort_keys=True), config.seed)
+        if key not in self._splits:
+            self._splits[key] = load_splits(config.data, config.seed)
+        return self._splits[key]
+
+    def run(self, config: RunConfig, callbacks: list | None = None) -> dict[str, Any]:
+        """result.json of `config`, training it only if no successful run of the same config exists."""
+        folder = self.folder(config)
+        shared = next((p for p in self.root.parent.glob(f"*/runs/{folder.name}") if runs.is_finished(p)), None)
+        if shared is not None:  # this study's own run, or the same config finished by a sibling study
+            folder = shared
+            result = runs.read_result(folder)
+            result["reused"] = True
+        else:
+            if folder.exists():  # an attempt that was cut off: start it over
+                shutil.rmtree(folder)
+            train(config, splits=self.splits(config), run_dir=folder, callbacks=callbacks)
+            result = runs.read_result(folder)
+            result["reused"] = False
+        result["run_dir"] = str(folder)
+        return result
+
+    def estimate_seconds(self, config: RunConfig) -> float:
+        """Expected wall time of one run: from finished runs of this study, else the measured prior."""
+        rates = dict(PRIOR_SAMPLES_PER_SECOND[config.model.method])
+        done = [runs.read_result(p) for p in (self.root / "runs").glob(f"{config.model.method}-*")
+                if runs.is_finished(p)]
+        if done:
+            rates = {k: sum(r["samples_per_second"][k] for r in done) / len(done) for k in ("train", "eval")}
+        train_rows = config.data.train_size or 10_000
+        eval_rows = config.data.val_size + (config.data.test_size or 7600)
+        return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
+
+    def write_summary(self, rows: list[dict[str, Any]], extra: dict[str, Any]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows)
+        runs.atomic_write(self.root / "summary.csv", frame.to_csv(index=False))
+        runs.write_json(self.root / "summary.json", {**extra, "rows": rows})
+        return frame
+
+    def write_study_yaml(self, values: dict[str, Any]) -> None:
+        import yaml
+
+        runs.atomic_write(self.root / "study.yaml", yaml.safe_dump(values, sort_keys=False))
+
+    def write_config(self, name: str, config: RunConfig) -> Path:
+        path = self.root / name
+        runs.atomic_write(path, dump_yaml(config))
+        return path
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """One summary row of a run's result.json."""
+    metrics = result.get("metrics", {})
+    return {
+        "validation_accuracy": metrics.get("validation", {}).get("accuracy"),
+        "validation_macro_f1": metrics.get("validation", {}).get("macro_f1"),
+        "test_accuracy": metrics.get("test", {}).get("accuracy"),
+        "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
+        "train_seconds": result.get("seconds", {}).get("train"),
+        "total_seconds": result.get("seconds", {}).get("total"),
+        "trainable_params": result.get("params", {}).get("trainable"),
+        "trainable_percent": result.get("params", {}).get("percent"),
+        "reused": result.get("reused"),
+        "run_dir": result.get("run_dir"),
+    }
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Clock:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,117 @@
+"""Multi-seed runs: mean, std, CIs per metric, and a paired comparison of two configs on the same seeds."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmtune import stats
+from slmtune.config import RunConfig, replace
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+
+METRICS = ("test_accuracy", "test_macro_f1", "validation_accuracy", "train_seconds")
+
+
+@dataclass
+class SeedsConfig:
+    name: str = "seeds"
+    """Study name (folder studies/<name>)."""
+    recipe: str | None = None
+    """Run recipe for the main config."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """Run-config fields on top of the recipe."""
+    seeds: list[int] | None = None
+    """Seeds to run; null draws `num_runs` seeds (recorded in the summary)."""
+    num_runs: int = 5
+    """How many seeds to draw when `seeds` is null."""
+    compare: str | None = None
+    """A second recipe (e.g. full fine-tuning) run on the same seeds and compared pairwise."""
+    compare_run: dict[str, Any] = field(default_factory=dict)
+    """Run-config fields on top of `compare`."""
+
+
+def resolve_seeds(seeds: list[int] | None, num_runs: int) -> list[int]:
+    if seeds:
+        if len(set(seeds)) != len(seeds):
+            duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise SlmtuneError(f"seed list has duplicates: {', '.join(map(str, duplicates))}")
+        return list(seeds)
+    if num_runs < 1:
+        raise SlmtuneError("num_runs must be at least 1")
+    return [int(s) for s in np.random.default_rng(2024).choice(100_000, size=num_runs, replace=False)]
+
+
+def _label(config: RunConfig) -> str:
+    return f"{config.model.name}:{config.model.method}"
+
+
+def _correct(run_dir: str) -> np.ndarray:
+    with (Path(run_dir) / "predictions.csv").open(encoding="utf-8") as handle:
+        return np.array([row["correct"] == "1" for row in csv.DictReader(handle)])
+
+
+def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+              progress=print) -> dict[str, Any]:
+    """Train every config on every seed (reusing finished runs) and summarise; returns summary.json's content."""
+    seeds = resolve_seeds(cfg.seeds, cfg.num_runs)
+    configs = {"main": load_run_config(cfg.recipe, cfg.run, cli_overrides)}
+    if cfg.compare:
+        configs["compare"] = load_run_config(cfg.compare, cfg.compare_run, cli_overrides)
+    labels = {key: _label(c) for key, c in configs.items()}
+    if len(set(labels.values())) < len(labels):
+        labels = {"main": f"{labels['main']} (main)", "compare": f"{labels['compare']} (compare)"}
+    study = Study(study_dir or Path("studies") / cfg.name)
+    study.write_study_yaml({"study": "seeds", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
+                            "seeds": seeds, "compare": cfg.compare, "compare_run": cfg.compare_run,
+                            "cli_overrides": cli_overrides or []})
+    plan = [(key, seed) for key in configs for seed in seeds]
+    estimate = sum(study.estimate_seconds(configs[key]) for key, _ in plan)
+    progress(f"seeds {cfg.name}: {len(plan)} runs ({', '.join(labels.values())} x seeds {seeds}), "
+             f"~{format_duration(estimate)} if none is done yet; folder {study.root}")
+    clock = Clock()
+    groups: dict[str, list[dict[str, Any]]] = {labels[k]: [] for k in configs}
+    for i, (key, seed) in enumerate(plan, 1):
+        config = replace(configs[key], seed=seed, name=f"{cfg.name}-{key}-{seed}")
+        row = {"config": labels[key], "seed": seed, **flat_metrics(study.run(config))}
+        groups[labels[key]].append(row)
+        progress(f"  {i}/{len(plan)} {labels[key]} seed {seed}: test accuracy {row['test_accuracy']:.4f}"
+                 f"{' (reused)' if row['reused'] else ''}; {format_duration(clock.elapsed)} elapsed")
+    return summarize_seeds(study, groups, seeds)
+
+
+def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+    per_config = {}
+    table = []
+    for name, rows in groups.items():
+        per_config[name] = {m: stats.summarize([r[m] for r in rows]).to_dict() for m in METRICS}
+        acc, f1 = per_config[name]["test_accuracy"], per_config[name]["test_macro_f1"]
+        table.append({
+            "model": name, "accuracy": f"{acc['mean']:.4f} ± {acc['std']:.4f}",
+            "macro_f1": f"{f1['mean']:.4f} ± {f1['std']:.4f}",
+            "accuracy_ci95": [round(acc["ci_low"], 4), round(acc["ci_high"], 4)],
+            "trainable_params": rows[0]["trainable_params"], "trainable_percent": rows[0]["trainable_percent"],
+            "train_seconds": round(per_config[name]["train_seconds"]["mean"], 1),
+        })
+    summary: dict[str, Any] = {"study": "seeds", "seeds": seeds, "per_config": per_config, "table": table}
+    names = list(groups)
+    if len(names) == 2 and len(seeds) >= 2:
+        a, b = (sorted(groups[n], key=lambda r: r["seed"]) for n in names)
+        comparison = {}
+        for metric in ("test_accuracy", "test_macro_f1"):
+            comparison[metric] = stats.paired_comparison([r[metric] for r in a], [r[metric] for r in b],
+                                                         names=(names[0], names[1])).to_dict()
+        pooled_a = np.concatenate([_correct(r["run_dir"]) for r in a])
+        pooled_b = np.concatenate([_correct(r["run_dir"]) for r in b])
+        comparison["mcnemar_pooled_test"] = stats.mcnemar(pooled_a, pooled_b)
+        comparison["verdict"] = comparison["test_accuracy"]["verdict"]
+        summary["comparison"] = comparison
+    from slmtune.report.plots import seeds_plots
+
+    summary["plots"] = seeds_plots(groups, study.root / "plots")
+    study.write_summary([r for rows in groups.values() for r in rows], summary)
+    return summary

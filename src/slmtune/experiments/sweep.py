@@ -1,0 +1,270 @@
+"""Hyperparameter sweeps on Optuna: grids (every point enqueued once) or TPE search with a pruner.
+
+The Optuna study lives in SQLite inside the study folder (or any `--storage` URL), so a sweep that is
+interrupted resumes with the same command and several `--worker` processes can share one study.
+Every trial trains through `Study.run`, which reuses a finished run of the same config.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from slmtune.config import RunConfig, replace
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+
+LR_VALUES = [1e-5, 5e-5, 1e-4, 2e-4, 5e-4]
+WD_VALUES = [0.0, 0.001, 0.01, 0.05, 0.1]
+SPACES: dict[str, dict[str, list]] = {
+    "lr": {"train.learning_rate": LR_VALUES},
+    "wd": {"train.weight_decay": WD_VALUES},
+    "grid": {"train.learning_rate": LR_VALUES, "train.weight_decay": WD_VALUES},
+    "rank": {"lora.r": [4, 8, 16, 32]},
+    "alpha": {"lora.alpha": [8, 16, 32, 64]},
+    "batch": {"train.batch_size": [8, 16, 32]},
+    "epochs": {"train.epochs": [1, 2, 3, 5]},
+}
+# Ranges for `--search N` (TPE) when the study gives none.
+SEARCH_SPACE = {"train.learning_rate": {"low": 1e-5, "high": 5e-4, "log": True},
+                "train.weight_decay": {"low": 0.0, "high": 0.1}}
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    """Study name (folder studies/<name>, Optuna study name)."""
+    recipe: str | None = None
+    """Base run recipe (YAML); the `run` section and CLI overrides apply on top."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """Run-config fields shared by every trial (nested, as in a recipe)."""
+    space: str | dict[str, Any] = "lr"
+    """A named space (lr, wd, grid, rank, alpha, batch, epochs) or {dotted.field: [values] | {low, high, log}}."""
+    search: int | None = None
+    """Number of TPE trials; null runs the grid of every listed value."""
+    storage: str | None = None
+    """Optuna storage URL; null is sqlite in the study folder."""
+
+    def resolved_space(self) -> dict[str, Any]:
+        if isinstance(self.space, str):
+            if self.space not in SPACES:
+                raise SlmtuneError(f"unknown sweep space {self.space!r}; known: {', '.join(SPACES)}")
+            return dict(SPACES[self.space])
+        if not isinstance(self.space, dict) or not self.space:
+            raise SlmtuneError("the sweep space is empty: give at least one field with values")
+        return dict(self.space)
+
+
+def grid_points(space: dict[str, Any]) -> list[dict[str, Any]]:
+    for key, values in space.items():
+        if not isinstance(values, list) or not values:
+            raise SlmtuneError(f"grid sweeps need a non-empty list of values for {key!r}")
+    keys = list(space)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
+
+
+def _check_space(base: RunConfig, space: dict[str, Any], search: bool) -> None:
+    """Every swept field exists and every value is valid, before anything trains."""
+    if not space:
+        raise SlmtuneError("the sweep space is empty")
+    for key, values in space.items():
+        if isinstance(values, dict):
+            if not search:
+                raise SlmtuneError(f"{key!r} has a range; ranges need --search N (grids take lists)")
+            probes = [values.get("low"), values.get("high")]
+        else:
+            probes = list(values)
+        for value in probes:
+            replace(base, **{key: value})  # raises SlmtuneError on unknown fields or bad values
+
+
+class _GridExhausted(Exception):
+    pass
+
+
+def _grid_sampler():
+    import optuna
+
+    class GridOnly(optuna.samplers.RandomSampler):
+        """Grid trials come from the queue only; a trial that finds the queue empty ends the worker."""
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            raise _GridExhausted
+
+    return GridOnly()
+
+
+def open_storage(url: str):
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    try:
+        return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
+        raise SlmtuneError(f"cannot open the sweep storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    except Exception as exc:  # SQLAlchemy connection errors and the like
+        raise SlmtuneError(f"cannot open the sweep storage {url}: {type(exc).__name__}") from None
+
+
+def _requeue_cut_off(study) -> int:
+    """Trials left RUNNING by a killed process: mark failed, and re-run each once."""
+    from optuna.trial import TrialState
+
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if "retry_of" not in trial.user_attrs and "failed_trial" not in trial.system_attrs:
+            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}),
+                                user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            count += 1
+    return count
+
+
+class _PruningCallback(TrainerCallback):
+    """Reports each validation accuracy to Optuna and stops a trial its pruner gives up on."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        import optuna
+
+        if metrics and "eval_accuracy" in metrics:
+            self.trial.report(metrics["eval_accuracy"], step=state.global_step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {state.global_step}")
+
+
+def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    params = {}
+    for key, values in space.items():
+        if isinstance(values, list):
+            params[key] = trial.suggest_categorical(key, values)
+        elif isinstance(values.get("low"), int) and isinstance(values.get("high"), int):
+            params[key] = trial.suggest_int(key, values["low"], values["high"], log=bool(values.get("log")))
+        else:
+            params[key] = trial.suggest_float(key, float(values["low"]), float(values["high"]),
+                                              log=bool(values.get("log")))
+    return params
+
+
+def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+              worker: bool = False, progress=print) -> dict[str, Any]:
+    """Run (or join, or resume) a sweep; returns the summary (also written to the study folder)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    space = cfg.resolved_space()
+    search = cfg.search is not None
+    if search and cfg.search < 1:
+        raise SlmtuneError("--search needs a positive number of trials")
+    if search and isinstance(cfg.space, str) and cfg.space in ("lr", "wd", "grid"):
+        space = {k: SEARCH_SPACE[k] for k in space}
+    _check_space(base, space, search)
+    study = Study(study_dir or Path("studies") / cfg.name)
+    storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}")
+    points = [] if search else grid_points(space)
+    if worker:
+        try:
+            optuna_study = optuna.load_study(study_name=cfg.name, storage=storage)
+        except KeyError:
+            raise SlmtuneError(f"no sweep named {cfg.name!r} in that storage yet: start it without --worker") from None
+    else:
+        optuna_study = optuna.create_study(
+            study_name=cfg.name, storage=storage, load_if_exists=True, direction="maximize",
+            sampler=None if not search else optuna.samplers.TPESampler(seed=base.seed),
+            pruner=optuna.pruners.MedianPruner() if search else optuna.pruners.NopPruner(),
+        )
+        requeued = _requeue_cut_off(optuna_study)
+        if requeued:
+            progress(f"re-running {requeued} trial(s) cut off earlier")
+        if not optuna_study.user_attrs.get("enqueued") and points:
+            for point in points:
+                optuna_study.enqueue_trial(point, skip_if_exists=True)
+            optuna_study.set_user_attr("enqueued", True)
+        study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
+                                "space": space, "search": cfg.search, "storage": cfg.storage,
+                                "cli_overrides": cli_overrides or []})
+
+    total = cfg.search if search else len(points)
+    done_before = _completed(optuna_study)
+    estimate = study.estimate_seconds(base)
+    progress(f"sweep {cfg.name}: {total} trials ({len(done_before)} done), ~{format_duration(estimate)} per new "
+             f"trial, ~{format_duration(estimate * max(0, total - len(done_before)))} left (estimate); "
+             f"folder {study.root}")
+    clock = Clock()
+
+    def objective(trial) -> float:
+        params = _suggest(trial, space)
+        config = replace(base, **params, name=f"{cfg.name}-{trial.number}")
+        result = study.run(config, callbacks=[_PruningCallback(trial)] if search else None)
+        row = flat_metrics(result)
+        for key, value in row.items():
+            trial.set_user_attr(key, value)
+        finished = len(_completed(trial.study)) + 1
+        progress(f"  trial {trial.number}: {params} -> validation {row['validation_accuracy']:.4f}, "
+                 f"test {row['test_accuracy']:.4f}, {row['total_seconds']:.0f}s"
+                 f"{' (reused)' if row['reused'] else ''}; {finished}/{total} done, {format_duration(clock.elapsed)} "
+                 "elapsed")
+        return row["validation_accuracy"]
+
+    if search:
+        remaining = total - len(_completed(optuna_study))
+        if remaining > 0:
+            optuna_study.optimize(objective, n_trials=remaining)
+    else:
+        optuna_study.sampler = _grid_sampler()
+        while _waiting(optuna_study):
+            try:
+                optuna_study.optimize(objective, n_trials=1)
+            except _GridExhausted:  # another worker took the last point
+                break
+    return summarize_sweep(optuna_study, study, space, base)
+
+
+def _completed(optuna_study) -> list:
+    from optuna.trial import TrialState
+
+    return optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def _waiting(optuna_study) -> list:
+    from optuna.trial import TrialState
+
+    return optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: RunConfig) -> dict[str, Any]:
+    rows = []
+    for trial in _completed(optuna_study):
+        row = {"trial": trial.number, **trial.params}
+        row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of",)})
+        rows.append(row)
+    if not rows:
+        raise SlmtuneError("the sweep has no finished trials yet")
+    # one row per distinct config: a retried trial never counts twice
+    seen, unique = set(), []
+    for row in sorted(rows, key=lambda r: r["trial"]):
+        key = row.get("run_dir")
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    best = max(unique, key=lambda r: (r["validation_accuracy"], -(r.get("total_seconds") or 0)))
+    best_params = {k: best[k] for k in space}
+    best_config = replace(base, **best_params, name=f"{optuna_study.study_name}-best")
+    path = study.write_config("best-config.yaml", best_config)
+    summary = {"study": "sweep", "name": optuna_study.study_name, "space": space, "trials": len(unique),
+               "best": {"params": best_params, "validation_accuracy": best["validation_accuracy"],
+                        "test_accuracy": best["test_accuracy"], "config": str(path)},
+               "selection": "best validation accuracy of each trial's best checkpoint; test never used to select"}
+    from slmtune.report.plots import sweep_plots
+
+    summary["plots"] = sweep_plots(unique, list(space), study.root / "plots")
+    study.write_summary(unique, summary)
+    return summary

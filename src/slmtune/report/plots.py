@@ -1,0 +1,152 @@
+"""Study figures: sweep curves, heatmaps and surfaces; seed box/strip plots, run times, accuracy vs time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmtune.plots import plt, save_figure
+
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+SHORT = {"train.learning_rate": "learning rate", "train.weight_decay": "weight decay", "lora.r": "LoRA rank",
+         "lora.alpha": "LoRA alpha", "train.batch_size": "batch size", "train.epochs": "epochs"}
+
+
+def _label(key: str) -> str:
+    return SHORT.get(key, key)
+
+
+def _line(rows, key, path: Path, log_x: bool) -> None:
+    points = sorted((r[key], r["validation_accuracy"], r["test_accuracy"]) for r in rows)
+    x = [p[0] for p in points]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(x, [p[1] for p in points], "o-", color=PALETTE[0], label="validation (selects)")
+    ax.plot(x, [p[2] for p in points], "s--", color=PALETTE[1], label="test (best checkpoint)")
+    best = max(points, key=lambda p: p[1])
+    ax.axvline(best[0], color="grey", linestyle=":", label=f"best {_label(key)} = {best[0]:g}")
+    if log_x and min(x) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel(_label(key))
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Accuracy vs {_label(key)} (n={len(points)} trials)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+
+
+def _grid(rows, keys, metric: str):
+    xs = sorted({r[keys[0]] for r in rows})
+    ys = sorted({r[keys[1]] for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        grid[ys.index(r[keys[1]]), xs.index(r[keys[0]])] = r[metric]
+    return xs, ys, grid
+
+
+def _heatmap(rows, keys, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, metric in zip(axes, ("validation_accuracy", "test_accuracy")):
+        xs, ys, grid = _grid(rows, keys, metric)
+        image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                            color="white" if grid[i, j] < np.nanmean(grid) else "black")
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set_xlabel(_label(keys[0]))
+        ax.set_ylabel(_label(keys[1]))
+        ax.set_title(metric.replace("_", " "))
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(f"{_label(keys[0])} x {_label(keys[1])} ({len(rows)} trials)")
+    save_figure(fig, path)
+
+
+def _surface(rows, keys, path: Path) -> None:
+    xs, ys, grid = _grid(rows, keys, "validation_accuracy")
+    fig = plt.figure(figsize=(7, 5.5))
+    ax = fig.add_subplot(projection="3d")
+    gx, gy = np.meshgrid(np.log10(xs) if min(xs) > 0 else xs, range(len(ys)))
+    ax.plot_surface(gx, gy, np.nan_to_num(grid, nan=np.nanmin(grid)), cmap="viridis", edgecolor="k", alpha=0.9)
+    ax.set_xlabel(f"log10 {_label(keys[0])}" if min(xs) > 0 else _label(keys[0]))
+    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+    ax.set_ylabel(_label(keys[1]))
+    ax.set_zlabel("validation accuracy")
+    ax.set_title("Validation accuracy surface")
+    save_figure(fig, path)
+
+
+def sweep_plots(rows: list[dict[str, Any]], keys: list[str], folder: str | Path) -> list[str]:
+    """Curves per swept field (log x for learning rates), and heatmaps + a 3D surface for 2-field grids."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    numeric = [k for k in keys if all(isinstance(r.get(k), (int, float)) for r in rows)]
+    if len(numeric) == 1:
+        path = folder / f"sweep_{numeric[0].split('.')[-1]}.png"
+        _line(rows, numeric[0], path, log_x="learning_rate" in numeric[0])
+        written.append(path)
+    elif len(numeric) == 2:
+        for key, other in (numeric, numeric[::-1]):  # one curve per value of the other field
+            fig, ax = plt.subplots(figsize=(6.4, 4))
+            for i, value in enumerate(sorted({r[other] for r in rows})):
+                points = sorted((r[key], r["validation_accuracy"]) for r in rows if r[other] == value)
+                ax.plot(*zip(*points), "o-", color=PALETTE[i % len(PALETTE)], label=f"{_label(other)} {value:g}")
+            if "learning_rate" in key:
+                ax.set_xscale("log")
+            ax.set_xlabel(_label(key))
+            ax.set_ylabel("validation accuracy")
+            ax.set_title(f"Impact of {_label(key)}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            path = folder / f"sweep_{key.split('.')[-1]}.png"
+            save_figure(fig, path)
+            written.append(path)
+        _heatmap(rows, numeric, folder / "heatmap.png")
+        _surface(rows, numeric, folder / "surface.png")
+        written += [folder / "heatmap.png", folder / "surface.png"]
+    return [str(p) for p in written]
+
+
+def seeds_plots(groups: dict[str, list[dict[str, Any]]], folder: str | Path) -> list[str]:
+    """Box + strip plots of test accuracy and macro-F1 per config, train time per run, accuracy vs time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(groups)
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("test_accuracy", "test_macro_f1")):
+        data = [[r[metric] for r in groups[n]] for n in names]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        for i, values in enumerate(data):
+            ax.scatter(i + 1 + rng.uniform(-0.08, 0.08, len(values)), values, color=PALETTE[i % len(PALETTE)],
+                       zorder=3, s=22)
+        ax.set_title(f"{metric.replace('_', ' ')} (n={len(data[0])} seeds each)")
+        ax.grid(alpha=0.3, axis="y")
+    save_figure(fig, folder / "seeds_box.png")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        rows = groups[name]
+        left.bar(np.arange(len(rows)) + i * width, [r["train_seconds"] for r in rows], width,
+                 label=name, color=PALETTE[i % len(PALETTE)])
+        right.scatter([r["train_seconds"] for r in rows], [r["test_accuracy"] for r in rows], label=name,
+                      color=PALETTE[i % len(PALETTE)], s=30)
+    left.set_xticks(np.arange(len(groups[names[0]])) + width * (len(names) - 1) / 2,
+                    [str(r["seed"]) for r in groups[names[0]]])
+    left.set_xlabel("seed")
+    left.set_ylabel("train seconds")
+    left.set_title("Training time per run")
+    left.legend()
+    right.set_xlabel("train seconds")
+    right.set_ylabel("test accuracy")
+    right.set_title("Accuracy vs training time")
+    right.grid(alpha=0.3)
+    right.legend()
+    save_figure(fig, folder / "seeds_time.png")
+    return [str(folder / "seeds_box.png"), str(folder / "seeds_time.png")]

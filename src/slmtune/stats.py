@@ -1,0 +1,116 @@
+"""Honest statistics for small samples of runs: summaries with CIs, paired tests, McNemar, curve fits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+
+@dataclass
+class Summary:
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    ci_low: float
+    """95% t interval of the mean (Student's t with n-1 degrees of freedom)."""
+    ci_high: float
+    boot_low: float
+    """95% percentile bootstrap interval of the mean."""
+    boot_high: float
+    cv: float
+    """Coefficient of variation: std / mean."""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), float(x.mean())
+    half = sps.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def bootstrap_interval(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0,
+                       statistic=np.mean) -> tuple[float, float]:
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2 or np.all(x == x[0]):
+        return float(statistic(x)), float(statistic(x))
+    result = sps.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=resamples,
+                           method="percentile", random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def summarize(values, confidence: float = 0.95) -> Summary:
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        raise ValueError("no values to summarize")
+    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    low, high = t_interval(x, confidence)
+    blow, bhigh = bootstrap_interval(x, confidence)
+    mean = float(x.mean())
+    return Summary(len(x), mean, std, float(x.min()), float(x.max()), low, high, blow, bhigh,
+                   std / mean if mean else float("nan"))
+
+
+@dataclass
+class PairedComparison:
+    n: int
+    mean_difference: float
+    """mean(a - b)."""
+    t_statistic: float
+    t_pvalue: float
+    wilcoxon_pvalue: float
+    boot_low: float
+    """95% bootstrap interval of the mean difference."""
+    boot_high: float
+    cohens_dz: float
+    """Effect size of paired differences: mean(d) / std(d)."""
+    significant: bool
+    """Both the paired t-test and the bootstrap interval agree at alpha."""
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_comparison(a, b, alpha: float = 0.05, names: tuple[str, str] = ("a", "b")) -> PairedComparison:
+    """Paired tests of a - b over matched runs (same seeds)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError("paired comparison needs two equal-length samples of at least 2")
+    d = a - b
+    if np.allclose(d, d[0]):
+        t_stat, t_p = (float("inf") if d[0] else 0.0), (0.0 if d[0] else 1.0)
+    else:
+        t_stat, t_p = (float(v) for v in sps.ttest_rel(a, b))
+    try:
+        w_p = float(sps.wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
+    except ValueError:
+        w_p = float("nan")
+    low, high = bootstrap_interval(d)
+    sd = d.std(ddof=1)
+    dz = float(d.mean() / sd) if sd > 0 else float("inf") * np.sign(d.mean()) if d.mean() else 0.0
+    significant = bool(t_p < alpha and (low > 0 or high < 0))
+    first, second = names
+    if significant:
+        verdict = (f"{first} is {'better' if d.mean() > 0 else 'worse'} than {second} by {abs(d.mean()):.4f} "
+                   f"(paired t p={t_p:.3g}, 95% bootstrap CI [{low:+.4f}, {high:+.4f}]): significant at {alpha}")
+    else:
+        verdict = (f"no significant difference between {first} and {second}: mean difference {d.mean():+.4f}, "
+                   f"paired t p={t_p:.3g}, 95% bootstrap CI [{low:+.4f}, {high:+.4f}] (n={len(d)})")
+    return PairedComparison(len(d), float(d.mean()), t_stat, t_p, w_p, low, high, dz, significant, verdict)
+
+
+def mcnemar(correct_a, correct_b) -> dict[str, float]:
+    """McNemar's exact test on paired per-example correctness (e.g. pooled test predictions)."""
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = only_a + only_b
+    pvalue = float(sps.binomtest(only_a, n, 0.5).pvalue) if n else 1.0
+    return {"only_a_correct": only_a, "only_b_correct": only_b, "pvalue": pvalue}

@@ -190,6 +190,24 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.zeroshot import ZeroShotConfig, run_zeroshot
+
+    methods = args.method
+    if args.template and not methods:
+        methods = ["untrained-head", "names", "descriptions", "templates", "custom"]
+    if args.nli_model and not methods:
+        methods = ["untrained-head", "templates", "nli"]
+    cfg = load_study_config(ZeroShotConfig, args.config, name=args.name, methods=methods, templates=args.template,
+                            nli_model=args.nli_model, recipe=args.recipe)
+    summary = run_zeroshot(cfg, args.study_dir, list(args.overrides))
+    print(f"\nslmtune zeroshot: done (n={summary['rows'][0]['n']} test rows, chance {summary['chance']:.2f})")
+    for row in summary["rows"]:
+        print(f"  {row['method']:<16}accuracy {row['accuracy']:.4f}   macro-F1 {row['macro_f1']:.4f}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -260,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every run")
     p.set_defaults(func=cmd_seeds)
+
+    p = sub.add_parser("zeroshot", help="zero-shot baselines: untrained head, label-prompt embeddings, NLI")
+    p.add_argument("--config", help="study config (configs/studies/zeroshot.yaml)")
+    p.add_argument("--recipe", help="run recipe for the data and model")
+    p.add_argument("--method", action="append",
+                   help="untrained-head, names, descriptions, templates, custom, nli (repeatable)")
+    p.add_argument("--template", action="append", help='your own template, e.g. "A story on {}." (repeatable)')
+    p.add_argument("--nli-model", help="an NLI model id or folder for the nli method")
+    p.add_argument("--name")
+    p.add_argument("--study-dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides (data, model)")
+    p.set_defaults(func=cmd_zeroshot)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")

@@ -204,6 +204,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model.
     """
     started = time.perf_counter()
+    splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
     run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir)
     runs.atomic_write(run_dir / "config.yaml", dump_yaml(config))
     set_threads(config.train.threads)
@@ -224,7 +225,6 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         previous_handler = None
     seconds: dict[str, float] = {}
     try:
-        splits = splits or load_splits(config.data, config.seed)
         result["label_names"] = splits.label_names
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
         tokenizer = load_tokenizer(config.model.name)

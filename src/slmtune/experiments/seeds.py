@@ -47,7 +47,7 @@ def resolve_seeds(seeds: list[int] | None, num_runs: int) -> list[int]:
 
 
 def _label(config: RunConfig) -> str:
-    return f"{config.model.name}:{config.model.method}"
+    return f"{Path(config.model.name).name}:{config.model.method}"
 
 
 def _correct(run_dir: str) -> np.ndarray:

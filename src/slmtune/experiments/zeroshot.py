@@ -1,0 +1,147 @@
+"""Zero-shot classification: an untrained head (the naive baseline), label-prompt embedding similarity, NLI.
+
+Embedding similarity compares each text's mean-pooled, normalised embedding with the embedding of a
+prompt per label (several templates are averaged); no training row is used. NLI runs transformers'
+zero-shot pipeline when an NLI model is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmtune.data import load_splits
+from slmtune.errors import SlmtuneError
+from slmtune.evaluate import classification_metrics, predict_logits
+from slmtune.experiments.common import Clock, Study, load_run_config
+
+# Short descriptions of AG News labels; other datasets use their label names unless given some.
+DESCRIPTIONS = {"World": "world news and politics", "Sports": "sports", "Business": "business and the economy",
+                "Sci/Tech": "science and technology"}
+TEMPLATES = ["This is a news article about {}.", "A news story about {}.", "{}"]
+PROMPT_SETS = {
+    "names": (["{}"], False),              # bare label names
+    "descriptions": (["{}"], True),        # label descriptions
+    "templates": (TEMPLATES, True),        # descriptions inside sentence templates (the default)
+}
+
+
+@dataclass
+class ZeroShotConfig:
+    name: str = "zeroshot"
+    recipe: str | None = None
+    """Run recipe: its data section and model name are used (nothing is trained)."""
+    run: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["untrained-head", "names", "descriptions", "templates"])
+    """Any of untrained-head, names, descriptions, templates, custom, nli."""
+    templates: list[str] | None = None
+    """Templates for `custom` ("{}" is replaced by the label description)."""
+    descriptions: dict[str, str] | None = None
+    """Label -> description; default: AG News descriptions, else the label names."""
+    nli_model: str | None = None
+    """An NLI model (Hub id or folder) for the `nli` method."""
+    hypothesis_template: str = "This example is about {}."
+
+
+def label_prompts(label_names: list[str], templates: list[str], descriptions: dict[str, str] | None) -> list[list[str]]:
+    """Per label, its prompts (one per template)."""
+    described = [(descriptions or {}).get(n, n) for n in label_names]
+    return [[t.format(d) for t in templates] for d in described]
+
+
+def prompt_classifier(encoder, label_names: list[str], templates: list[str],
+                      descriptions: dict[str, str] | None) -> np.ndarray:
+    """(labels x hidden) matrix of normalised mean prompt embeddings."""
+    from slmtune.embeddings import embed
+
+    prompts = label_prompts(label_names, templates, descriptions)
+    flat = [p for group in prompts for p in group]
+    vectors = embed(encoder, flat)
+    centroids, start = [], 0
+    for group in prompts:
+        centroids.append(vectors[start: start + len(group)].mean(axis=0))
+        start += len(group)
+    matrix = np.stack(centroids)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def nli_predict(model_name: str, texts: list[str], label_names: list[str], hypothesis_template: str,
+                descriptions: dict[str, str] | None, batch_size: int = 16) -> np.ndarray:
+    from transformers import pipeline
+
+    from slmtune.models import resolve_model
+
+    candidates = [(descriptions or {}).get(n, n) for n in label_names]
+    try:
+        pipe = pipeline("zero-shot-classification", model=resolve_model(model_name))
+    except OSError:
+        raise SlmtuneError(f"cannot load the NLI model {model_name!r} (not a folder, and not on the Hub now)") from None
+    outputs = pipe(texts, candidate_labels=candidates, hypothesis_template=hypothesis_template,
+                   batch_size=batch_size)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    return np.array([candidates.index(o["labels"][0]) for o in outputs])
+
+
+def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+                 progress=print) -> dict[str, Any]:
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    unknown = [m for m in cfg.methods if m not in ("untrained-head", "custom", "nli", *PROMPT_SETS)]
+    if unknown:
+        raise SlmtuneError(f"unknown zero-shot method(s) {', '.join(unknown)}")
+    if "nli" in cfg.methods and not cfg.nli_model:
+        raise SlmtuneError("the nli method needs --nli-model (an NLI model id or folder)")
+    if "custom" in cfg.methods and not cfg.templates:
+        raise SlmtuneError("the custom method needs --template (one or more, with {} for the label)")
+    study = Study(study_dir or Path("studies") / cfg.name)
+    study.write_study_yaml({"study": "zeroshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                            "cli_overrides": cli_overrides or []})
+    test = load_splits(base.data, base.seed).test
+    names = test.label_names
+    descriptions = cfg.descriptions or {n: DESCRIPTIONS[n] for n in names if n in DESCRIPTIONS} or None
+    rows, matrices = [], {}
+    encoder = None
+    for method in cfg.methods:
+        clock = Clock()
+        if method == "untrained-head":
+            from transformers import set_seed
+
+            from slmtune.models import load_classifier, load_tokenizer
+
+            set_seed(base.seed)
+            model, tokenizer = load_classifier(base.model.name, names), load_tokenizer(base.model.name)
+            predicted = predict_logits(model, tokenizer, test.texts, batch_size=base.train.eval_batch_size,
+                                       max_length=base.data.max_length, progress=True).argmax(axis=1)
+            note = "pretrained encoder + random head: expect chance"
+        elif method == "nli":
+            predicted = nli_predict(cfg.nli_model, test.texts, names, cfg.hypothesis_template, descriptions)
+            note = f"NLI model {cfg.nli_model}, hypothesis {cfg.hypothesis_template!r}"
+        else:
+            from slmtune.embeddings import embed, load_encoder
+
+            encoder = encoder or load_encoder(base.model.name)
+            texts = embed(encoder, test.texts, batch_size=base.train.eval_batch_size,
+                          max_length=base.data.max_length, cache_dir=study.root / "cache")
+            templates, use_descriptions = (cfg.templates, True) if method == "custom" else PROMPT_SETS[method]
+            classifier = prompt_classifier(encoder, names, templates, descriptions if use_descriptions else None)
+            predicted = (texts @ classifier.T).argmax(axis=1)
+            note = "prompts: " + " | ".join(label_prompts(names, templates, descriptions if use_descriptions
+                                                          else None)[0]) + " ..."
+        metrics = classification_metrics(test.labels, predicted, names)
+        matrices[method] = metrics["confusion_matrix"]
+        rows.append({"method": method, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                     "n": metrics["n"], "seconds": round(clock.elapsed, 1), "note": note})
+        progress(f"  {method:<15} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                 f"({clock.elapsed:.0f}s)  {note}")
+    from slmtune.plots import confusion_matrix_png
+
+    for method, matrix in matrices.items():
+        row = next(r for r in rows if r["method"] == method)
+        confusion_matrix_png(matrix, names, study.root / "plots" / f"confusion_{method}.png",
+                             title=f"Zero-shot {method} (n={row['n']}, accuracy {row['accuracy']:.3f})")
+    summary = {"study": "zeroshot", "model": base.model.name, "chance": 1 / len(names),
+               "confusion_matrices": matrices, "descriptions": descriptions}
+    study.write_summary(rows, summary)
+    return {**summary, "rows": rows}

@@ -208,6 +208,46 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SlmtuneError(f"{flag} takes integers separated by commas, got {text!r}") from None
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.fewshot import FewShotConfig, run_fewshot
+
+    cfg = load_study_config(FewShotConfig, args.config, name=args.name, shots=_int_list(args.shots, "--shots"),
+                            draws=args.draws, methods=args.methods.split(",") if args.methods else None,
+                            recipe=args.recipe)
+    summary = run_fewshot(cfg, args.study_dir, list(args.overrides))
+    print("\nslmtune fewshot: done (test accuracy, mean ± std over draws)")
+    for method, points in summary["curves"].items():
+        cells = "  ".join(f"{k}: {p['mean']:.3f}±{p['std']:.3f}" for k, p in points.items())
+        print(f"  {method:<8}{cells}")
+    return 0
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.scaling import ScalingConfig, run_scaling
+
+    cfg = load_study_config(ScalingConfig, args.config, name=args.name, sizes=_int_list(args.sizes, "--sizes"),
+                            seeds=_int_list(args.seeds, "--seeds"), recipe=args.recipe)
+    summary = run_scaling(cfg, args.study_dir, list(args.overrides))
+    fit = summary["fit"]
+    print(f"\nslmtune scaling: error = {fit['a']:.3f} n^-{fit['b']:.3f} + {fit['c']:.4f}  (R² {fit['r2']:.3f})")
+    for p in summary["predictions"]:
+        print(f"  predicted accuracy at {p['n']:>7,} rows: {p['accuracy']:.4f} [{p['low']:.4f}, {p['high']:.4f}]")
+    print(f"  diminishing returns (< {summary['diminishing_returns']['threshold_per_doubling']} per doubling) "
+          f"from ~{summary['diminishing_returns']['size']:,.0f} rows")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -290,6 +330,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides (data, model)")
     p.set_defaults(func=cmd_zeroshot)
+
+    p = sub.add_parser("fewshot", help="k rows per class, several draws, LoRA / full / linear probe")
+    p.add_argument("--config", help="study config (configs/studies/fewshot.yaml)")
+    p.add_argument("--recipe")
+    p.add_argument("--shots", help="rows per class, e.g. 1,2,5,10,20,50,100")
+    p.add_argument("--draws", type=int, help="random draws per size")
+    p.add_argument("--methods", help="comma-separated: probe,lora,full")
+    p.add_argument("--name")
+    p.add_argument("--study-dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_fewshot)
+
+    p = sub.add_parser("scaling", help="accuracy vs training rows with a power-law fit")
+    p.add_argument("--config", help="study config (configs/studies/scaling.yaml)")
+    p.add_argument("--recipe")
+    p.add_argument("--sizes", help="training rows, e.g. 10,50,100,200,500,1000,2000,5000,10000")
+    p.add_argument("--seeds", help="e.g. 42,123,456")
+    p.add_argument("--name")
+    p.add_argument("--study-dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_scaling)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")

@@ -33,6 +33,8 @@ class DataConfig:
     """Training rows drawn stratified from the training file; null takes all that remain."""
     val_size: int = 240
     """Validation rows drawn stratified from the training file (never from test)."""
+    shots_per_class: int | None = None
+    """Few-shot: exactly this many training rows per class (replaces train_size)."""
     test_size: int | None = None
     """Test rows (stratified subsample); null keeps the whole test set."""
     clean: bool = True
@@ -45,6 +47,8 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SlmtuneError(f"data.{name} must be a positive integer or null, got {value}")
+        if self.shots_per_class is not None and self.shots_per_class < 1:
+            raise SlmtuneError(f"data.shots_per_class must be positive, got {self.shots_per_class}")
         if self.val_size < 1:
             raise SlmtuneError(f"data.val_size must be positive, got {self.val_size}")
         if self.max_length < 8:

@@ -114,3 +114,65 @@ def mcnemar(correct_a, correct_b) -> dict[str, float]:
     n = only_a + only_b
     pvalue = float(sps.binomtest(only_a, n, 0.5).pvalue) if n else 1.0
     return {"only_a_correct": only_a, "only_b_correct": only_b, "pvalue": pvalue}
+
+
+@dataclass
+class PowerLawFit:
+    """error(n) = a * n**(-b) + c, fitted to (training size, error) points."""
+
+    a: float
+    b: float
+    c: float
+    a_ci: tuple[float, float]
+    b_ci: tuple[float, float]
+    c_ci: tuple[float, float]
+    r2: float
+    covariance: list[list[float]]
+
+    def error(self, n) -> np.ndarray:
+        return self.a * np.power(np.asarray(n, dtype=float), -self.b) + self.c
+
+    def predict(self, n, samples: int = 4000, seed: int = 0) -> dict[str, float]:
+        """Predicted accuracy at size `n` with a 95% band from the parameters' uncertainty."""
+        rng = np.random.default_rng(seed)
+        draws = rng.multivariate_normal([self.a, self.b, self.c], self.covariance, size=samples)
+        errors = draws[:, 0] * np.power(float(n), -draws[:, 1]) + draws[:, 2]
+        accuracy = 1 - errors
+        return {"n": int(n), "accuracy": float(1 - self.error(n)), "low": float(np.percentile(accuracy, 2.5)),
+                "high": float(np.percentile(accuracy, 97.5))}
+
+    def gain_per_doubling(self, n) -> float:
+        """Accuracy gained by doubling the data from n."""
+        return float(self.error(n) - self.error(2 * np.asarray(n, dtype=float)))
+
+    def diminishing_returns_size(self, threshold: float = 0.005) -> float:
+        """Smallest n at which one more doubling gains less than `threshold` accuracy."""
+        if self.b <= 0 or self.a <= 0:
+            return float("nan")
+        # a * n^-b * (1 - 2^-b) = threshold
+        return float((self.a * (1 - 2 ** -self.b) / threshold) ** (1 / self.b))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_power_law(sizes, errors) -> PowerLawFit:
+    """Least-squares fit of error = a * n^-b + c with 95% t intervals on a, b, c."""
+    from scipy.optimize import curve_fit
+
+    n, e = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
+    if len(np.unique(n)) < 3:
+        raise ValueError("a power-law fit needs at least 3 distinct sizes")
+
+    def model(x, a, b, c):
+        return a * np.power(x, -b) + c
+
+    start = (max(e[np.argmin(n)] - e.min(), 1e-3) * n.min() ** 0.5, 0.5, max(e.min() * 0.8, 0.0))
+    params, cov = curve_fit(model, n, e, p0=start, bounds=([0, 0, 0], [np.inf, 3, 1]), maxfev=20000)
+    residuals = e - model(n, *params)
+    r2 = 1 - float(np.sum(residuals**2)) / float(np.sum((e - e.mean()) ** 2)) if np.ptp(e) > 0 else 1.0
+    dof = max(1, len(n) - 3)
+    half = sps.t.ppf(0.975, dof) * np.sqrt(np.clip(np.diag(cov), 0, None))
+    cis = [(float(p - h), float(p + h)) for p, h in zip(params, half)]
+    return PowerLawFit(float(params[0]), float(params[1]), float(params[2]), cis[0], cis[1], cis[2], r2,
+                       np.nan_to_num(cov).tolist())

@@ -117,3 +117,16 @@ def test_real_ag_news_folder(ag_news_dir):
     assert len(splits.test) == 7600 and len(splits.train) == 400
     assert all(abs(splits.train.labels.count(c) - 100) <= 2 for c in range(4))  # the file's class shares
     assert not any("#36;" in t or "&lt;" in t for t in splits.test.texts)
+
+
+def test_shots_per_class_is_exact_disjoint_and_reproducible(tmp_path):
+    train = write_csv(tmp_path / "train.csv", synthetic_rows(50, seed=1))
+    test = write_csv(tmp_path / "test.csv", synthetic_rows(20, seed=2))
+    cfg = DataConfig(dataset=str(train), test_file=str(test), shots_per_class=3, val_size=20)
+    a, b, c = load_splits(cfg, seed=5), load_splits(cfg, seed=5), load_splits(cfg, seed=6)
+    assert [a.train.labels.count(k) for k in range(4)] == [3, 3, 3, 3]
+    assert a.train.texts == b.train.texts and a.train.texts != c.train.texts
+    texts = [t for t, _ in synthetic_rows(50, seed=1)]
+    repeated = {t for t in texts if texts.count(t) > 1}
+    assert not (set(a.train.texts) & set(a.validation.texts)) - repeated  # never a validation row
+    assert len(a.test) == 80  # test is untouched

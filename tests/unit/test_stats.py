@@ -44,3 +44,20 @@ def test_bad_inputs():
         stats.summarize([])
     with pytest.raises(ValueError):
         stats.paired_comparison([1.0], [2.0])
+
+
+def test_power_law_fit_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    sizes = np.repeat([10, 50, 100, 200, 500, 1000, 2000, 5000, 10000], 3)
+    errors = 2.0 * sizes ** -0.6 + 0.08 + rng.normal(0, 0.002, len(sizes))
+    fit = stats.fit_power_law(sizes, errors)
+    assert fit.a == pytest.approx(2.0, rel=0.15) and fit.b == pytest.approx(0.6, abs=0.05)
+    assert fit.c == pytest.approx(0.08, abs=0.01) and fit.r2 > 0.99
+    assert fit.b_ci[0] <= 0.6 <= fit.b_ci[1]
+    pred = fit.predict(120_000)
+    assert pred["low"] <= pred["accuracy"] <= pred["high"]
+    assert pred["accuracy"] == pytest.approx(1 - (2.0 * 120_000 ** -0.6 + 0.08), abs=0.01)
+    n_star = fit.diminishing_returns_size(0.005)
+    assert fit.gain_per_doubling(n_star) == pytest.approx(0.005, rel=1e-6)
+    with pytest.raises(ValueError):
+        stats.fit_power_law([10, 10, 20], [0.5, 0.5, 0.4])

@@ -71,12 +71,15 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         raise SlmtuneError(f"data.val_size={cfg.val_size} leaves no training rows (the file has {len(full)})")
     val_idx = stratified_indices(full.labels, cfg.val_size, seed)
     remaining = sorted(set(range(len(full))) - set(val_idx))
-    train_size = len(remaining) if cfg.train_size is None else cfg.train_size
-    if train_size > len(remaining):
-        raise SlmtuneError(
-            f"data.train_size={train_size} exceeds the {len(remaining)} rows left after validation"
-        )
-    train_idx = stratified_indices(full.labels, train_size, seed, pool=remaining)
+    if cfg.shots_per_class is not None:
+        train_idx = per_class_indices(full.labels, cfg.shots_per_class, seed, pool=remaining)
+    else:
+        train_size = len(remaining) if cfg.train_size is None else cfg.train_size
+        if train_size > len(remaining):
+            raise SlmtuneError(
+                f"data.train_size={train_size} exceeds the {len(remaining)} rows left after validation"
+            )
+        train_idx = stratified_indices(full.labels, train_size, seed, pool=remaining)
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_indices(test.labels, cfg.test_size, TEST_SEED))
     splits = Splits(full.subset(train_idx), full.subset(val_idx), test)

@@ -150,3 +150,68 @@ def seeds_plots(groups: dict[str, list[dict[str, Any]]], folder: str | Path) -> 
     right.legend()
     save_figure(fig, folder / "seeds_time.png")
     return [str(folder / "seeds_box.png"), str(folder / "seeds_time.png")]
+
+
+def _band(ax, xs, summaries, color, label, marker="o"):
+    means = [s["mean"] for s in summaries]
+    ax.plot(xs, means, marker=marker, color=color, label=label)
+    ax.fill_between(xs, [s["ci_low"] for s in summaries], [s["ci_high"] for s in summaries], color=color,
+                    alpha=0.18, linewidth=0)
+
+
+def fewshot_plot(curves: dict[str, dict[int, dict]], anchors: dict[str, dict[int, float]], path: str | Path) -> str:
+    """Test accuracy vs shots per class (log x), mean with 95% CI band per method, published anchors."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (method, points) in enumerate(curves.items()):
+        xs = sorted(points)
+        n = points[xs[0]]["n"]
+        _band(ax, xs, [points[k] for k in xs], PALETTE[i % len(PALETTE)], f"{method} (n={n} draws)")
+    for j, (name, points) in enumerate(anchors.items()):
+        ax.plot(list(points), list(points.values()), linestyle=":", marker="x", color="grey" if j else "black",
+                label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Few-shot learning curves (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return str(path)
+
+
+def scaling_plots(points: list[tuple[int, float]], fit, folder: str | Path, predictions: list[dict]) -> list[str]:
+    """Learning curve (log x) with the power-law fit and its 95% band; residuals of the fit."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = np.array([p[0] for p in points], dtype=float)
+    acc = np.array([p[1] for p in points])
+    grid = np.geomspace(sizes.min(), max(sizes.max(), *(p["n"] for p in predictions)), 200)
+    band = [fit.predict(n, samples=1000) for n in grid]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(sizes, acc, color=PALETTE[0], s=18, label=f"runs (n={len(points)})", zorder=3)
+    ax.plot(grid, [b["accuracy"] for b in band], color=PALETTE[1],
+            label=f"fit: err = {fit.a:.2f} n^-{fit.b:.2f} + {fit.c:.3f} (R²={fit.r2:.3f})")
+    ax.fill_between(grid, [b["low"] for b in band], [b["high"] for b in band], color=PALETTE[1], alpha=0.2,
+                    linewidth=0, label="95% band")
+    for p in predictions:
+        ax.errorbar([p["n"]], [p["accuracy"]], yerr=[[p["accuracy"] - p["low"]], [p["high"] - p["accuracy"]]],
+                    fmt="s", color=PALETTE[3], capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Data scaling")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, folder / "scaling.png")
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.axhline(0, color="grey")
+    ax.scatter(sizes, (1 - acc) - fit.error(sizes), color=PALETTE[0], s=18)
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows")
+    ax.set_ylabel("error residual")
+    ax.set_title("Residuals of the power-law fit")
+    ax.grid(alpha=0.3)
+    save_figure(fig, folder / "scaling_residuals.png")
+    return [str(folder / "scaling.png"), str(folder / "scaling_residuals.png")]

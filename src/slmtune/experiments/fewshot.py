@@ -1,0 +1,121 @@
+"""Few-shot: k rows per class, several random draws per k, methods side by side on the same draws.
+
+Methods: `lora` and `full` fine-tune through `Study.run` (so draws are reused across studies);
+`probe` is logistic regression on frozen mean-pooled embeddings, whose test embeddings are computed
+once per study. Small training sets get more epochs (`min_steps`), as is usual in few-shot work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmtune import stats
+from slmtune.config import RunConfig, replace
+from slmtune.errors import SlmtuneError
+from slmtune.evaluate import classification_metrics
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+
+# Published AG News test accuracy (mean of 10 draws), SetFit paper (Tunstall et al. 2022), shown beside ours.
+ANCHORS = {
+    "SetFit (MPNet), published": {8: 0.829, 16: 0.850, 64: 0.880},
+    "fine-tuned DistilBERT, published": {8: 0.761, 16: 0.816, 64: 0.868},
+}
+METHODS = ("probe", "lora", "full")
+
+
+@dataclass
+class FewShotConfig:
+    name: str = "fewshot"
+    recipe: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])
+    """Training rows per class."""
+    draws: int = 5
+    """Random draws per size (draw i uses seed base.seed + i)."""
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    min_steps: int = 100
+    """Fine-tuning runs get at least this many optimizer steps (more epochs on tiny sets)."""
+    probe_c: float = 1.0
+    """Inverse regularisation strength of the logistic-regression probe."""
+
+
+def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:
+    steps_per_epoch = max(1, math.ceil(rows / config.train.batch_size))
+    epochs = max(config.train.epochs, math.ceil(min_steps / steps_per_epoch))
+    return replace(config, **{"train.epochs": epochs}) if epochs != config.train.epochs else config
+
+
+def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    from slmtune.embeddings import embed, load_encoder
+
+    clock = Clock()
+    splits = study.splits(config)
+    encoder = load_encoder(config.model.name)
+    cache = study.root / "cache"
+    train_x = embed(encoder, splits.train.texts, max_length=config.data.max_length, cache_dir=cache)
+    test_x = embed(encoder, splits.test.texts, max_length=config.data.max_length, cache_dir=cache)
+    probe = LogisticRegression(C=c, max_iter=2000).fit(train_x, splits.train.labels)
+    metrics = classification_metrics(splits.test.labels, probe.predict(test_x), splits.test.label_names)
+    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
+            "train_seconds": round(clock.elapsed, 2), "total_seconds": round(clock.elapsed, 2),
+            "trainable_params": int(probe.coef_.size + probe.intercept_.size), "reused": False, "run_dir": None}
+
+
+def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+                progress=print) -> dict[str, Any]:
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise SlmtuneError(f"unknown few-shot method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    if not cfg.shots or any(k < 1 for k in cfg.shots):
+        raise SlmtuneError("shots must be a non-empty list of positive integers")
+    if cfg.draws < 1:
+        raise SlmtuneError("draws must be at least 1")
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    study = Study(study_dir or Path("studies") / cfg.name)
+    study.write_study_yaml({"study": "fewshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                            "cli_overrides": cli_overrides or []})
+    plan = [(k, d, m) for k in sorted(cfg.shots) for d in range(cfg.draws) for m in cfg.methods]
+    progress(f"fewshot {cfg.name}: {len(plan)} runs ({len(cfg.shots)} sizes x {cfg.draws} draws x "
+             f"{', '.join(cfg.methods)}); folder {study.root}")
+    clock = Clock()
+    rows = []
+    for i, (k, draw, method) in enumerate(plan, 1):
+        seed = base.seed + draw
+        config = replace(base, seed=seed, name=f"{cfg.name}-{method}-{k}shot-{draw}",
+                         **{"data.shots_per_class": k, "model.method": "lora" if method == "probe" else method})
+        if method == "probe":
+            result = _probe(study, config, cfg.probe_c)
+        else:
+            n_labels = len(study.splits(config).label_names)
+            result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))
+        rows.append({"method": method, "shots": k, "draw": draw, "seed": seed, **result})
+        progress(f"  {i}/{len(plan)} {method} {k}-shot draw {draw}: test accuracy {result['test_accuracy']:.4f}; "
+                 f"{format_duration(clock.elapsed)} elapsed")
+    return summarize_fewshot(study, rows)
+
+
+def summarize_fewshot(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    curves: dict[str, dict[int, dict[str, float]]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        curves[method] = {}
+        for k in sorted({r["shots"] for r in rows if r["method"] == method}):
+            values = [r["test_accuracy"] for r in rows if r["method"] == method and r["shots"] == k]
+            summary = stats.summarize(values).to_dict()
+            summary["seconds"] = float(np.mean([r["total_seconds"] for r in rows
+                                                if r["method"] == method and r["shots"] == k]))
+            curves[method][k] = summary
+    summary = {"study": "fewshot", "curves": curves, "anchors": ANCHORS,
+               "selection": "mean, std and 95% t / bootstrap intervals over draws; test rows fixed"}
+    from slmtune.report.plots import fewshot_plot
+
+    summary["plots"] = [fewshot_plot(curves, ANCHORS, study.root / "plots" / "fewshot.png")]
+    study.write_summary(rows, summary)
+    return summary
+

@@ -1,0 +1,87 @@
+"""Data scaling: accuracy vs training rows over seeds, with a saturating power-law fit of the error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slmtune import stats
+from slmtune.config import replace
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+from slmtune.experiments.fewshot import with_min_steps
+
+FULL_TRAIN_ROWS = 120_000
+
+
+@dataclass
+class ScalingConfig:
+    name: str = "scaling"
+    recipe: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    sizes: list[int] = field(default_factory=lambda: [10, 50, 100, 200, 500, 1000, 2000, 5000, 10000])
+    """Training rows; sizes beyond what the training file holds (after validation) are dropped."""
+    seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
+    predict_at: list[int] = field(default_factory=lambda: [20_000, 50_000, 120_000])
+    threshold: float = 0.005
+    """Diminishing returns: the size past which one more doubling gains less accuracy than this."""
+    min_steps: int = 100
+    """Every run gets at least this many optimizer steps (more epochs on small sets)."""
+
+
+def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+                progress=print) -> dict[str, Any]:
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
+        raise SlmtuneError("seeds must be a non-empty list without duplicates")
+    study = Study(study_dir or Path("studies") / cfg.name)
+    probe = replace(base, **{"data.train_size": None})
+    available = len(study.splits(probe).train)
+    sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
+    dropped = sorted(set(cfg.sizes) - set(sizes))
+    if len(sizes) < 3:
+        raise SlmtuneError(f"need at least 3 sizes within the {available} available training rows")
+    study.write_study_yaml({"study": "scaling", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                            "sizes_run": sizes, "sizes_dropped": dropped, "cli_overrides": cli_overrides or []})
+    if dropped:
+        progress(f"dropped sizes {dropped}: the training file holds {available} rows after validation")
+    plan = [(n, seed) for n in sizes for seed in cfg.seeds]
+    estimate = sum(study.estimate_seconds(replace(base, **{"data.train_size": n})) for n, _ in plan)
+    progress(f"scaling {cfg.name}: {len(plan)} runs, ~{format_duration(estimate)} if none is done yet")
+    clock = Clock()
+    rows = []
+    for i, (n, seed) in enumerate(plan, 1):
+        config = with_min_steps(replace(base, seed=seed, name=f"{cfg.name}-{n}-{seed}",
+                                        **{"data.train_size": n}), n, cfg.min_steps)
+        row = {"train_rows": n, "seed": seed, **flat_metrics(study.run(config))}
+        rows.append(row)
+        progress(f"  {i}/{len(plan)} n={n} seed {seed}: test accuracy {row['test_accuracy']:.4f}; "
+                 f"{format_duration(clock.elapsed)} elapsed")
+    return summarize_scaling(study, rows, cfg, available)
+
+
+def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConfig, available: int) -> dict[str, Any]:
+    points = [(r["train_rows"], r["test_accuracy"]) for r in rows]
+    fit = stats.fit_power_law([p[0] for p in points], [1 - p[1] for p in points])
+    per_size = {}
+    for n in sorted({p[0] for p in points}):
+        values = [a for m, a in points if m == n]
+        per_size[n] = {**stats.summarize(values).to_dict(), "accuracy_per_1000_rows": sum(values) / len(values)
+                       / (n / 1000)}
+    predictions = [fit.predict(n) for n in cfg.predict_at]
+    summary: dict[str, Any] = {
+        "study": "scaling", "fit": {**fit.to_dict(), "formula": "error = a * n^-b + c"},
+        "per_size": per_size, "predictions": predictions,
+        "diminishing_returns": {"threshold_per_doubling": cfg.threshold,
+                                "size": fit.diminishing_returns_size(cfg.threshold)},
+        "training_rows_available": available,
+    }
+    if available >= FULL_TRAIN_ROWS and FULL_TRAIN_ROWS in per_size:
+        summary["check_at_full_set"] = {"predicted": fit.predict(FULL_TRAIN_ROWS),
+                                        "measured": per_size[FULL_TRAIN_ROWS]["mean"]}
+    from slmtune.report.plots import scaling_plots
+
+    summary["plots"] = scaling_plots(points, fit, study.root / "plots", predictions)
+    study.write_summary(rows, summary)
+    return summary

@@ -1,0 +1,60 @@
+"""Few-shot and scaling studies end to end on tiny random models."""
+
+import json
+
+import pytest
+
+from conftest import tiny_overrides
+from slmtune.cli import main
+from slmtune.experiments.fewshot import FewShotConfig, run_fewshot, with_min_steps
+from slmtune.experiments.scaling import ScalingConfig, run_scaling
+
+QUIET = {"progress": lambda *_: None}
+
+
+def _run(tiny_models, synthetic_files):
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 1})
+    values["data"]["val_size"] = 12
+    return values
+
+
+def test_min_steps_scales_epochs_for_small_sets():
+    from slmtune.config import RunConfig
+
+    assert with_min_steps(RunConfig(), rows=8, min_steps=100).train.epochs == 100
+    assert with_min_steps(RunConfig(), rows=2400, min_steps=100).train.epochs == 3
+
+
+def test_fewshot_study(tiny_models, synthetic_files, tmp_path):
+    cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2, 4], draws=2, methods=["probe", "lora"],
+                        min_steps=10)
+    summary = run_fewshot(cfg, tmp_path / "f", **QUIET)
+    assert set(summary["curves"]) == {"probe", "lora"}
+    assert summary["curves"]["probe"][4]["n"] == 2
+    rows = json.loads((tmp_path / "f" / "summary.json").read_text())["rows"]
+    assert len(rows) == 8 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert (tmp_path / "f" / "plots" / "fewshot.png").stat().st_size > 5000
+    assert len(list((tmp_path / "f" / "cache").glob("*.npy"))) >= 2  # test embeddings cached once
+
+
+def test_scaling_study(tiny_models, synthetic_files, tmp_path):
+    cfg = ScalingConfig(run=_run(tiny_models, synthetic_files), sizes=[8, 16, 32, 64, 100000], seeds=[1, 2],
+                        predict_at=[1000], min_steps=20)
+    messages = []
+    summary = run_scaling(cfg, tmp_path / "s", progress=messages.append)
+    assert any("dropped sizes [100000]" in m for m in messages)
+    assert set(summary["fit"]) >= {"a", "b", "c", "r2", "a_ci", "b_ci", "c_ci"}
+    assert summary["predictions"][0]["n"] == 1000 and len(summary["per_size"]) == 4
+    for name in ("scaling.png", "scaling_residuals.png"):
+        assert (tmp_path / "s" / "plots" / name).stat().st_size > 5000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fewshot", "--methods", "magic"], "unknown few-shot method"),
+    (["fewshot", "--shots", "1,a"], "--shots takes integers"),
+    (["scaling", "--seeds", "1,1"], "without duplicates"),
+])
+def test_generalization_bad_input(capsys, tmp_path, argv, message):
+    code = main(argv + ["--study-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err

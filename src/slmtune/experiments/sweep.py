@@ -153,10 +153,18 @@ def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SlmtuneError("sweeps need Optuna: pip install 'slmtune[sweep]'") from None
+    return optuna
+
+
 def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
               worker: bool = False, progress=print) -> dict[str, Any]:
     """Run (or join, or resume) a sweep; returns the summary (also written to the study folder)."""
-    import optuna
+    optuna = _require_optuna()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)

@@ -100,7 +100,7 @@ def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
         time.sleep(0.1)
     second = _sweep_process(study_file, tmp_path / "w", "--worker")
     outputs = [p.communicate(timeout=300)[0].decode() for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, outputs
+    assert first.returncode == 0 and second.returncode == 0, [out[-3000:] for out in outputs]
     import optuna
 
     study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")

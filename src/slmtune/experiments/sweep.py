@@ -99,11 +99,16 @@ def _grid_sampler():
 
 
 def open_storage(url: str):
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
     try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+        engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
         raise SlmtuneError(f"cannot open the sweep storage {url}: {str(exc).splitlines()[0][:200]}") from None

@@ -61,10 +61,19 @@ class ModelConfig:
     """Alias (`minilm-l6`, `distilbert-base-uncased`), Hugging Face id, or local model folder."""
     method: str = "lora"
     """`lora` (adapters + classifier head) or `full` (every weight)."""
+    dropout: float | None = None
+    """Encoder hidden dropout while training; null keeps the checkpoint's (0.1 for MiniLM)."""
+    attention_dropout: float | None = None
+    """Dropout on attention probabilities while training; null keeps the checkpoint's (0.1 for MiniLM).
+    `dropout=0 attention_dropout=0` trains about 27% faster on CPU (README "Defaults")."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SlmtuneError(f"model.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise SlmtuneError(f"model.{name} must be in [0, 1) or null, got {value}")
 
 
 @dataclass

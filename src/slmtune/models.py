@@ -8,7 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from slmtune.config import LoraConfig
@@ -69,6 +69,8 @@ def _load(loader, name: str, **kwargs):
     source = resolve_model(name)
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 0.1 s "Loading weights" bar is noise
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -79,19 +81,33 @@ def _load(loader, name: str, **kwargs):
         ) from None
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(name: str):
     return _load(AutoTokenizer, name)
 
 
-def load_classifier(name: str, label_names: list[str]) -> PreTrainedModel:
-    """Pretrained encoder with a fresh classification head for `label_names`."""
-    return _load(
-        AutoModelForSequenceClassification, name, num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
-        ignore_mismatched_sizes=True,  # a base with another head gets a fresh one
-    )
+# Dropout fields across architectures (BERT/RoBERTa/ELECTRA; DistilBERT).
+HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
+ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def load_classifier(name: str, label_names: list[str], dropout: float | None = None,
+                    attention_dropout: float | None = None) -> PreTrainedModel:
+    """Pretrained encoder with a fresh classification head for `label_names`.
+
+    `dropout` / `attention_dropout` replace the encoder's hidden / attention-probability dropout
+    (None keeps the checkpoint's)."""
+    config = _load(AutoConfig, name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                   label2id={n: i for i, n in enumerate(label_names)})
+    for fields, value in ((HIDDEN_DROPOUT, dropout), (ATTENTION_DROPOUT, attention_dropout)):
+        for field_name in fields:
+            if value is not None and hasattr(config, field_name):
+                setattr(config, field_name, value)
+    # a base with another head gets a fresh one
+    return _load(AutoModelForSequenceClassification, name, config=config, ignore_mismatched_sizes=True)
 
 
 def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str], list[str]]:

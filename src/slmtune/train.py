@@ -234,7 +234,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         val_rows.sort(key=lambda r: len(r["input_ids"]))  # the Trainer evaluates in order: sorted = little padding
 
         set_seed(config.seed)  # the head and LoRA init depend on it
-        model = load_classifier(config.model.name, splits.label_names)
+        model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
+                                attention_dropout=config.model.attention_dropout)
         if config.model.method == "lora":
             model = add_lora(model, config.lora)
         result["params"] = counts = param_counts(model)

@@ -77,3 +77,16 @@ def test_get_model_for_users_own_trainer(tiny_models):
     assert hasattr(model, "peft_config") and model.config.id2label == {0: "x", 1: "y"}
     plain = get_model(tiny_models["bert"], label_names=["x", "y"], use_lora=False)
     assert all(p.requires_grad for p in plain.parameters())
+
+
+@pytest.mark.parametrize("kind, hidden, attention", [
+    ("bert", "hidden_dropout_prob", "attention_probs_dropout_prob"),
+    ("distilbert", "dropout", "attention_dropout"),
+])
+def test_dropout_overrides(tiny_models, kind, hidden, attention):
+    model = load_classifier(tiny_models[kind], ["a", "b"], dropout=0.0, attention_dropout=0.05)
+    assert getattr(model.config, hidden) == 0.0 and getattr(model.config, attention) == 0.05
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert 0.0 in rates and rates <= {0.0, 0.05, 0.1, 0.2}
+    default = load_classifier(tiny_models[kind], ["a", "b"])
+    assert getattr(default.config, hidden) == 0.1

@@ -251,6 +251,17 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 
+def _study_parser(sub, name: str, help_text: str, config_file: str):
+    """A study subcommand with the options every study shares."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--config", help=f"study config ({config_file})")
+    p.add_argument("--recipe", help="base run recipe (configs/*.yaml)")
+    p.add_argument("--name", help="study name (default folder studies/<name>)")
+    p.add_argument("--study-dir", help="study folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every run")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slmtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,61 +306,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("sweep", help="hyperparameter sweep (Optuna; resumable; shareable by workers)")
-    p.add_argument("--config", help="study config (configs/studies/sweep-*.yaml)")
-    p.add_argument("--recipe", help="base run recipe (configs/*.yaml)")
+    p = _study_parser(sub, "sweep", "hyperparameter sweep (Optuna; resumable; shareable by workers)",
+                      "configs/studies/sweep-*.yaml")
     p.add_argument("--space", help="lr, wd, grid (5x5), rank, alpha, batch or epochs")
     p.add_argument("--method", choices=["lora", "full"])
     p.add_argument("--search", type=int, help="TPE search with N trials instead of a grid")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder)")
     p.add_argument("--worker", action="store_true", help="join an existing sweep and take its open trials")
-    p.add_argument("--name")
-    p.add_argument("--study-dir", help="study folder (default studies/<name>)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every trial")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("seeds", help="repeat a recipe over seeds; compare two recipes pairwise")
-    p.add_argument("--config", help="study config (configs/studies/seeds.yaml)")
-    p.add_argument("--recipe", help="run recipe (configs/*.yaml)")
+    p = _study_parser(sub, "seeds", "repeat a recipe over seeds; compare two recipes pairwise",
+                      "configs/studies/seeds.yaml")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 42,123,456")
     p.add_argument("--num-runs", type=int, help="draw this many seeds instead")
     p.add_argument("--compare", help="second recipe run on the same seeds, e.g. configs/agnews-full.yaml")
-    p.add_argument("--name")
-    p.add_argument("--study-dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every run")
     p.set_defaults(func=cmd_seeds)
 
-    p = sub.add_parser("zeroshot", help="zero-shot baselines: untrained head, label-prompt embeddings, NLI")
-    p.add_argument("--config", help="study config (configs/studies/zeroshot.yaml)")
-    p.add_argument("--recipe", help="run recipe for the data and model")
+    p = _study_parser(sub, "zeroshot", "zero-shot baselines: untrained head, label-prompt embeddings, NLI",
+                      "configs/studies/zeroshot.yaml")
     p.add_argument("--method", action="append",
                    help="untrained-head, names, descriptions, templates, custom, nli (repeatable)")
     p.add_argument("--template", action="append", help='your own template, e.g. "A story on {}." (repeatable)')
     p.add_argument("--nli-model", help="an NLI model id or folder for the nli method")
-    p.add_argument("--name")
-    p.add_argument("--study-dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides (data, model)")
     p.set_defaults(func=cmd_zeroshot)
 
-    p = sub.add_parser("fewshot", help="k rows per class, several draws, LoRA / full / linear probe")
-    p.add_argument("--config", help="study config (configs/studies/fewshot.yaml)")
-    p.add_argument("--recipe")
+    p = _study_parser(sub, "fewshot", "k rows per class, several draws, LoRA / full / linear probe",
+                      "configs/studies/fewshot.yaml")
     p.add_argument("--shots", help="rows per class, e.g. 1,2,5,10,20,50,100")
     p.add_argument("--draws", type=int, help="random draws per size")
     p.add_argument("--methods", help="comma-separated: probe,lora,full")
-    p.add_argument("--name")
-    p.add_argument("--study-dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_fewshot)
 
-    p = sub.add_parser("scaling", help="accuracy vs training rows with a power-law fit")
-    p.add_argument("--config", help="study config (configs/studies/scaling.yaml)")
-    p.add_argument("--recipe")
+    p = _study_parser(sub, "scaling", "accuracy vs training rows with a power-law fit", "configs/studies/scaling.yaml")
     p.add_argument("--sizes", help="training rows, e.g. 10,50,100,200,500,1000,2000,5000,10000")
     p.add_argument("--seeds", help="e.g. 42,123,456")
-    p.add_argument("--name")
-    p.add_argument("--study-dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_scaling)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")

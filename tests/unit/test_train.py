@@ -153,3 +153,40 @@ def test_load_run_refuses_unfinished(tmp_path):
         load_run(tmp_path / "other")
     with pytest.raises(SlmtuneError, match="run folder not found"):
         load_run(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("cuda, bf16, device, expected", [
+    (False, False, "auto", {"use_cpu": True}),
+    (True, True, "auto", {"bf16": True}),
+    (True, False, "auto", {"fp16": True}),
+    (True, True, "cpu", {"use_cpu": True}),
+])
+def test_device_picks_gpu_precision_without_a_flag(monkeypatch, cuda, bf16, device, expected):
+    import torch
+
+    from slmtune.train import _device_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    assert _device_args(device) == expected
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(monkeypatch):
+    import torch
+
+    from slmtune.errors import SlmtuneError
+    from slmtune.train import _device_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SlmtuneError, match="no CUDA device"):
+        _device_args("cuda")
+
+
+def test_report_to_passes_through(tmp_path):
+    from slmtune.config import load_config
+    from slmtune.train import _training_args
+
+    args = _training_args(load_config(None, ["train.report_to=tensorboard", "train.evals_per_epoch=2"]),
+                          tmp_path, steps_per_epoch=10)
+    assert args.report_to == ["tensorboard"] and args.eval_steps == 5
+    assert _training_args(load_config(None, []), tmp_path, 10).report_to == []

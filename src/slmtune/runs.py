@@ -16,7 +16,6 @@ from typing import Any
 from slmtune.errors import SlmtuneError
 
 RESULT = "result.json"
-STATUSES = ("running", "success", "failed", "interrupted")
 
 
 def atomic_write(path: str | Path, text: str) -> None:

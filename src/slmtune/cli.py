@@ -171,13 +171,8 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     from slmtune.experiments.common import load_study_config
     from slmtune.experiments.seeds import SeedsConfig, run_seeds
 
-    seeds = None
-    if args.seeds:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise SlmtuneError(f"--seeds takes integers separated by commas, got {args.seeds!r}") from None
-    cfg = load_study_config(SeedsConfig, args.config, name=args.name, seeds=seeds, num_runs=args.num_runs,
+    cfg = load_study_config(SeedsConfig, args.config, name=args.name, seeds=_int_list(args.seeds, "--seeds"),
+                            num_runs=args.num_runs,
                             compare=args.compare, recipe=args.recipe)
     summary = run_seeds(cfg, args.study_dir, list(args.overrides))
     print("\nslmtune seeds: done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
                                                   "clean_text": run.config.data.clean,
                                                   "max_length": run.config.data.max_length}, indent=2))
     if onnx or int8:
-        export_onnx(run.model, out, int8=int8)
+        export_onnx(copy.deepcopy(run.model), out, int8=int8)  # the export switches attention to eager
     return out
 
 
@@ -62,6 +63,8 @@ def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
     out = Path(out_dir)
     fp32 = out / ONNX_FILES[False]
     model = model.float().eval().cpu()
+    if hasattr(model, "set_attn_implementation"):  # eager attention exports to a graph ORT can fuse
+        model.set_attn_implementation("eager")
     example = (torch.tensor([[101, 7592, 2088, 102]] * 2), torch.ones(2, 4, dtype=torch.long))
     raw = out / "model.raw.onnx"
     with torch.inference_mode():
@@ -117,7 +120,5 @@ def onnx_for_run(run_dir: str | Path, int8: bool = False) -> OnnxClassifier:
     path = folder / ONNX_FILES[int8]
     if not path.is_file():
         folder.mkdir(exist_ok=True)
-        import copy
-
         export_onnx(copy.deepcopy(run.model), folder, int8=int8)
     return OnnxClassifier(path, len(run.label_names), threads=run.config.train.threads)

@@ -243,6 +243,56 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_list(text: str | None, flag: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SlmtuneError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from slmtune.experiments.augmentation import AugmentStudyConfig, run_augmentation
+    from slmtune.experiments.common import load_study_config
+
+    operations = None
+    if args.ops:
+        eda = ["synonym", "insert", "delete", "swap"]
+        operations = {name: eda if name == "eda" else name.split("+") for name in args.ops.split(",") if name}
+    cfg = load_study_config(AugmentStudyConfig, args.config, name=args.name, recipe=args.recipe,
+                            ratios=_float_list(args.ratios, "--ratios"), sizes=_int_list(args.sizes, "--sizes"),
+                            seeds=_int_list(args.seeds, "--seeds"), operations=operations,
+                            back_translation=args.back_translation)
+    summary = run_augmentation(cfg, args.study_dir, list(args.overrides))
+    print("\nslmtune augment: done (test accuracy; difference to the ratio-0 control, paired by seed)")
+    for size, ops in summary["curves"].items():
+        for op, points in ops.items():
+            cells = "  ".join(f"x{p['ratio']:g} {p['mean']:.4f}"
+                              + (f" ({p['vs_control']['mean_difference']:+.4f}, p={p['vs_control']['t_pvalue']:.2g})"
+                                 if p["vs_control"] else "") for p in points)
+            print(f"  {size:>6} rows  {op:<14}{cells}")
+    return 0
+
+
+def cmd_active(args: argparse.Namespace) -> int:
+    from slmtune.experiments.active import ActiveConfig, run_active
+    from slmtune.experiments.common import load_study_config
+
+    cfg = load_study_config(ActiveConfig, args.config, name=args.name, recipe=args.recipe,
+                            strategies=args.strategies.split(",") if args.strategies else None,
+                            checkpoints=_int_list(args.checkpoints, "--checkpoints"),
+                            seeds=_int_list(args.seeds, "--seeds"), pool_size=args.pool_size, backend=args.backend)
+    summary = run_active(cfg, args.study_dir, list(args.overrides))
+    print("\nslmtune active: done (area under the learning curve = mean test accuracy over the budget)")
+    for row in summary["aulc"]:
+        versus = row["vs_random"]
+        extra = (f"  vs random {versus['mean_difference']:+.4f} [{versus['boot_low']:+.4f}, {versus['boot_high']:+.4f}]"
+                 f" p={versus['t_pvalue']:.2g}") if versus else ""
+        print(f"  {row['strategy']:<18}AULC {row['aulc']['mean']:.4f} ± {row['aulc']['std']:.4f}{extra}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -336,6 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="training rows, e.g. 10,50,100,200,500,1000,2000,5000,10000")
     p.add_argument("--seeds", help="e.g. 42,123,456")
     p.set_defaults(func=cmd_scaling)
+
+    p = _study_parser(sub, "augment", "augmentation ratios x operations vs the no-augmentation control",
+                      "configs/studies/augmentation.yaml")
+    p.add_argument("--ratios", help="augmented rows per row, e.g. 0,0.25,0.5,0.75,1")
+    p.add_argument("--ops", help="operation sets, comma-separated; join operations with +, e.g. eda,synonym+swap,"
+                                 "backtranslate (eda = synonym+insert+delete+swap)")
+    p.add_argument("--sizes", help="training rows, e.g. 200,2400")
+    p.add_argument("--seeds", help="e.g. 42,123,456")
+    p.add_argument("--back-translation", help="apertium[:eng-spa] or marian[:<forward>,<backward>]")
+    p.set_defaults(func=cmd_augment)
+
+    p = _study_parser(sub, "active", "active learning: random vs uncertainty sampling", "configs/studies/active.yaml")
+    p.add_argument("--strategies", help="comma-separated: random,least_confidence,margin,entropy")
+    p.add_argument("--checkpoints", help="labelled rows, e.g. 100,500,1000")
+    p.add_argument("--seeds", help="e.g. 42,123,456")
+    p.add_argument("--pool-size", type=int, help="unlabelled pool size")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="pool scoring backend")
+    p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")

@@ -12,6 +12,7 @@ import yaml
 from slmtune.errors import SlmtuneError
 
 METHODS = ("lora", "full")
+AUGMENT_OPS = ("synonym", "insert", "delete", "swap", "backtranslate")  # slmtune.data.augment.OPERATIONS
 # Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 
@@ -41,6 +42,14 @@ class DataConfig:
     """Clean text (HTML entities, AG News debris, whitespace) before tokenising."""
     max_length: int = 128
     """Tokens per text after truncation."""
+    augment_ratio: float = 0.0
+    """Augmented training rows added per training row (0 = none; 0.5 adds half as many again)."""
+    augment_ops: list[str] = field(default_factory=lambda: ["synonym", "insert", "delete", "swap"])
+    """Augmentation operations, one drawn per augmented row: synonym, insert, delete, swap, backtranslate."""
+    augment_rate: float = 0.1
+    """EDA's alpha: the share of a text's words an operation touches."""
+    back_translation: str = "apertium"
+    """Back-translation backend: `apertium[:eng-spa]` or `marian[:<forward model>,<backward model>]`."""
 
     def __post_init__(self) -> None:
         for name in ("train_size", "test_size"):
@@ -51,6 +60,14 @@ class DataConfig:
             raise SlmtuneError(f"data.shots_per_class must be positive, got {self.shots_per_class}")
         if self.val_size < 1:
             raise SlmtuneError(f"data.val_size must be positive, got {self.val_size}")
+        if self.augment_ratio < 0:
+            raise SlmtuneError(f"data.augment_ratio must be non-negative, got {self.augment_ratio}")
+        unknown = [op for op in self.augment_ops if op not in AUGMENT_OPS]
+        if unknown or not self.augment_ops:
+            raise SlmtuneError(f"data.augment_ops takes a non-empty list of {', '.join(AUGMENT_OPS)}; "
+                               f"got {self.augment_ops!r}")
+        if not 0 < self.augment_rate <= 1:
+            raise SlmtuneError(f"data.augment_rate must be in (0, 1], got {self.augment_rate}")
         if self.max_length < 8:
             raise SlmtuneError(f"data.max_length must be at least 8, got {self.max_length}")
 
@@ -185,6 +202,8 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
             except ValueError:
                 raise SlmtuneError(f"config field {where}{key} expects a number, got {value!r}") from None
             out[key] = int(number) if "float" not in hint and number.is_integer() else number
+        elif isinstance(value, str) and hint.startswith("list"):  # "a,b" from the command line
+            out[key] = [part.strip() for part in value.split(",") if part.strip()]
         elif isinstance(value, str) and "bool" in hint and "str" not in hint:
             raise SlmtuneError(f"config field {where}{key} expects true or false, got {value!r}")
     return out

@@ -86,4 +86,16 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.clean:
         for part in (splits.train, splits.validation, splits.test):
             part.texts = clean_texts(part.texts)
+    if cfg.augment_ratio > 0:
+        splits.train = augment_train(splits.train, cfg, seed)
     return splits
+
+
+def augment_train(train: TextDataset, cfg: DataConfig, seed: int) -> TextDataset:
+    """The training rows plus `augment_ratio` x as many augmented ones (validation and test never change)."""
+    from slmtune.data.augment import DataAugmenter
+    from slmtune.data.backtranslate import make_back_translator
+
+    translator = make_back_translator(cfg.back_translation) if "backtranslate" in cfg.augment_ops else None
+    augmenter = DataAugmenter(operations=cfg.augment_ops, rate=cfg.augment_rate, back_translator=translator)
+    return augmenter.augment_dataset(train, augmentation_ratio=cfg.augment_ratio, seed=seed)

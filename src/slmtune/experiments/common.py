@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from slmtune import runs
-from slmtune.config import RunConfig, dump_yaml, from_dict, load_yaml, merge
+from slmtune.config import RunConfig, dump_yaml, from_dict, load_yaml, merge, replace
 from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.train import train
@@ -26,6 +27,9 @@ def run_key(config: RunConfig) -> str:
     values = config.to_dict()
     values.pop("name", None)
     values.pop("output_dir", None)
+    if not values["data"].get("augment_ratio"):  # augmentation settings matter only when it is on
+        for name in ("augment_ratio", "augment_ops", "augment_rate", "back_translation"):
+            values["data"].pop(name, None)
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -68,8 +72,9 @@ class Study:
             raise SlmtuneError(f"cannot write the study folder {self.root}: {exc.strerror or exc}") from None
         self._splits: dict[tuple[str, int], Splits] = {}
 
-    def folder(self, config: RunConfig) -> Path:
-        return self.root / "runs" / f"{config.model.method}-{run_key(config)}"
+    def folder(self, config: RunConfig, key: str | None = None) -> Path:
+        suffix = f"-{hashlib.sha1(key.encode()).hexdigest()[:8]}" if key else ""
+        return self.root / "runs" / f"{config.model.method}-{run_key(config)}{suffix}"
 
     def splits(self, config: RunConfig) -> Splits:
         key = (json.dumps(config.to_dict()["data"], sort_keys=True), config.seed)
@@ -77,9 +82,15 @@ class Study:
             self._splits[key] = load_splits(config.data, config.seed)
         return self._splits[key]
 
-    def run(self, config: RunConfig, callbacks: list | None = None) -> dict[str, Any]:
-        """result.json of `config`, training it only if no successful run of the same config exists."""
-        folder = self.folder(config)
+    def run(self, config: RunConfig, callbacks: list | None = None, splits: Splits | None = None,
+            key: str | None = None) -> dict[str, Any]:
+        """result.json of `config`, training it only if no successful run of the same config exists.
+
+        `splits` replaces the rows the config would draw; `key` must then name them (e.g. the labelled
+        row ids of an active-learning round), since it becomes part of the run's identity."""
+        if (splits is None) != (key is None):
+            raise ValueError("pass splits together with a key that identifies them")
+        folder = self.folder(config, key)
         shared = next((p for p in self.root.parent.glob(f"*/runs/{folder.name}") if runs.is_finished(p)), None)
         if shared is not None:  # this study's own run, or the same config finished by a sibling study
             folder = shared
@@ -88,7 +99,7 @@ class Study:
         else:
             if folder.exists():  # an attempt that was cut off: start it over
                 shutil.rmtree(folder)
-            train(config, splits=self.splits(config), run_dir=folder, callbacks=callbacks)
+            train(config, splits=splits or self.splits(config), run_dir=folder, callbacks=callbacks)
             result = runs.read_result(folder)
             result["reused"] = False
         result["run_dir"] = str(folder)
@@ -102,6 +113,9 @@ class Study:
         if done:
             rates = {k: sum(r["samples_per_second"][k] for r in done) / len(done) for k in ("train", "eval")}
         train_rows = config.data.train_size or 10_000
+        if config.data.shots_per_class:
+            train_rows = config.data.shots_per_class * 4
+        train_rows *= 1 + config.data.augment_ratio
         eval_rows = config.data.val_size + (config.data.test_size or 7600)
         return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
 
@@ -120,6 +134,13 @@ class Study:
         path = self.root / name
         runs.atomic_write(path, dump_yaml(config))
         return path
+
+
+def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:
+    """`config` with enough epochs for at least `min_steps` optimizer steps on `rows` training rows."""
+    steps_per_epoch = max(1, math.ceil(rows / config.train.batch_size))
+    epochs = max(config.train.epochs, math.ceil(min_steps / steps_per_epoch))
+    return replace(config, **{"train.epochs": epochs}) if epochs != config.train.epochs else config
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ once per study. Small training sets get more epochs (`min_steps`), as is usual i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from slmtune import stats
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
 
 # Published AG News test accuracy (mean of 10 draws), SetFit paper (Tunstall et al. 2022), shown beside ours.
 ANCHORS = {
@@ -42,12 +41,6 @@ class FewShotConfig:
     """Fine-tuning runs get at least this many optimizer steps (more epochs on tiny sets)."""
     probe_c: float = 1.0
     """Inverse regularisation strength of the logistic-regression probe."""
-
-
-def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:
-    steps_per_epoch = max(1, math.ceil(rows / config.train.batch_size))
-    epochs = max(config.train.epochs, math.ceil(min_steps / steps_per_epoch))
-    return replace(config, **{"train.epochs": epochs}) if epochs != config.train.epochs else config
 
 
 def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from typing import Any
 from slmtune import stats
 from slmtune.config import replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
-from slmtune.experiments.fewshot import with_min_steps
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
 
 FULL_TRAIN_ROWS = 120_000
 

@@ -215,3 +215,43 @@ def scaling_plots(points: list[tuple[int, float]], fit, folder: str | Path, pred
     ax.grid(alpha=0.3)
     save_figure(fig, folder / "scaling_residuals.png")
     return [str(folder / "scaling.png"), str(folder / "scaling_residuals.png")]
+
+
+def augmentation_plot(curves: dict[str, dict[str, list[dict]]], path: str | Path) -> str:
+    """Test accuracy vs augmentation ratio, one panel per training size, mean with 95% CI band per operation set."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sizes = list(curves)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for i, (op, points) in enumerate(curves[size].items()):
+            xs = [p["ratio"] for p in points]
+            _band(ax, xs, points, PALETTE[i % len(PALETTE)], f"{op} (n={points[-1]['n']} seeds)")
+        ax.axhline(curves[size][next(iter(curves[size]))][0]["mean"], color="grey", linestyle=":", linewidth=1,
+                   label="control (ratio 0)")
+        ax.set_xlabel("augmented rows per training row")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{size} training rows")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Augmentation vs control (mean, 95% CI over seeds)")
+    save_figure(fig, path)
+    return str(path)
+
+
+def active_plot(curves: dict[str, dict[int, dict]], path: str | Path) -> str:
+    """Test accuracy vs labelled rows per query strategy: mean with 95% CI band over seeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (strategy, points) in enumerate(curves.items()):
+        xs = sorted(points)
+        _band(ax, xs, [points[k] for k in xs], PALETTE[i % len(PALETTE)],
+              f"{strategy} (n={points[xs[-1]]['n']} seeds)", marker="o" if strategy != "random" else "s")
+    ax.set_xlabel("labelled training rows")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Active learning curves (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return str(path)

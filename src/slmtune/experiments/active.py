@@ -1,0 +1,226 @@
+"""Pool-based active learning: train on a labelled seed set, score the unlabelled pool, query a batch,
+retrain, until each labelling checkpoint; strategies compared against random on the same seeds.
+
+A strategy is anything with `query(model, pool, labeled, n, rng) -> list[int]`: `model` has
+`predict_proba(texts) -> (rows, classes)`, `pool` is the `TextDataset` every index refers to,
+`labeled` the indices labelled so far; it returns `n` indices from the rest. Register your own with
+`STRATEGIES["name"] = MyStrategy()`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from slmtune import runs, stats
+from slmtune.config import RunConfig, replace
+from slmtune.data import Splits, TextDataset, stratified_indices
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
+
+
+class QueryStrategy(Protocol):
+    def query(self, model, pool: TextDataset, labeled: list[int], n: int, rng: np.random.Generator) -> list[int]: ...
+
+
+def least_confidence(probs: np.ndarray) -> np.ndarray:
+    """1 - max probability: higher is more uncertain."""
+    return 1.0 - probs.max(axis=1)
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Minus the gap between the two most probable classes: higher is more uncertain."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return -(top2[:, 1] - top2[:, 0])
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy of the predicted distribution: higher is more uncertain."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=1)
+
+
+def top_uncertain(scores: np.ndarray, n: int, tiebreak: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the n highest scores; equal scores go by `tiebreak` (higher first), then at random."""
+    order = np.lexsort((rng.random(len(scores)), -np.round(tiebreak, 12), -np.round(scores, 12)))
+    return order[:n]
+
+
+class RandomStrategy:
+    def query(self, model, pool, labeled, n, rng):
+        rest = np.setdiff1d(np.arange(len(pool)), labeled)
+        return sorted(int(i) for i in rng.choice(rest, size=min(n, len(rest)), replace=False))
+
+
+@dataclass
+class UncertaintyStrategy:
+    """Query the rows the model is least sure of, by `score` (ties broken by entropy, then at random)."""
+
+    score: Any
+
+    def query(self, model, pool, labeled, n, rng):
+        rest = np.setdiff1d(np.arange(len(pool)), labeled)
+        probs = model.predict_proba([pool.texts[i] for i in rest])
+        chosen = top_uncertain(self.score(probs), min(n, len(rest)), entropy(probs), rng)
+        return sorted(int(rest[i]) for i in chosen)
+
+
+STRATEGIES: dict[str, QueryStrategy] = {
+    "random": RandomStrategy(),
+    "least_confidence": UncertaintyStrategy(least_confidence),
+    "margin": UncertaintyStrategy(margin),
+    "entropy": UncertaintyStrategy(entropy),
+}
+
+
+class RunScorer:
+    """`predict_proba` over texts with a finished run's best model (length-sorted batches, or ONNX)."""
+
+    def __init__(self, run_dir: str | Path, backend: str = "torch"):
+        from slmtune.inference import load_run, runner
+
+        self.run = load_run(run_dir)
+        self.model = runner(run_dir, backend)
+        self.seconds = 0.0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        from slmtune.evaluate import predict_proba
+
+        clock = Clock()
+        probs = predict_proba(self.model, self.run.tokenizer, texts, batch_size=self.run.config.train.eval_batch_size,
+                              max_length=self.run.config.data.max_length)
+        self.seconds += clock.elapsed
+        return probs
+
+
+@dataclass
+class ActiveConfig:
+    name: str = "active"
+    recipe: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    strategies: list[str] = field(default_factory=lambda: ["random", "least_confidence", "margin", "entropy"])
+    checkpoints: list[int] = field(default_factory=lambda: [100, 500, 1000])
+    """Labelled rows at which the model is trained and tested; the first is the random seed set."""
+    pool_size: int = 5000
+    """Unlabelled pool drawn (stratified, per seed) from the training file, apart from validation."""
+    seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
+    min_steps: int = 100
+    """Each round trains for at least this many optimizer steps."""
+    backend: str = "torch"
+    """Pool scoring: torch (length-sorted batches), onnx or onnx-int8."""
+
+
+def check(cfg: ActiveConfig) -> None:
+    unknown = [s for s in cfg.strategies if s not in STRATEGIES]
+    if unknown or not cfg.strategies:
+        raise SlmtuneError(f"unknown strategy(ies) {', '.join(unknown) or '(none given)'}; "
+                           f"known: {', '.join(STRATEGIES)}")
+    points = cfg.checkpoints
+    if not points or points[0] < 1 or any(b <= a for a, b in zip(points, points[1:])):
+        raise SlmtuneError(f"checkpoints must be increasing positive row counts, got {points}")
+    if points[-1] > cfg.pool_size:
+        raise SlmtuneError(f"the last checkpoint ({points[-1]}) exceeds pool_size ({cfg.pool_size})")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise SlmtuneError("seeds must be a non-empty list without duplicates")
+
+
+def _labeled_key(labeled: list[int], pool_size: int) -> str:
+    return f"active pool {pool_size}: " + ",".join(map(str, sorted(labeled)))
+
+
+def _curve(study: Study, cfg: ActiveConfig, base: RunConfig, strategy: str, seed: int, progress) -> list[dict]:
+    """One learning curve; the labelled sets are saved after every query, so a rerun resumes exactly."""
+    pool_config = replace(base, seed=seed, **{"data.train_size": cfg.pool_size})
+    splits = study.splits(pool_config)
+    pool = splits.train
+    record_path = study.root / "active" / f"{strategy}-{seed}.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"rounds": []}
+    rows = []
+    for i, target in enumerate(cfg.checkpoints):
+        if i < len(record["rounds"]):
+            labeled = record["rounds"][i]["labeled"]
+        elif i == 0:
+            labeled = stratified_indices(pool.labels, target, seed)  # the same seed set for every strategy
+        else:
+            scorer = RunScorer(rows[-1]["run_dir"], cfg.backend)
+            previous = record["rounds"][i - 1]["labeled"]
+            rng = np.random.default_rng([seed, i])  # per round, so a resumed curve queries as an unbroken one
+            new = STRATEGIES[strategy].query(scorer, pool, previous, target - len(previous), rng)
+            labeled = sorted(set(previous) | set(new))
+            record["rounds"][i - 1]["scoring_seconds"] = round(scorer.seconds, 2)
+        if i >= len(record["rounds"]):
+            record["rounds"].append({"labels": target, "labeled": labeled})
+            runs.write_json(record_path, record)
+        config = with_min_steps(replace(pool_config, name=f"{cfg.name}-{strategy}-{seed}-{target}"), target,
+                                cfg.min_steps)
+        round_splits = Splits(pool.subset(labeled), splits.validation, splits.test)
+        result = study.run(config, splits=round_splits, key=_labeled_key(labeled, cfg.pool_size))
+        row = {"strategy": strategy, "seed": seed, "labels": target, **flat_metrics(result),
+               "class_counts": np.bincount([pool.labels[j] for j in labeled], minlength=len(pool.label_names)).tolist()}
+        rows.append(row)
+        progress(f"  {strategy} seed {seed} {target} labels: test accuracy {row['test_accuracy']:.4f}"
+                 f"{' (reused)' if row['reused'] else ''}")
+    return rows
+
+
+def run_active(cfg: ActiveConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
+               progress=print) -> dict[str, Any]:
+    check(cfg)
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    study = Study(study_dir or Path("studies") / cfg.name)
+    (study.root / "active").mkdir(exist_ok=True)
+    study.write_study_yaml({"study": "active", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                            "cli_overrides": cli_overrides or []})
+    n_runs = len(cfg.seeds) * (1 + len(cfg.strategies) * (len(cfg.checkpoints) - 1))
+    progress(f"active {cfg.name}: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds, checkpoints "
+             f"{cfg.checkpoints}, pool {cfg.pool_size}: {n_runs} training runs (the seed set is shared), "
+             f"each followed by scoring the pool; folder {study.root}")
+    clock = Clock()
+    rows = []
+    for seed in cfg.seeds:
+        for strategy in cfg.strategies:
+            rows.extend(_curve(study, cfg, base, strategy, seed, progress))
+            progress(f"  {format_duration(clock.elapsed)} elapsed")
+    return summarize_active(study, rows)
+
+
+def area_under_curve(labels: list[int], accuracy: list[float]) -> float:
+    """Trapezoidal area under accuracy vs labels, divided by the label range: a mean accuracy over the budget."""
+    x, y = np.asarray(labels, dtype=float), np.asarray(accuracy, dtype=float)
+    if len(x) < 2:
+        return float(y[0])
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+
+
+def summarize_active(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    curves, aulc = {}, {}
+    for s in strategies:
+        curves[s] = {}
+        for n in sorted({r["labels"] for r in rows if r["strategy"] == s}):
+            curves[s][n] = stats.summarize([r["test_accuracy"] for r in rows
+                                            if r["strategy"] == s and r["labels"] == n]).to_dict()
+        aulc[s] = {}
+        for seed in seeds:
+            mine = sorted((r for r in rows if r["strategy"] == s and r["seed"] == seed), key=lambda r: r["labels"])
+            aulc[s][seed] = area_under_curve([r["labels"] for r in mine], [r["test_accuracy"] for r in mine])
+    table = []
+    for s in strategies:
+        row = {"strategy": s, "aulc": stats.summarize(list(aulc[s].values())).to_dict(), "vs_random": None}
+        if s != "random" and "random" in aulc and len(seeds) >= 2:
+            row["vs_random"] = stats.paired_comparison([aulc[s][k] for k in seeds], [aulc["random"][k] for k in seeds],
+                                                       names=(s, "random")).to_dict()
+        table.append(row)
+    summary = {"study": "active", "curves": curves, "aulc": table, "seeds": seeds,
+               "selection": "test accuracy at each checkpoint; area under the learning curve per seed, "
+                            "paired by seed against random"}
+    from slmtune.report.plots import active_plot
+
+    summary["plots"] = [active_plot(curves, study.root / "plots" / "active.png")]
+    study.write_summary(rows, summary)
+    return summary

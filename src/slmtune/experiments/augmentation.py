@@ -1,0 +1,126 @@
+"""Augmentation study: ratios x operation sets x training sizes, each on several seeds, against the
+ratio-0 control trained on the same seeds and splits; mean ± CI and the paired difference to the control."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slmtune import stats
+from slmtune.config import RunConfig, replace
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+
+
+@dataclass
+class AugmentStudyConfig:
+    name: str = "augmentation"
+    recipe: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    """Augmented rows per training row; 0 (the control) is always run."""
+    operations: dict[str, list[str]] = field(default_factory=lambda: {
+        "eda": ["synonym", "insert", "delete", "swap"], "backtranslate": ["backtranslate"]})
+    """Named operation sets; each augmented row uses one operation of its set."""
+    sizes: list[int] = field(default_factory=lambda: [200, 2400])
+    """Training rows before augmentation (augmentation helps most with little data)."""
+    seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
+    rate: float = 0.1
+    """EDA's alpha (share of words touched)."""
+    back_translation: str = "apertium"
+    """Backend for the backtranslate operation: apertium[:eng-spa] or marian[:fwd,bwd]."""
+
+
+def _plan(cfg: AugmentStudyConfig, base: RunConfig) -> list[tuple[dict[str, Any], RunConfig]]:
+    plan = []
+    for size in cfg.sizes:
+        for seed in cfg.seeds:
+            sized = replace(base, seed=seed, **{"data.train_size": size})
+            control = replace(sized, name=f"{cfg.name}-control-{size}-{seed}", **{"data.augment_ratio": 0.0})
+            plan.append(({"size": size, "operations": "none", "ratio": 0.0, "seed": seed}, control))
+            for label, ops in cfg.operations.items():
+                for ratio in sorted(r for r in cfg.ratios if r > 0):
+                    config = replace(sized, name=f"{cfg.name}-{label}-{ratio:g}-{size}-{seed}", **{
+                        "data.augment_ratio": float(ratio), "data.augment_ops": list(ops),
+                        "data.augment_rate": cfg.rate, "data.back_translation": cfg.back_translation})
+                    plan.append(({"size": size, "operations": label, "ratio": float(ratio), "seed": seed}, config))
+    return plan
+
+
+def check(cfg: AugmentStudyConfig) -> None:
+    if not cfg.sizes or any(s < 1 for s in cfg.sizes):
+        raise SlmtuneError("sizes must be a non-empty list of positive integers")
+    if any(r < 0 for r in cfg.ratios):
+        raise SlmtuneError("augmentation ratios must be non-negative")
+    if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
+        raise SlmtuneError("seeds must be a non-empty list without duplicates")
+    if not cfg.operations:
+        raise SlmtuneError("operations must name at least one operation set")
+
+
+def run_augmentation(cfg: AugmentStudyConfig, study_dir: str | Path | None = None,
+                     cli_overrides: list[str] | None = None, progress=print) -> dict[str, Any]:
+    check(cfg)
+    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    plan = _plan(cfg, base)  # builds every config first, so a bad operation fails before any training
+    study = Study(study_dir or Path("studies") / cfg.name)
+    study.write_study_yaml({"study": "augmentation", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                            "cli_overrides": cli_overrides or []})
+    estimate = sum(study.estimate_seconds(c) for _, c in plan)
+    progress(f"augmentation {cfg.name}: {len(plan)} runs ({len(cfg.sizes)} sizes x {len(cfg.seeds)} seeds x "
+             f"(control + {len(cfg.operations)} operation sets x {len([r for r in cfg.ratios if r > 0])} ratios)), "
+             f"~{format_duration(estimate)} if none is done yet; folder {study.root}")
+    clock = Clock()
+    rows = []
+    for i, (keys, config) in enumerate(plan, 1):
+        row = {**keys, **flat_metrics(study.run(config))}
+        rows.append(row)
+        progress(f"  {i}/{len(plan)} size {keys['size']} {keys['operations']} x{keys['ratio']:g} seed {keys['seed']}: "
+                 f"test accuracy {row['test_accuracy']:.4f}{' (reused)' if row['reused'] else ''}; "
+                 f"{format_duration(clock.elapsed)} elapsed")
+    return summarize_augmentation(study, rows)
+
+
+def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per size and operation set: accuracy vs ratio (mean, CI) and the paired difference to the control."""
+    curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for size in sorted({r["size"] for r in rows}):
+        controls = {r["seed"]: r["test_accuracy"] for r in rows if r["size"] == size and r["operations"] == "none"}
+        per_op: dict[str, list[dict[str, Any]]] = {}
+        for op in dict.fromkeys(r["operations"] for r in rows if r["operations"] != "none"):
+            points = [{"ratio": 0.0, **stats.summarize(list(controls.values())).to_dict(), "vs_control": None}]
+            for ratio in sorted({r["ratio"] for r in rows if r["size"] == size and r["operations"] == op}):
+                cell = sorted((r for r in rows if r["size"] == size and r["operations"] == op and r["ratio"] == ratio),
+                              key=lambda r: r["seed"])
+                values = [r["test_accuracy"] for r in cell]
+                point = {"ratio": ratio, **stats.summarize(values).to_dict(), "vs_control": None}
+                paired = [controls[r["seed"]] for r in cell if r["seed"] in controls]
+                if len(paired) == len(cell) >= 2:
+                    point["vs_control"] = stats.paired_comparison(
+                        values, paired, names=(f"{op} x{ratio:g}", "no augmentation")).to_dict()
+                points.append(point)
+            per_op[op] = points
+        curves[str(size)] = per_op
+    best = max(((size, op, p) for size, ops in curves.items() for op, pts in ops.items() for p in pts[1:]),
+               key=lambda t: t[2]["mean"], default=None)
+    findings = []
+    for size, ops in curves.items():
+        for op, points in ops.items():
+            for p in points[1:]:
+                if p["vs_control"]:
+                    findings.append({"size": int(size), "operations": op, "ratio": p["ratio"],
+                                     "difference": p["vs_control"]["mean_difference"],
+                                     "ci": [p["vs_control"]["boot_low"], p["vs_control"]["boot_high"]],
+                                     "p_value": p["vs_control"]["t_pvalue"],
+                                     "significant": p["vs_control"]["significant"]})
+    summary = {"study": "augmentation", "curves": curves, "vs_control": findings,
+               "highest_mean": {"size": int(best[0]), "operations": best[1], "ratio": best[2]["ratio"],
+                        "mean": best[2]["mean"]} if best else None,
+               "selection": "test accuracy, mean and 95% t interval over seeds; differences paired by seed "
+                            "against the ratio-0 control on the same splits"}
+    from slmtune.report.plots import augmentation_plot
+
+    summary["plots"] = [augmentation_plot(curves, study.root / "plots" / "augmentation.png")]
+    study.write_summary(rows, summary)
+    return summary

@@ -293,6 +293,14 @@ def cmd_active(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from slmtune.report.html import build_report
+
+    path = build_report(args.folder, args.output)
+    print(f"slmtune report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -404,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, help="unlabelled pool size")
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="pool scoring backend")
     p.set_defaults(func=cmd_active)
+
+    p = sub.add_parser("report", help="one self-contained report.html for a run, a study or a folder of studies")
+    p.add_argument("folder", help="run folder, study folder, or a folder of studies")
+    p.add_argument("--output", help="where to write the page (default FOLDER/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")

@@ -137,6 +137,10 @@ class TrainConfig:
     """Validation metric that picks the best checkpoint (`accuracy` or `macro_f1`)."""
     evals_per_epoch: int = 1
     """Validation evaluations per epoch."""
+    max_evals: int | None = None
+    """At most this many validation evaluations (evenly spaced) per run; null keeps `evals_per_epoch`.
+    Studies set it when tiny training sets get many epochs, where evaluating every epoch would cost more
+    than training."""
     report_to: str = "none"
     """Trainer integrations (`tensorboard`, `mlflow`, `wandb`, `all`), passed through."""
     threads: int | None = None
@@ -155,6 +159,8 @@ class TrainConfig:
             raise SlmtuneError(f"train.weight_decay must be in [0, 1), got {self.weight_decay}")
         if self.metric not in ("accuracy", "macro_f1"):
             raise SlmtuneError(f"train.metric must be accuracy or macro_f1, got {self.metric!r}")
+        if self.max_evals is not None and self.max_evals < 1:
+            raise SlmtuneError(f"train.max_evals must be positive or null, got {self.max_evals}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise SlmtuneError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -140,7 +140,11 @@ def set_threads(threads: int | None) -> None:
 
 def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int) -> TrainingArguments:
     t = config.train
-    if t.evals_per_epoch > 1:
+    total_steps = math.ceil(steps_per_epoch * t.epochs)
+    if t.max_evals and t.evals_per_epoch * t.epochs > t.max_evals:
+        every = max(1, math.ceil(total_steps / t.max_evals))
+        schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
+    elif t.evals_per_epoch > 1:
         every = max(1, steps_per_epoch // t.evals_per_epoch)
         schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
     else:

@@ -221,11 +221,15 @@ def test_augmentation_study(tiny_models, synthetic_files, tmp_path):
     messages = []
     summary = run_augmentation(cfg, tmp_path / "a", progress=messages.append)
     rows = json.loads((tmp_path / "a" / "summary.json").read_text())["rows"]
-    assert len(rows) == 2 * 2 * 3  # sizes x seeds x (control + 2 ratios)
+    assert len(rows) == 2 * 2 * 5  # sizes x seeds x (control + 2 steps-matched controls + 2 ratios)
+    longer = [r for r in rows if r["operations"] == "steps-matched control" and r["ratio"] == 1.0]
+    assert longer and all(r["reused"] is not None for r in longer)
     curve = summary["curves"]["24"]["eda"]
     assert [p["ratio"] for p in curve] == [0.0, 0.5, 1.0] and curve[0]["n"] == 2
     assert curve[1]["vs_control"]["n"] == 2 and "mean_difference" in curve[1]["vs_control"]
-    assert len(summary["vs_control"]) == 4
+    assert curve[2]["vs_steps_matched"]["n"] == 2
+    assert set(summary["curves"]["24"]) == {"eda", "steps-matched control"}
+    assert len(summary["vs_control"]) == 2 * (2 * 2 + 2)  # per size: eda vs both controls, longer vs control
     assert (tmp_path / "a" / "plots" / "augmentation.png").stat().st_size > 5000
     again = run_augmentation(cfg, tmp_path / "a", progress=messages.append)  # resumes: nothing retrained
     assert again["curves"] == summary["curves"] and messages[-1].count("(reused)") == 1

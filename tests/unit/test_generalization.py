@@ -21,8 +21,23 @@ def _run(tiny_models, synthetic_files):
 def test_min_steps_scales_epochs_for_small_sets():
     from slmtune.config import RunConfig
 
-    assert with_min_steps(RunConfig(), rows=8, min_steps=100).train.epochs == 100
-    assert with_min_steps(RunConfig(), rows=2400, min_steps=100).train.epochs == 3
+    small = with_min_steps(RunConfig(), rows=8, min_steps=100)
+    assert small.train.epochs == 100 and small.train.max_evals == 10  # not 100 validation passes
+    assert with_min_steps(RunConfig(), rows=2400, min_steps=100).train == RunConfig().train
+
+
+def test_max_evals_caps_validation_passes(tiny_models, synthetic_files, tmp_path):
+    from slmtune.config import from_dict
+    from slmtune.experiments.common import run_key
+    from slmtune.train import train
+
+    values = _run(tiny_models, synthetic_files)
+    values["train"].update(epochs=6, max_evals=2)
+    train(from_dict(values), run_dir=tmp_path / "r")
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len([x for x in lines if "validation_accuracy" in x]) == 2
+    values["train"]["max_evals"] = None  # an unset new field leaves the keys of earlier runs unchanged
+    assert "max_evals" not in json.dumps(run_key(from_dict(values))) and run_key(from_dict(values))
 
 
 def test_fewshot_study(tiny_models, synthetic_files, tmp_path):

@@ -30,7 +30,12 @@ class AugmentStudyConfig:
     """EDA's alpha (share of words touched)."""
     back_translation: str = "apertium"
     """Backend for the backtranslate operation: apertium[:eng-spa] or marian[:fwd,bwd]."""
+    steps_matched_control: bool = True
+    """Also train the unaugmented rows for as many optimizer steps as each ratio gives (epochs x (1 + ratio)),
+    so a gain from augmentation is not just a gain from training longer."""
 
+
+STEPS_MATCHED = "steps-matched control"
 
 def _plan(cfg: AugmentStudyConfig, base: RunConfig) -> list[tuple[dict[str, Any], RunConfig]]:
     plan = []
@@ -39,6 +44,10 @@ def _plan(cfg: AugmentStudyConfig, base: RunConfig) -> list[tuple[dict[str, Any]
             sized = replace(base, seed=seed, **{"data.train_size": size})
             control = replace(sized, name=f"{cfg.name}-control-{size}-{seed}", **{"data.augment_ratio": 0.0})
             plan.append(({"size": size, "operations": "none", "ratio": 0.0, "seed": seed}, control))
+            for ratio in sorted(r for r in cfg.ratios if r > 0) if cfg.steps_matched_control else []:
+                longer = replace(control, name=f"{cfg.name}-control-steps{ratio:g}-{size}-{seed}",
+                                 **{"train.epochs": control.train.epochs * (1 + ratio)})
+                plan.append(({"size": size, "operations": STEPS_MATCHED, "ratio": float(ratio), "seed": seed}, longer))
             for label, ops in cfg.operations.items():
                 for ratio in sorted(r for r in cfg.ratios if r > 0):
                     config = replace(sized, name=f"{cfg.name}-{label}-{ratio:g}-{size}-{seed}", **{
@@ -69,7 +78,8 @@ def run_augmentation(cfg: AugmentStudyConfig, study_dir: str | Path | None = Non
                             "cli_overrides": cli_overrides or []})
     estimate = sum(study.estimate_seconds(c) for _, c in plan)
     progress(f"augmentation {cfg.name}: {len(plan)} runs ({len(cfg.sizes)} sizes x {len(cfg.seeds)} seeds x "
-             f"(control + {len(cfg.operations)} operation sets x {len([r for r in cfg.ratios if r > 0])} ratios)), "
+             f"(control + {len(cfg.operations)} operation sets x {len([r for r in cfg.ratios if r > 0])} ratios"
+             f"{' + steps-matched controls' if cfg.steps_matched_control else ''})), "
              f"~{format_duration(estimate)} if none is done yet; folder {study.root}")
     clock = Clock()
     rows = []
@@ -99,26 +109,37 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
                 if len(paired) == len(cell) >= 2:
                     point["vs_control"] = stats.paired_comparison(
                         values, paired, names=(f"{op} x{ratio:g}", "no augmentation")).to_dict()
+                longer = {r["seed"]: r["test_accuracy"] for r in rows if r["size"] == size
+                          and r["operations"] == STEPS_MATCHED and r["ratio"] == ratio}
+                point["vs_steps_matched"] = None
+                if op != STEPS_MATCHED and len(cell) >= 2 and all(r["seed"] in longer for r in cell):
+                    point["vs_steps_matched"] = stats.paired_comparison(
+                        values, [longer[r["seed"]] for r in cell],
+                        names=(f"{op} x{ratio:g}", "no augmentation, same steps")).to_dict()
                 points.append(point)
             per_op[op] = points
         curves[str(size)] = per_op
-    best = max(((size, op, p) for size, ops in curves.items() for op, pts in ops.items() for p in pts[1:]),
+    best = max(((size, op, p) for size, ops in curves.items() for op, pts in ops.items() for p in pts[1:]
+                if op != STEPS_MATCHED),
                key=lambda t: t[2]["mean"], default=None)
     findings = []
     for size, ops in curves.items():
         for op, points in ops.items():
             for p in points[1:]:
-                if p["vs_control"]:
-                    findings.append({"size": int(size), "operations": op, "ratio": p["ratio"],
-                                     "difference": p["vs_control"]["mean_difference"],
-                                     "ci": [p["vs_control"]["boot_low"], p["vs_control"]["boot_high"]],
-                                     "p_value": p["vs_control"]["t_pvalue"],
-                                     "significant": p["vs_control"]["significant"]})
+                for against in ("vs_control", "vs_steps_matched"):
+                    c = p.get(against)
+                    if c:
+                        findings.append({"size": int(size), "operations": op, "ratio": p["ratio"],
+                                         "against": "control (same epochs)" if against == "vs_control"
+                                         else "control (same steps)",
+                                         "difference": c["mean_difference"], "ci": [c["boot_low"], c["boot_high"]],
+                                         "p_value": c["t_pvalue"], "significant": c["significant"]})
     summary = {"study": "augmentation", "curves": curves, "vs_control": findings,
                "highest_mean": {"size": int(best[0]), "operations": best[1], "ratio": best[2]["ratio"],
                         "mean": best[2]["mean"]} if best else None,
                "selection": "test accuracy, mean and 95% t interval over seeds; differences paired by seed "
-                            "against the ratio-0 control on the same splits"}
+                            "against the ratio-0 control on the same splits (same epochs, hence fewer optimizer "
+                            "steps) and against the steps-matched control (same steps, no augmentation)"}
     from slmtune.report.plots import augmentation_plot
 
     summary["plots"] = [augmentation_plot(curves, study.root / "plots" / "augmentation.png")]

@@ -27,9 +27,12 @@ def run_key(config: RunConfig) -> str:
     values = config.to_dict()
     values.pop("name", None)
     values.pop("output_dir", None)
-    if not values["data"].get("augment_ratio"):  # augmentation settings matter only when it is on
+    # Fields added after runs were first keyed leave the key alone while they are off, so those runs stay reusable.
+    if not values["data"].get("augment_ratio"):
         for name in ("augment_ratio", "augment_ops", "augment_rate", "back_translation"):
             values["data"].pop(name, None)
+    if values["train"].get("max_evals") is None:
+        values["train"].pop("max_evals", None)
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -116,7 +119,10 @@ class Study:
         if config.data.shots_per_class:
             train_rows = config.data.shots_per_class * 4
         train_rows *= 1 + config.data.augment_ratio
-        eval_rows = config.data.val_size + (config.data.test_size or 7600)
+        evals = config.train.evals_per_epoch * config.train.epochs
+        if config.train.max_evals:
+            evals = min(evals, config.train.max_evals)
+        eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
         return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
 
     def write_summary(self, rows: list[dict[str, Any]], extra: dict[str, Any]) -> pd.DataFrame:
@@ -140,7 +146,9 @@ def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:
     """`config` with enough epochs for at least `min_steps` optimizer steps on `rows` training rows."""
     steps_per_epoch = max(1, math.ceil(rows / config.train.batch_size))
     epochs = max(config.train.epochs, math.ceil(min_steps / steps_per_epoch))
-    return replace(config, **{"train.epochs": epochs}) if epochs != config.train.epochs else config
+    if epochs == config.train.epochs:
+        return config
+    return replace(config, **{"train.epochs": epochs, "train.max_evals": config.train.max_evals or 10})
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:

@@ -226,7 +226,8 @@ def augmentation_plot(curves: dict[str, dict[str, list[dict]]], path: str | Path
     for ax, size in zip(axes[0], sizes):
         for i, (op, points) in enumerate(curves[size].items()):
             xs = [p["ratio"] for p in points]
-            _band(ax, xs, points, PALETTE[i % len(PALETTE)], f"{op} (n={points[-1]['n']} seeds)")
+            color = "grey" if op.startswith("steps-matched") else PALETTE[i % len(PALETTE)]
+            _band(ax, xs, points, color, f"{op} (n={points[-1]['n']} seeds)")
         ax.axhline(curves[size][next(iter(curves[size]))][0]["mean"], color="grey", linestyle=":", linewidth=1,
                    label="control (ratio 0)")
         ax.set_xlabel("augmented rows per training row")
@@ -253,5 +254,56 @@ def active_plot(curves: dict[str, dict[int, dict]], path: str | Path) -> str:
     ax.set_title("Active learning curves (mean, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return str(path)
+
+
+def radar_plot(models: dict[str, dict[str, float]], path: str | Path) -> str:
+    """Models over metrics (accuracy, macro-F1, per-class F1) on one radar, axes zoomed to the data."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = list(next(iter(models.values())))
+    values = np.array([[m[k] for k in metrics] for m in models.values()])
+    low = max(0.0, float(values.min()) - 0.05)
+    angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False).tolist()
+    fig, ax = plt.subplots(figsize=(6, 5.4), subplot_kw={"polar": True})
+    for i, (name, row) in enumerate(zip(models, values)):
+        closed = list(row) + [row[0]]
+        ax.plot(angles + angles[:1], closed, color=PALETTE[i % len(PALETTE)], label=name, linewidth=2)
+        ax.fill(angles + angles[:1], closed, color=PALETTE[i % len(PALETTE)], alpha=0.08)
+    ax.set_xticks(angles)
+    ax.set_xticklabels(metrics, fontsize=9)
+    ax.set_ylim(low, 1.0)
+    ax.set_title("Models over test metrics", pad=18)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.08), fontsize=8)
+    save_figure(fig, path)
+    return str(path)
+
+
+def dashboard_plot(models: dict[str, dict[str, Any]], path: str | Path) -> str:
+    """Four panels per model: accuracy (±1 sd), macro-F1, training seconds, trainable share of weights."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(models)
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    panels = [("test accuracy", [m["metrics"]["accuracy"] for m in models.values()],
+               [m.get("accuracy_sd", 0.0) for m in models.values()]),
+              ("test macro-F1", [m["metrics"]["macro-F1"] for m in models.values()], None),
+              ("training seconds", [m["train_seconds"] for m in models.values()], None),
+              ("trainable weights (%)", [m["trainable_percent"] for m in models.values()], None)]
+    for ax, (title, values, errors) in zip(axes, panels):
+        ax.bar(range(len(names)), values, color=colors, yerr=errors, capsize=4)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if "accuracy" in title or "F1" in title:
+            ax.set_ylim(max(0.0, min(values) - 0.05), 1.0)
+        if "trainable" in title:
+            ax.set_yscale("log")
+        for i, v in enumerate(values):
+            ax.annotate(f"{v:.3f}" if v < 10 else f"{v:.0f}", (i, v), ha="center", va="bottom", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Multi-metric dashboard (n runs per model in the report)")
     save_figure(fig, path)
     return str(path)

@@ -1,0 +1,365 @@
+"""One self-contained report.html for a run, a study, or a folder of studies (e.g. the reference study).
+
+Every number comes from the folder's files (result.json, summary.json, predictions.csv); figures are the
+PNGs the runs and studies wrote plus a radar chart and a multi-metric dashboard drawn here, all embedded
+as base64, so the page needs no network. Dataset text is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from slmtune import runs
+from slmtune.errors import SlmtuneError
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:22px 32px}header h1{margin:0;font-size:24px}
+header p{margin:6px 0 0;color:#b8c0cc;font-size:14px}main{max-width:1180px;margin:0 auto;padding:20px 32px 60px}
+section{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 24px;margin:18px 0}
+h2{margin:0 0 12px;font-size:19px}h3{font-size:15px;margin:16px 0 8px;color:#3a4252}
+table{border-collapse:collapse;width:100%;font-size:13.5px;margin:6px 0 12px}
+th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e6e8ec;vertical-align:top}
+th{background:#f0f2f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:14px}.wide{grid-column:1/-1}
+figure{margin:0;background:#fafbfc;border:1px solid #eceef1;border-radius:8px;padding:8px}
+figure img{width:100%;height:auto}figcaption{font-size:12.5px;color:#5b6475;padding:4px 2px 0}
+.verdict{background:#eef5ff;border-left:4px solid #4C72B0;padding:8px 12px;font-size:14px;margin:8px 0}
+.muted{color:#6b7384;font-size:12.5px}code{background:#f0f2f5;padding:1px 4px;border-radius:4px}
+nav a{color:#9fc3ff;margin-right:14px;font-size:14px;text-decoration:none}
+"""
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1, numeric_to: int | None = None) -> str:
+    """Cells are trusted HTML (escape dataset text before); columns numeric_from..numeric_to align right."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    last = len(header) if numeric_to is None else numeric_to
+
+    def cell(i: int, c: Any) -> str:
+        return f"<td class='num'>{c}</td>" if numeric_from <= i < last else f"<td>{c}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(path: Path, caption: str, wide: bool = False) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<figure{' class=wide' if wide else ''}><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _ci(summary: dict) -> str:
+    return f"{summary['mean']:.4f} [{summary['ci_low']:.4f}, {summary['ci_high']:.4f}]"
+
+
+class Report:
+    def __init__(self, root: Path):
+        self.root = root
+        self.sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+        self.findings: list[list[str]] = []  # finding, value, n, interval
+        self.models: dict[str, dict[str, Any]] = {}  # for the radar chart and the dashboard
+
+    # -------------------------------------------------------------------------------------- runs
+    def add_run(self, folder: Path, title: str | None = None, examples: int = 8) -> None:
+        result = runs.read_result(folder)
+        if result.get("status") != "success":
+            self.sections.append((folder.name, title or folder.name,
+                                  f"<p>status <b>{escape(str(result.get('status')))}</b>: no metrics.</p>"))
+            return
+        test, val = result["metrics"]["test"], result["metrics"].get("validation", {})
+        name = f"{Path(str(result.get('model'))).name}:{result.get('method')}"
+        rows = [["test accuracy", _pct(test["accuracy"]), test.get("n", "")],
+                ["test macro-F1", _pct(test["macro_f1"]), test.get("n", "")],
+                ["validation accuracy", _pct(val.get("accuracy")), val.get("n", "")],
+                ["trainable parameters", f"{result['params']['trainable']:,} of {result['params']['total']:,} "
+                                         f"({result['params']['percent']:.2f}%)", ""],
+                ["seconds (train / eval / total)", " / ".join(str(result["seconds"][k]) for k in
+                                                              ("train", "eval", "total")), ""],
+                ["samples per second (train / eval)", " / ".join(str(result["samples_per_second"][k]) for k in
+                                                                 ("train", "eval")), ""]]
+        per_class = [[escape(c), _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), m["support"]]
+                     for c, m in test["per_class"].items()]
+        html = _table(["metric", "value", "n"], rows) + "<h3>Per class (test)</h3>" + _table(
+            ["class", "precision", "recall", "F1", "support"], per_class)
+        figs = [_figure(p, f"{p.stem.replace('_', ' ')} (test n={test.get('n', '?')})")
+                for p in sorted(folder.glob("*.png"))]
+        if figs:
+            html += "<div class='figs'>" + "".join(figs) + "</div>"
+        html += self._misclassified(folder, examples)
+        self.sections.append((f"run-{folder.name}", title or f"Run {name} ({folder.name})", html))
+        self.findings.append([f"{escape(name)} test accuracy (seed {result.get('seed')})", _pct(test["accuracy"]),
+                              str(test.get("n", "")), "single run"])
+        self._model(name, [result])
+
+    def _misclassified(self, folder: Path, limit: int) -> str:
+        path = folder / "predictions.csv"
+        if not path.is_file() or limit <= 0:
+            return ""
+        wrong = []
+        with path.open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("correct") == "0":
+                    probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")}
+                    wrong.append((probs.get(row["predicted"], 0.0), row))
+        wrong.sort(key=lambda t: -t[0])
+        rows = [[escape(r["gold"]), escape(r["predicted"]), f"{p:.3f}", escape(r.get("text", ""))[:400]]
+                for p, r in wrong[:limit]]
+        if not rows:
+            return ""
+        return (f"<h3>Most confident mistakes ({len(wrong)} of the test rows are wrong)</h3>"
+                + _table(["gold", "predicted", "p(predicted)", "text"], rows, numeric_from=2, numeric_to=3))
+
+    def _model(self, name: str, results: list[dict]) -> None:
+        """Mean test metrics of a model config over its runs, for the radar chart and the dashboard."""
+        import numpy as np
+
+        ok = [r for r in results if r.get("status") == "success"]
+        if not ok:
+            return
+        tests = [r["metrics"]["test"] for r in ok]
+        metrics = {"accuracy": float(np.mean([t["accuracy"] for t in tests])),
+                   "macro-F1": float(np.mean([t["macro_f1"] for t in tests]))}
+        for cls in tests[0]["per_class"]:
+            metrics[f"F1 {cls}"] = float(np.mean([t["per_class"][cls]["f1"] for t in tests]))
+        self.models[name] = {"metrics": metrics, "n": len(ok),
+                             "accuracy_sd": float(np.std([t["accuracy"] for t in tests], ddof=1)) if len(ok) > 1
+                             else 0.0,
+                             "train_seconds": float(np.mean([r["seconds"]["train"] for r in ok])),
+                             "trainable_percent": ok[0]["params"]["percent"]}
+
+    # ----------------------------------------------------------------------------------- studies
+    def add_study(self, folder: Path, summary: dict[str, Any]) -> None:
+        kind = summary.get("study", "study")
+        render = getattr(self, f"_study_{kind}", self._study_generic)
+        body = render(folder, summary)
+        plots = [Path(p) for p in summary.get("plots", [])]
+        plots = [p if p.is_file() else folder / "plots" / p.name for p in plots]
+        plots += [p for p in sorted((folder / "plots").glob("*.png")) if p not in plots]
+        figs = [_figure(p, f"{kind}: {p.stem.replace('_', ' ')} — {self._caption(kind, summary)}")
+                for p in plots if p.is_file()]
+        if figs:
+            body += "<div class='figs'>" + "".join(figs) + "</div>"
+        self.sections.append((f"{kind}-{folder.name}", f"{kind.title()} study: {folder.name}", body))
+
+    @staticmethod
+    def _caption(kind: str, summary: dict) -> str:
+        rows = summary.get("rows", [])
+        if kind == "seeds":
+            return f"n={len(summary.get('seeds', []))} seeds per config; bands/whiskers: 95% t interval"
+        if kind in ("fewshot", "augmentation", "active"):
+            return "mean over seeds/draws with 95% t interval bands (n in the legend)"
+        if kind == "scaling":
+            return "power-law fit with 95% band; points: mean over seeds"
+        if kind == "zeroshot":
+            return f"n={rows[0]['n'] if rows else '?'} test rows"
+        return f"{len(rows)} runs"
+
+    def _study_seeds(self, folder: Path, summary: dict) -> str:
+        rows = [[escape(r["model"]), r["accuracy"], f"[{r['accuracy_ci95'][0]:.4f}, {r['accuracy_ci95'][1]:.4f}]",
+                 r["macro_f1"], f"{r['trainable_params']:,} ({r['trainable_percent']:.2f}%)", r["train_seconds"]]
+                for r in summary["table"]]
+        html = _table(["model", "accuracy (mean ± sd)", "95% CI", "macro-F1", "trainable", "train s"], rows)
+        n = len(summary["seeds"])
+        for r in summary["table"]:
+            self.findings.append([f"{escape(r['model'])} accuracy over seeds", r["accuracy"], str(n),
+                                  f"[{r['accuracy_ci95'][0]:.4f}, {r['accuracy_ci95'][1]:.4f}]"])
+        comparison = summary.get("comparison")
+        if comparison:
+            c = comparison["test_accuracy"]
+            html += f"<div class='verdict'>{escape(comparison['verdict'])}</div>"
+            html += _table(["test", "value"], [
+                ["paired t p-value", f"{c['t_pvalue']:.3g}"], ["Wilcoxon p-value", f"{c['wilcoxon_pvalue']:.3g}"],
+                ["mean difference, 95% bootstrap CI", f"{c['mean_difference']:+.4f} [{c['boot_low']:+.4f}, "
+                                                      f"{c['boot_high']:+.4f}]"],
+                ["Cohen's d_z", f"{c['cohens_dz']:.2f}"],
+                ["McNemar p (pooled test predictions)", f"{comparison['mcnemar_pooled_test']['pvalue']:.3g}"]])
+            self.findings.append(["difference in accuracy (paired by seed)", f"{c['mean_difference']:+.4f}", str(n),
+                                  f"[{c['boot_low']:+.4f}, {c['boot_high']:+.4f}] p={c['t_pvalue']:.3g}"])
+        by_config: dict[str, list[dict]] = {}
+        for row in summary.get("rows", []):
+            if row.get("run_dir") and runs.is_finished(Path(row["run_dir"])):
+                by_config.setdefault(row["config"], []).append(runs.read_result(Path(row["run_dir"])))
+        for name, results in by_config.items():
+            self._model(name, results)
+        first = next((Path(r["run_dir"]) for r in summary.get("rows", []) if r.get("run_dir")), None)
+        if first is not None and (first / "predictions.csv").is_file():
+            html += f"<h3>One run in detail: {escape(first.name)}</h3>" + self._run_figures(first)
+        return html
+
+    def _run_figures(self, folder: Path) -> str:
+        figs = [_figure(p, p.stem.replace("_", " ")) for p in sorted(folder.glob("*.png"))]
+        return ("<div class='figs'>" + "".join(figs) + "</div>" if figs else "") + self._misclassified(folder, 6)
+
+    def _study_sweep(self, folder: Path, summary: dict) -> str:
+        best = summary["best"]
+        keys = list(summary.get("space", {}))
+        rows = sorted(summary.get("rows", []), key=lambda r: [r.get(k, 0) for k in keys])
+        table = _table([*keys, "validation accuracy", "test accuracy", "train s"],
+                       [[*(f"{r.get(k):g}" if isinstance(r.get(k), float) else r.get(k) for k in keys),
+                         _num(r.get("validation_accuracy")), _num(r.get("test_accuracy")),
+                         _num(r.get("train_seconds"), 1)] for r in rows], numeric_from=0)
+        params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
+        self.findings.append([f"best {escape(', '.join(keys))} ({escape(folder.name)})", escape(params),
+                              f"{summary.get('trials')} trials",
+                              f"validation {best['validation_accuracy']:.4f}, test {best['test_accuracy']:.4f}"])
+        return (f"<div class='verdict'>best: {escape(params)} — validation accuracy "
+                f"{best['validation_accuracy']:.4f}, its test accuracy {best['test_accuracy']:.4f} "
+                f"({escape(summary.get('selection', ''))})</div>" + table)
+
+    def _study_zeroshot(self, folder: Path, summary: dict) -> str:
+        rows = [[escape(r["method"]), _num(r["accuracy"]), _num(r["macro_f1"]), r["n"], escape(r.get("note", ""))]
+                for r in summary["rows"]]
+        best = max(summary["rows"], key=lambda r: r["accuracy"])
+        self.findings.append([f"zero-shot, best method ({escape(best['method'])})", _pct(best["accuracy"]),
+                              str(best["n"]), "no training"])
+        return f"<p class='muted'>chance = {summary.get('chance', 0):.2f}</p>" + _table(
+            ["method", "accuracy", "macro-F1", "n", "note"], rows)
+
+    def _study_fewshot(self, folder: Path, summary: dict) -> str:
+        rows = []
+        for method, points in summary["curves"].items():
+            for k, p in points.items():
+                rows.append([escape(method), k, _ci(p), f"± {p['std']:.4f}", p["n"], _num(p.get("seconds", 0.0), 1)])
+        anchors = "; ".join(f"{escape(n)}: " + ", ".join(f"{k}-shot {v:.3f}" for k, v in pts.items())
+                            for n, pts in summary.get("anchors", {}).items())
+        for method, points in summary["curves"].items():
+            k = max(points, key=lambda s: int(s))
+            p = points[k]
+            self.findings.append([f"few-shot {escape(method)} at {k} per class", f"{p['mean']:.4f}",
+                                  f"{p['n']} draws", f"[{p['ci_low']:.4f}, {p['ci_high']:.4f}]"])
+        return _table(["method", "shots/class", "accuracy [95% CI]", "sd", "draws", "seconds"], rows) + (
+            f"<p class='muted'>anchors: {anchors}</p>" if anchors else "")
+
+    def _study_scaling(self, folder: Path, summary: dict) -> str:
+        fit = summary["fit"]
+        rows = [[p["n"], _num(p["accuracy"]), f"[{p['low']:.4f}, {p['high']:.4f}]"] for p in summary["predictions"]]
+        self.findings.append(["scaling fit: error = a·n^-b + c", f"b = {fit['b']:.3f}, c = {fit['c']:.4f}",
+                              f"{len(summary.get('per_size', []))} sizes", f"R² = {fit['r2']:.3f}"])
+        for p in summary["predictions"]:
+            self.findings.append([f"predicted accuracy at {p['n']:,} rows", f"{p['accuracy']:.4f}", "fit",
+                                  f"[{p['low']:.4f}, {p['high']:.4f}]"])
+        dr = summary.get("diminishing_returns", {})
+        return (f"<div class='verdict'>error = {fit['a']:.3f} · n^-{fit['b']:.3f} + {fit['c']:.4f} "
+                f"(R² {fit['r2']:.3f});"
+                f" b 95% CI [{fit['b_ci'][0]:.3f}, {fit['b_ci'][1]:.3f}]; diminishing returns from ~"
+                f"{dr.get('size', float('nan')):,.0f} rows</div>"
+                + _table(["rows", "predicted accuracy", "95% band"], rows))
+
+    def _study_augmentation(self, folder: Path, summary: dict) -> str:
+        rows = []
+        for f in summary["vs_control"]:
+            rows.append([f["size"], escape(f["operations"]), f"{f['ratio']:g}", escape(f.get("against", "control")),
+                         f"{f['difference']:+.4f}",
+                         f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}]", f"{f['p_value']:.3g}",
+                         "yes" if f["significant"] else "no"])
+            self.findings.append([f"augmentation {escape(f['operations'])} x{f['ratio']:g} at {f['size']} rows "
+                                  f"vs {escape(f.get('against', 'control'))}",
+                                  f"{f['difference']:+.4f}", "paired seeds",
+                                  f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}] p={f['p_value']:.3g}"])
+        return _table(["rows", "operations", "ratio", "against", "accuracy − control", "95% bootstrap CI",
+                       "paired t p", "significant"], rows, numeric_from=4)
+
+    def _study_active(self, folder: Path, summary: dict) -> str:
+        rows = []
+        for r in summary["aulc"]:
+            v = r["vs_random"]
+            rows.append([escape(r["strategy"]), _ci(r["aulc"]), f"{v['mean_difference']:+.4f}" if v else "–",
+                         f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}]" if v else "–",
+                         f"{v['t_pvalue']:.3g}" if v else "–"])
+            if v:
+                self.findings.append([f"active learning {escape(r['strategy'])} vs random (area under curve)",
+                                      f"{v['mean_difference']:+.4f}", f"{v['n']} seeds",
+                                      f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}] p={v['t_pvalue']:.3g}"])
+        curve_rows = [[escape(s), n, _ci(p), p["n"]] for s, pts in summary["curves"].items() for n, p in pts.items()]
+        return (_table(["strategy", "AULC [95% CI]", "vs random", "95% bootstrap CI", "paired t p"], rows)
+                + "<h3>Accuracy at each checkpoint</h3>"
+                + _table(["strategy", "labels", "accuracy [95% CI]", "seeds"], curve_rows))
+
+    def _study_generic(self, folder: Path, summary: dict) -> str:
+        items = [[escape(k), escape(json.dumps(v)[:200])] for k, v in summary.items()
+                 if k not in ("rows", "plots") and not isinstance(v, (dict, list))]
+        return _table(["field", "value"], items)
+
+    # ------------------------------------------------------------------------------------ overview
+    def overview_figures(self, folder: Path) -> str:
+        if not self.models:
+            return ""
+        from slmtune.report.plots import dashboard_plot, radar_plot
+
+        out = folder / "plots"
+        radar = radar_plot({k: v["metrics"] for k, v in self.models.items()}, out / "report_radar.png")
+        dash = dashboard_plot(self.models, out / "report_dashboard.png")
+        n = ", ".join(f"{escape(k)} n={v['n']}" for k, v in self.models.items())
+        return ("<div class='figs'>" + _figure(Path(radar), f"Models over test metrics (means; {n} runs)")
+                + _figure(Path(dash), f"Dashboard: accuracy (error bars ±1 sd), macro-F1, train time, trainable "
+                                      f"share ({n} runs)", wide=True) + "</div>")
+
+    def html(self, title: str, subtitle: str, overview: str) -> str:
+        nav = "".join(f"<a href='#{escape(a)}'>{escape(t)}</a>" for a, t, _ in self.sections[:12])
+        findings = _table(["finding", "value", "n", "interval / note"], self.findings) if self.findings else ""
+        body = "".join(f"<section id='{escape(a)}'><h2>{escape(t)}</h2>{h}</section>" for a, t, h in self.sections)
+        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
+                f"<body><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p><nav>{nav}</nav></header><main>"
+                f"<section id='findings'><h2>Key findings</h2>{findings}{overview}</section>{body}</main>"
+                "</body></html>")
+
+
+def _studies_under(folder: Path) -> list[Path]:
+    found = []
+    for summary in sorted(folder.glob("*/summary.json")) + sorted(folder.glob("*/*/summary.json")):
+        if "runs" not in summary.parts[len(folder.parts):]:
+            found.append(summary.parent)
+    return found
+
+
+def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
+    """Write report.html for a run folder, a study folder, or a folder holding studies; returns its path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SlmtuneError(f"{folder} is not a folder")
+    report = Report(folder)
+    if (folder / runs.RESULT).is_file():
+        report.add_run(folder, examples=12)
+        kind = "run"
+    else:
+        studies = [folder] if (folder / "summary.json").is_file() else _studies_under(folder)
+        if not studies:
+            raise SlmtuneError(f"{folder} holds no run (result.json) or study (summary.json) to report on")
+        for study in studies:
+            try:
+                summary = json.loads((study / "summary.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise SlmtuneError(f"cannot read {study / 'summary.json'}: {exc}") from None
+            report.add_study(study, summary)
+        kind = f"{len(studies)} studies" if len(studies) > 1 else "study"
+    env = {}
+    for candidate in [folder / "env.json", *sorted(folder.rglob("env.json"))[:1]]:
+        if candidate.is_file():
+            env = json.loads(candidate.read_text(encoding="utf-8"))
+            break
+    packages = env.get("packages", {})
+    machine = ", ".join(x for x in (env.get("cpu"), f"{env['threads']} threads" if "threads" in env else None,
+                                    env.get("device"), f"torch {packages['torch']}" if "torch" in packages else None)
+                        if x)
+    subtitle = f"{kind} in {folder.resolve()}" + (f" · {machine}" if machine else "")
+    (folder / "plots").mkdir(exist_ok=True)
+    page = report.html(f"slmtune report: {folder.resolve().name}", subtitle, report.overview_figures(folder))
+    path = Path(output) if output else folder / "report.html"
+    runs.atomic_write(path, page)
+    return path

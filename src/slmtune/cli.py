@@ -293,6 +293,36 @@ def cmd_active(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from slmtune.config import load_yaml
+    from slmtune.experiments.reference import ReferenceConfig, run_reference
+
+    values = load_yaml(args.config)
+    kind = values.pop("study", "reference")
+    if kind != "reference":
+        raise SlmtuneError(f"{args.config} is a {kind!r} study: run it with `slmtune {kind}` --config {args.config}")
+    unknown = sorted(set(values) - {"name", "recipe", "parts"})
+    if unknown:
+        raise SlmtuneError(f"unknown field(s) {', '.join(unknown)} in {args.config}; known: name, recipe, parts")
+    cfg = ReferenceConfig(**values)
+    if args.name:
+        cfg.name = args.name
+    only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
+    record = run_reference(cfg, args.study_dir, list(args.overrides), only=only, budget=args.budget,
+                           dry_run=args.dry_run)
+    if args.dry_run:
+        print("slmtune study: dry run, nothing trained")
+        return 0
+    print(f"\nslmtune study: done in {format_seconds(record['total_seconds'])}; report {record['report']}")
+    return 0
+
+
+def format_seconds(seconds: float) -> str:
+    from slmtune.experiments.common import format_duration
+
+    return format_duration(seconds)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from slmtune.report.html import build_report
 
@@ -412,6 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, help="unlabelled pool size")
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="pool scoring backend")
     p.set_defaults(func=cmd_active)
+
+    p = sub.add_parser("study", help="the whole reference study (every part), resumable, with a plan first")
+    p.add_argument("config", help="configs/studies/reference.yaml")
+    p.add_argument("--only", help="parts or kinds to run, e.g. sweep,seeds")
+    p.add_argument("--budget", help="fit the plan into this time (e.g. 2h): drops seeds and sizes, and says so")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--name", help="study name (default folder studies/<name>)")
+    p.add_argument("--study-dir", help="study folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides for every run")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="one self-contained report.html for a run, a study or a folder of studies")
     p.add_argument("folder", help="run folder, study folder, or a folder of studies")

@@ -77,10 +77,15 @@ class Report:
     # -------------------------------------------------------------------------------------- runs
     def add_run(self, folder: Path, title: str | None = None, examples: int = 8) -> None:
         result = runs.read_result(folder)
+        name = f"{Path(str(result.get('model'))).name}:{result.get('method')}"
+        self.sections.append((f"run-{folder.name}", title or f"Run {name} ({folder.name})",
+                              self._run_body(folder, examples)))
+
+    def _run_body(self, folder: Path, examples: int = 8) -> str:
+        """Metrics, per-class table, the run's figures and its most confident mistakes; adds a finding."""
+        result = runs.read_result(folder)
         if result.get("status") != "success":
-            self.sections.append((folder.name, title or folder.name,
-                                  f"<p>status <b>{escape(str(result.get('status')))}</b>: no metrics.</p>"))
-            return
+            return f"<p>status <b>{escape(str(result.get('status')))}</b>: no metrics.</p>"
         test, val = result["metrics"]["test"], result["metrics"].get("validation", {})
         name = f"{Path(str(result.get('model'))).name}:{result.get('method')}"
         rows = [["test accuracy", _pct(test["accuracy"]), test.get("n", "")],
@@ -101,10 +106,18 @@ class Report:
         if figs:
             html += "<div class='figs'>" + "".join(figs) + "</div>"
         html += self._misclassified(folder, examples)
-        self.sections.append((f"run-{folder.name}", title or f"Run {name} ({folder.name})", html))
         self.findings.append([f"{escape(name)} test accuracy (seed {result.get('seed')})", _pct(test["accuracy"]),
                               str(test.get("n", "")), "single run"])
         self._model(name, [result])
+        return html
+
+    def _study_train(self, folder: Path, summary: dict) -> str:
+        html = ""
+        for row in summary.get("rows", []):
+            run = Path(row["run_dir"])
+            if (run / runs.RESULT).is_file():
+                html += f"<h3>{escape(row.get('recipe', run.name))} ({escape(run.name)})</h3>" + self._run_body(run, 6)
+        return html
 
     def _misclassified(self, folder: Path, limit: int) -> str:
         path = folder / "predictions.csv"
@@ -129,7 +142,7 @@ class Report:
         import numpy as np
 
         ok = [r for r in results if r.get("status") == "success"]
-        if not ok:
+        if not ok or len(ok) < self.models.get(name, {}).get("n", 0):  # keep the mean over more runs
             return
         tests = [r["metrics"]["test"] for r in ok]
         metrics = {"accuracy": float(np.mean([t["accuracy"] for t in tests])),

@@ -1,0 +1,217 @@
+"""The reference study (plan, sharing, --only, --budget, resume), the HTML report in headless Chromium, main.py."""
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_overrides
+from slmtune.cli import main
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.reference import ReferenceConfig, fit_budget, make_plan, parse_budget, run_reference
+
+QUIET = {"progress": lambda *_: None}
+
+
+@pytest.fixture(scope="module")
+def recipes(tiny_models, synthetic_files, tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 1, "data.val_size": 12,
+                                                                      "data.train_size": 48})
+    lora, full = root / "lora.yaml", root / "full.yaml"
+    lora.write_text(yaml.safe_dump(values))
+    full.write_text(yaml.safe_dump({**values, "model": {**values["model"], "method": "full"},
+                                    "train": {**values["train"], "learning_rate": 1e-3}}))
+    return {"lora": str(lora), "full": str(full)}
+
+
+def reference_config(recipes) -> ReferenceConfig:
+    return ReferenceConfig(name="ref", recipe=recipes["lora"], parts={
+        "train": {"recipes": [recipes["full"], recipes["lora"]]},
+        "seeds": {"compare": recipes["full"], "seeds": [42, 7]},
+        "sweep-lr": {"space": {"train.learning_rate": [0.01, 0.02]}},
+    })
+
+
+@pytest.fixture(scope="module")
+def reference_study(recipes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    (root / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    cfg = reference_config(recipes)
+    plan = make_plan(cfg, root, None, 1.0)
+    record = run_reference(cfg, root, only=["train"], **QUIET)  # an interrupted study: only its first part ran
+    assert set(record["seconds"]) == {"train"}
+    full = run_reference(cfg, root, **QUIET)
+    return {"root": root, "plan": plan, "record": full, "cfg": cfg}
+
+
+def test_plan_counts_shared_runs_once(reference_study):
+    plan = reference_study["plan"]
+    assert plan.parts["train"]["runs"] == 2
+    assert plan.parts["seeds"]["runs"] == 2  # seed 42 of both recipes is the train part's runs
+    assert plan.parts["sweep-lr"]["runs"] == 2 and plan.total_runs == plan.new_runs == 6
+    assert plan.seconds > 0 and plan.disk_mb > 0
+
+
+def test_reference_study_runs_each_config_once_and_resumes(reference_study):
+    root, record = reference_study["root"], reference_study["record"]
+    assert record["parts"]["train"]["done"] == 2  # the second call found the first part finished
+    assert record["new_runs"] == 4
+    run_folders = [p for p in root.glob("*/runs/*") if (p / "result.json").is_file()]
+    assert len(run_folders) == 6  # 2 train + 2 new seeds + 2 sweep points: nothing trained twice
+    seeds = json.loads((root / "seeds" / "summary.json").read_text())
+    assert sum(r["reused"] for r in seeds["rows"]) == 2
+    again = make_plan(reference_study["cfg"], root, None, 1.0)
+    assert again.new_runs == 0 and again.seconds < 60
+    assert Path(record["report"]).is_file() and (root / "reference.json").is_file()
+
+
+def test_budget_drops_and_says_so(recipes, tmp_path):
+    cfg = reference_config(recipes)
+    cfg.parts["scaling"] = {"sizes": [8, 16, 32, 64], "seeds": [1, 2, 3]}
+    plan = fit_budget(cfg, tmp_path, None, 1.0, parse_budget("1s"), None)
+    assert "scaling: 2 seeds" in plan.dropped and plan.dropped[-1].startswith("still ~")
+    assert "seeds: 3 seeds" in plan.dropped or len(plan.parts["seeds"]["cfg"].seeds) <= 3
+    assert parse_budget("2h") == 7200 and parse_budget("90m") == 5400 and parse_budget("300") == 300
+    with pytest.raises(SlmtuneError, match="--budget takes"):
+        parse_budget("soon")
+
+
+def test_only_picks_parts_by_name_or_kind(recipes, tmp_path):
+    cfg = reference_config(recipes)
+    assert list(make_plan(cfg, tmp_path, None, 1.0, only=["sweep"]).parts) == ["sweep-lr"]
+    assert list(make_plan(cfg, tmp_path, None, 1.0, only=["seeds", "train"]).parts) == ["train", "seeds"]
+    with pytest.raises(SlmtuneError, match="matches no part"):
+        make_plan(cfg, tmp_path, None, 1.0, only=["magic"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("study: reference\nparts: {warp: {}}\n", "unknown kind 'warp'"),
+    ("study: reference\nparts: {seeds: {sedes: [1]}}\n", "unexpected keyword argument 'sedes'"),
+    ("study: reference\nmodel: x\n", "unknown field(s) model"),
+    ("study: sweep\n", "run it with `slmtune sweep`"),
+])
+def test_study_bad_config(text, message, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "calibration.json").write_text(json.dumps({"speed_vs_reference": 1.0}))
+    code = main(["study", str(path), "--study-dir", str(tmp_path / "x"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def render(page: Path, out: Path) -> tuple[str, str]:
+    """DOM after scripts ran, and Chromium's log (console messages included)."""
+    base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000", f"--user-data-dir={out / 'profile'}"]
+    dom = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = subprocess.run(base + ["--window-size=1280,2000", f"--screenshot={out / 'report.png'}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    return dom.stdout, dom.stderr + shot.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed (apt-get install chromium; "
+                                               ".ci/run installs it)")
+def test_report_renders_in_headless_chromium(reference_study, tmp_path):
+    root = reference_study["root"]
+    # text from the dataset must be escaped: plant markup in a prediction of one run
+    run = next(p for p in (root / "train" / "runs").iterdir() if (p / "predictions.csv").is_file())
+    with (run / "predictions.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    wrong = next(name[2:] for name in rows[0] if name.startswith("p_") and name[2:] != rows[0]["gold"])
+    rows[0].update(predicted=wrong, correct="0", text="<script>console.error('injected')</script><b>bold</b>",
+                   **{f"p_{wrong}": "0.999"})  # the most confident mistake, so the report shows it
+    with (run / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["report", str(root)]) == 0
+    page = root / "report.html"
+    html = page.read_text()
+    assert "<script>console.error" not in html and "&lt;script&gt;" in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # self-contained
+    dom, log = render(page, tmp_path)
+    assert console_errors(log) == [], console_errors(log)
+    assert dom.count("<img") >= 6 and dom.count("data:image/png;base64,") >= 6  # figures embedded
+    for text in ("Key findings", "Seeds study", "Sweep study", "Train study", "Models over test metrics",
+                 "Most confident mistakes"):
+        assert text in dom, text
+    assert dom.count("<table") >= 5
+    assert (tmp_path / "report.png").stat().st_size > 20_000  # the screenshot
+    shutil.copy(tmp_path / "report.png", root / "report.png")
+
+
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed")
+def test_console_error_detection_works(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>console.error('boom'); undefinedCall();</script></body></html>")
+    _, log = render(page, tmp_path)
+    assert console_errors(log), "the check would not notice a broken page"
+
+
+def test_report_of_a_single_run_and_bad_folders(reference_study, tmp_path, capsys):
+    run = next((reference_study["root"] / "train" / "runs").iterdir())
+    assert main(["report", str(run), "--output", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "Per class (test)" in html and "confusion matrix" in html
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no run" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- main.py
+
+
+def _main_py():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_main", Path(__file__).resolve().parents[2] / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--mode", "train", "--seed", "7"], [["train", "--method", "full", "seed=7"],
+                                          ["train", "--method", "lora", "seed=7"]]),
+    (["--mode", "multi_seed", "--seeds", "42,123"], [["seeds", "--config", "configs/studies/seeds.yaml",
+                                                      "--seeds", "42,123"]]),
+    (["--mode", "multi_seed", "--num_runs", "3"], [["seeds", "--config", "configs/studies/seeds.yaml",
+                                                    "--num-runs", "3"]]),
+    (["--mode", "hyperparam", "--sweep_type", "combined"], [["sweep", "--config",
+                                                             "configs/studies/sweep-grid.yaml"]]),
+    (["--mode", "data_centric"], [["augment", "--config", "configs/studies/augmentation.yaml"],
+                                  ["active", "--config", "configs/studies/active.yaml"]]),
+])
+def test_main_py_maps_reference_commands(argv, expected):
+    module = _main_py()
+    assert module.commands(module.build_parser().parse_args(argv)) == expected
+    for command in expected:  # every mapped command parses in slmtune
+        from slmtune.cli import build_parser
+
+        build_parser().parse_known_args(command)
+        config = command[command.index("--config") + 1] if "--config" in command else None
+        assert config is None or (Path(__file__).resolve().parents[2] / config).is_file()
+
+
+def test_main_py_clean_test_runs(capsys):
+    assert _main_py().main(["--mode", "clean_test"]) == 0
+    out = capsys.readouterr().out
+    assert "$ slmtune clean" in out and 'as "bargain hunters" return' in out and "$1.2" in out

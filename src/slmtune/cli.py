@@ -413,11 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nli-model", help="an NLI model id or folder for the nli method")
     p.set_defaults(func=cmd_zeroshot)
 
-    p = _study_parser(sub, "fewshot", "k rows per class, several draws, LoRA / full / linear probe",
+    p = _study_parser(sub, "fewshot", "k rows per class, several draws: probe, prompt-initialised, LoRA, full",
                       "configs/studies/fewshot.yaml")
     p.add_argument("--shots", help="rows per class, e.g. 1,2,5,10,20,50,100")
     p.add_argument("--draws", type=int, help="random draws per size")
-    p.add_argument("--methods", help="comma-separated: probe,lora,full")
+    p.add_argument("--methods", help="comma-separated: probe,prompt,lora,full")
     p.set_defaults(func=cmd_fewshot)
 
     p = _study_parser(sub, "scaling", "accuracy vs training rows with a power-law fit", "configs/studies/scaling.yaml")

@@ -41,13 +41,13 @@ def test_max_evals_caps_validation_passes(tiny_models, synthetic_files, tmp_path
 
 
 def test_fewshot_study(tiny_models, synthetic_files, tmp_path):
-    cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2, 4], draws=2, methods=["probe", "lora"],
-                        min_steps=10)
+    cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2, 4], draws=2,
+                        methods=["probe", "prompt", "lora"], min_steps=10)
     summary = run_fewshot(cfg, tmp_path / "f", **QUIET)
-    assert set(summary["curves"]) == {"probe", "lora"}
+    assert set(summary["curves"]) == {"probe", "prompt", "lora"}
     assert summary["curves"]["probe"][4]["n"] == 2
     rows = json.loads((tmp_path / "f" / "summary.json").read_text())["rows"]
-    assert len(rows) == 8 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert len(rows) == 12 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert (tmp_path / "f" / "plots" / "fewshot.png").stat().st_size > 5000
     assert len(list((tmp_path / "f" / "cache").glob("*.npy"))) >= 2  # test embeddings cached once
 
@@ -73,3 +73,25 @@ def test_generalization_bad_input(capsys, tmp_path, argv, message):
     code = main(argv + ["--study-dir", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and message in err
+
+
+def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
+    import numpy as np
+
+    from slmtune import prompt_head
+    from slmtune.embeddings import embed, load_encoder
+
+    texts = ["match goal team coach", "stock market shares profit", "software internet chip network"]
+    name = tiny_models["bert"]
+    prototypes = embed(load_encoder(name), ["sports", "business", "science"])
+    untrained, tokenizer = prompt_head.fine_tune(name, texts, [0, 1, 2], prototypes, seed=0,
+                                                 cfg=prompt_head.PromptHeadConfig(steps=0, scale=10.0))
+    logits = prompt_head.predict_logits(untrained, tokenizer, texts)
+    expected = 10.0 * embed(load_encoder(name), texts) @ prototypes.T
+    assert np.allclose(logits, expected, atol=1e-4)
+    trained, _ = prompt_head.fine_tune(name, texts * 4, [0, 1, 2] * 4, prototypes, seed=0,
+                                       cfg=prompt_head.PromptHeadConfig(steps=30, learning_rate=1e-3, scale=10.0))
+    after = prompt_head.predict_logits(trained, tokenizer, texts)
+    assert (after.argmax(1) == [0, 1, 2]).all()  # learns the three rows
+    assert prompt_head.steps_for(rows=8, batch_size=16, min_steps=100) == 100
+    assert prompt_head.steps_for(rows=1600, batch_size=16, min_steps=100) == 300

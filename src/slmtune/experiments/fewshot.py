@@ -1,8 +1,10 @@
 """Few-shot: k rows per class, several random draws per k, methods side by side on the same draws.
 
-Methods: `lora` and `full` fine-tune through `Study.run` (so draws are reused across studies);
-`probe` is logistic regression on frozen mean-pooled embeddings, whose test embeddings are computed
-once per study. Small training sets get more epochs (`min_steps`), as is usual in few-shot work.
+Methods: `lora` and `full` fine-tune the standard classifier through `Study.run` (so draws are reused
+across studies); `probe` is logistic regression on frozen mean-pooled embeddings, whose test embeddings
+are computed once per study; `prompt` fine-tunes the mean-pooled encoder with a head that starts as the
+zero-shot label-prompt classifier (slmtune.prompt_head). Small training sets get more epochs or steps
+(`min_steps`), as is usual in few-shot work.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ANCHORS = {
     "SetFit (MPNet), published": {8: 0.829, 16: 0.850, 64: 0.880},
     "fine-tuned DistilBERT, published": {8: 0.761, 16: 0.816, 64: 0.868},
 }
-METHODS = ("probe", "lora", "full")
+METHODS = ("probe", "prompt", "lora", "full")
 
 
 @dataclass
@@ -36,11 +38,42 @@ class FewShotConfig:
     """Training rows per class."""
     draws: int = 5
     """Random draws per size (draw i uses seed base.seed + i)."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: ["probe", "prompt", "lora", "full"])
+    """probe (frozen embeddings + logistic regression), prompt (mean-pooled encoder whose head starts as the
+    zero-shot label-prompt classifier, fine-tuned end to end), lora, full (the standard classifier head)."""
     min_steps: int = 100
     """Fine-tuning runs get at least this many optimizer steps (more epochs on tiny sets)."""
     probe_c: float = 1.0
     """Inverse regularisation strength of the logistic-regression probe."""
+    prompt_lr: float = 2e-5
+    """Encoder learning rate of the prompt method (its head learns 50x faster)."""
+    prompt_scale: float = 20.0
+    """Inverse temperature of the prompt method's cosine logits."""
+
+
+def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
+    from slmtune import prompt_head
+    from slmtune.embeddings import load_encoder
+    from slmtune.experiments.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
+    from slmtune.models import resolve_model
+
+    clock = Clock()
+    splits = study.splits(config)
+    name = resolve_model(config.model.name)
+    descriptions = DESCRIPTIONS if set(splits.label_names) <= set(DESCRIPTIONS) else None
+    prototypes = prompt_classifier(load_encoder(name), splits.label_names, TEMPLATES, descriptions)
+    settings = prompt_head.PromptHeadConfig(
+        steps=prompt_head.steps_for(len(splits.train), config.train.batch_size, cfg.min_steps),
+        batch_size=config.train.batch_size, learning_rate=cfg.prompt_lr, scale=cfg.prompt_scale,
+        max_length=config.data.max_length)
+    model, tokenizer = prompt_head.fine_tune(name, splits.train.texts, splits.train.labels, prototypes,
+                                             config.seed, settings)
+    train_seconds = clock.elapsed
+    logits = prompt_head.predict_logits(model, tokenizer, splits.test.texts, max_length=config.data.max_length)
+    metrics = classification_metrics(splits.test.labels, logits.argmax(axis=1), splits.test.label_names)
+    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
+            "train_seconds": round(train_seconds, 2), "total_seconds": round(clock.elapsed, 2),
+            "trainable_params": sum(p.numel() for p in model.parameters()), "reused": False, "run_dir": None}
 
 
 def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
@@ -81,10 +114,13 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     rows = []
     for i, (k, draw, method) in enumerate(plan, 1):
         seed = base.seed + draw
+        fine_tuned = method if method in ("lora", "full") else "lora"
         config = replace(base, seed=seed, name=f"{cfg.name}-{method}-{k}shot-{draw}",
-                         **{"data.shots_per_class": k, "model.method": "lora" if method == "probe" else method})
+                         **{"data.shots_per_class": k, "model.method": fine_tuned})
         if method == "probe":
             result = _probe(study, config, cfg.probe_c)
+        elif method == "prompt":
+            result = _prompt(study, config, cfg)
         else:
             n_labels = len(study.splits(config).label_names)
             result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))

@@ -37,6 +37,8 @@ DISK_MB = {"lora": 3.3, "full": 92.0}
 # What the calibration below measured on the 2-core reference CPU (an idle machine); a machine twice as
 # fast measures twice these and gets half the estimate.
 CALIBRATION_REFERENCE = {"train": 36.0, "eval": 150.0}
+EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
+FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
 
 
 @dataclass
@@ -102,7 +104,8 @@ def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[st
 
 
 def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int) -> tuple[list[RunConfig], float]:
-    """The training runs a part will ask for, and the rows it embeds/scores outside them (for the estimate).
+    """The training runs a part will ask for, and the seconds (on the reference CPU) of the work it does outside
+    them: embedding, pool scoring, the prompt method's training.
 
     Active learning's later rounds depend on what is queried, so they are planned by size only."""
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
@@ -129,20 +132,25 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
             sizes = cfg.checkpoints[:1] + cfg.checkpoints[1:] * len(cfg.strategies)  # the seed set is shared
             out += [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps) for n in sizes]
         scoring = len(cfg.seeds) * len(cfg.strategies) * (len(cfg.checkpoints) - 1) * cfg.pool_size
-        return out, float(scoring)
+        return out, scoring / EVAL_RATE
     if kind == "zeroshot":
-        return [], 7600.0 * 2
+        return [], 2 * 7600 / EVAL_RATE
     if kind == "fewshot":
-        out = []
+        from slmtune.prompt_head import steps_for
+
+        out, extra = [], 7600 / EVAL_RATE if "probe" in cfg.methods else 0.0
         for k in cfg.shots:
             for draw in range(cfg.draws):
                 for method in cfg.methods:
-                    if method == "probe":
+                    if method == "prompt":
+                        steps = steps_for(4 * k, base.train.batch_size, cfg.min_steps)
+                        extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
+                    if method not in ("lora", "full"):
                         continue
                     config = replace(base, seed=base.seed + draw, **{"data.shots_per_class": k,
                                                                      "model.method": method})
                     out.append(with_min_steps(config, 4 * k, cfg.min_steps))
-        return out, 7600.0 if "probe" in cfg.methods else 0.0
+        return out, extra
     if kind == "scaling":
         sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
         return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
@@ -237,9 +245,8 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     parts, total, new, seconds, disk = {}, 0, 0, 0.0, 0.0
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
-        configs, extra_rows = planned_runs(kind, study_cfg, cli_overrides, available)
-        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_rows / rates["lora"]["eval"],
-             "disk_mb": 0.0}
+        configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available)
+        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0}
         for config in configs:
             key = f"{config.model.method}-{run_key(config)}"
             if kind != "active":  # active rounds train on queried rows: never shared with other parts

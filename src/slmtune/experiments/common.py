@@ -22,6 +22,18 @@ from slmtune.train import train
 PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 58.0, "eval": 220.0}, "full": {"train": 42.0, "eval": 215.0}}
 
 
+def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:
+    """Expected wall time of a run from training and inference samples/s: training rows x epochs,
+    validation passes (capped by max_evals) and the test set, plus a fixed start-up cost."""
+    train_rows = (config.data.shots_per_class * 4 if config.data.shots_per_class else config.data.train_size or 10_000)
+    train_rows *= 1 + config.data.augment_ratio
+    evals = config.train.evals_per_epoch * config.train.epochs
+    if config.train.max_evals:
+        evals = min(evals, config.train.max_evals)
+    eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
+    return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
+
+
 def run_key(config: RunConfig) -> str:
     """Identity of a run: everything that changes its result (not its name or folder)."""
     values = config.to_dict()
@@ -115,15 +127,7 @@ class Study:
                 if runs.is_finished(p)]
         if done:
             rates = {k: sum(r["samples_per_second"][k] for r in done) / len(done) for k in ("train", "eval")}
-        train_rows = config.data.train_size or 10_000
-        if config.data.shots_per_class:
-            train_rows = config.data.shots_per_class * 4
-        train_rows *= 1 + config.data.augment_ratio
-        evals = config.train.evals_per_epoch * config.train.epochs
-        if config.train.max_evals:
-            evals = min(evals, config.train.max_evals)
-        eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
-        return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
+        return run_seconds(config, rates)
 
     def write_summary(self, rows: list[dict[str, Any]], extra: dict[str, Any]) -> pd.DataFrame:
         frame = pd.DataFrame(rows)

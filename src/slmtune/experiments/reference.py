@@ -28,6 +28,7 @@ from slmtune.experiments.common import (
     format_duration,
     load_run_config,
     run_key,
+    run_seconds,
     with_min_steps,
 )
 
@@ -219,17 +220,6 @@ class Plan:
         return out
 
 
-def _seconds(config: RunConfig, rates: dict[str, dict[str, float]]) -> float:
-    rate = rates[config.model.method]
-    train_rows = (config.data.shots_per_class * 4 if config.data.shots_per_class else config.data.train_size or 10_000)
-    train_rows *= 1 + config.data.augment_ratio
-    evals = config.train.evals_per_epoch * config.train.epochs
-    if config.train.max_evals:
-        evals = min(evals, config.train.max_evals)
-    eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
-    return train_rows * config.train.epochs / rate["train"] + eval_rows / rate["eval"] + 12.0
-
-
 def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None, speed: float,
               only: list[str] | None = None) -> Plan:
     rates = {m: {k: v * speed for k, v in r.items()} for m, r in PRIOR_SAMPLES_PER_SECOND.items()}
@@ -257,7 +247,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
             if key in finished:
                 p["done"] += 1
                 continue
-            p["seconds"] += _seconds(config, rates)
+            p["seconds"] += run_seconds(config, rates[config.model.method])
             p["disk_mb"] += DISK_MB[config.model.method]
         if kind == "active":
             summary = root / name / "summary.json"

@@ -159,15 +159,20 @@ def _band(ax, xs, summaries, color, label, marker="o"):
                     alpha=0.18, linewidth=0)
 
 
+def _bands(ax, curves: dict[str, dict[Any, dict]], unit: str) -> None:
+    """One mean line with its 95% CI band per named curve ({x: summary}); n in the legend."""
+    for i, (name, points) in enumerate(curves.items()):
+        xs = sorted(points)
+        _band(ax, xs, [points[k] for k in xs], PALETTE[i % len(PALETTE)], f"{name} (n={points[xs[-1]]['n']} {unit})",
+              marker="s" if name == "random" else "o")
+
+
 def fewshot_plot(curves: dict[str, dict[int, dict]], anchors: dict[str, dict[int, float]], path: str | Path) -> str:
     """Test accuracy vs shots per class (log x), mean with 95% CI band per method, published anchors."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (method, points) in enumerate(curves.items()):
-        xs = sorted(points)
-        n = points[xs[0]]["n"]
-        _band(ax, xs, [points[k] for k in xs], PALETTE[i % len(PALETTE)], f"{method} (n={n} draws)")
+    _bands(ax, curves, "draws")
     for j, (name, points) in enumerate(anchors.items()):
         ax.plot(list(points), list(points.values()), linestyle=":", marker="x", color="grey" if j else "black",
                 label=name)
@@ -245,10 +250,7 @@ def active_plot(curves: dict[str, dict[int, dict]], path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (strategy, points) in enumerate(curves.items()):
-        xs = sorted(points)
-        _band(ax, xs, [points[k] for k in xs], PALETTE[i % len(PALETTE)],
-              f"{strategy} (n={points[xs[-1]]['n']} seeds)", marker="o" if strategy != "random" else "s")
+    _bands(ax, curves, "seeds")
     ax.set_xlabel("labelled training rows")
     ax.set_ylabel("test accuracy")
     ax.set_title("Active learning curves (mean, 95% CI)")

@@ -95,3 +95,14 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     assert (after.argmax(1) == [0, 1, 2]).all()  # learns the three rows
     assert prompt_head.steps_for(rows=8, batch_size=16, min_steps=100) == 100
     assert prompt_head.steps_for(rows=1600, batch_size=16, min_steps=100) == 300
+
+
+def test_setfit_method_on_the_same_draws(tiny_models, synthetic_files, tmp_path):
+    pytest.importorskip("setfit", reason="SetFit is the optional extra slmtune[setfit] (dev installs it)")
+    cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2], draws=2, methods=["probe", "setfit"])
+    summary = run_fewshot(cfg, tmp_path / "f", **QUIET)
+    rows = json.loads((tmp_path / "f" / "summary.json").read_text())["rows"]
+    setfit = [r for r in rows if r["method"] == "setfit"]
+    assert len(setfit) == 2 and all(0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0 for r in setfit)
+    assert [r["seed"] for r in setfit] == [r["seed"] for r in rows if r["method"] == "probe"]  # same draws
+    assert summary["curves"]["setfit"][2]["n"] == 2

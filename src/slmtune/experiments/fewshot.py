@@ -26,7 +26,7 @@ ANCHORS = {
     "SetFit (MPNet), published": {8: 0.829, 16: 0.850, 64: 0.880},
     "fine-tuned DistilBERT, published": {8: 0.761, 16: 0.816, 64: 0.868},
 }
-METHODS = ("probe", "prompt", "lora", "full")
+METHODS = ("probe", "prompt", "lora", "full", "setfit")
 
 
 @dataclass
@@ -40,7 +40,8 @@ class FewShotConfig:
     """Random draws per size (draw i uses seed base.seed + i)."""
     methods: list[str] = field(default_factory=lambda: ["probe", "prompt", "lora", "full"])
     """probe (frozen embeddings + logistic regression), prompt (mean-pooled encoder whose head starts as the
-    zero-shot label-prompt classifier, fine-tuned end to end), lora, full (the standard classifier head)."""
+    zero-shot label-prompt classifier, fine-tuned end to end), lora, full (the standard classifier head), and
+    setfit (SetFit with its defaults, `pip install 'slmtune[setfit]'`), all on the same draws."""
     min_steps: int = 100
     """Fine-tuning runs get at least this many optimizer steps (more epochs on tiny sets)."""
     probe_c: float = 1.0
@@ -49,6 +50,33 @@ class FewShotConfig:
     """Encoder learning rate of the prompt method (its head learns 50x faster)."""
     prompt_scale: float = 20.0
     """Inverse temperature of the prompt method's cosine logits."""
+
+
+def _setfit(study: Study, config: RunConfig) -> dict[str, Any]:
+    """SetFit 1.x with its default settings (batch 16, one epoch of contrastive pairs, logistic-regression head)."""
+    try:
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except ImportError:
+        raise SlmtuneError("the setfit method needs SetFit: pip install 'slmtune[setfit]'") from None
+    from datasets import Dataset
+
+    from slmtune.models import resolve_model
+
+    clock = Clock()
+    splits = study.splits(config)
+    model = SetFitModel.from_pretrained(resolve_model(config.model.name))
+    args = TrainingArguments(batch_size=config.train.batch_size, num_epochs=1, seed=config.seed, report_to="none",
+                             show_progress_bar=False)
+    data = Dataset.from_dict({"text": splits.train.texts, "label": splits.train.labels})
+    Trainer(model=model, args=args, train_dataset=data).train()
+    train_seconds = clock.elapsed
+    predicted = np.asarray(model.predict(splits.test.texts, batch_size=config.train.eval_batch_size,
+                                         show_progress_bar=False))
+    metrics = classification_metrics(splits.test.labels, predicted.astype(int), splits.test.label_names)
+    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
+            "train_seconds": round(train_seconds, 2), "total_seconds": round(clock.elapsed, 2),
+            "trainable_params": sum(p.numel() for p in model.model_body.parameters()), "reused": False,
+            "run_dir": None}
 
 
 def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
@@ -121,6 +149,8 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
             result = _probe(study, config, cfg.probe_c)
         elif method == "prompt":
             result = _prompt(study, config, cfg)
+        elif method == "setfit":
+            result = _setfit(study, config)
         else:
             n_labels = len(study.splits(config).label_names)
             result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))

@@ -146,6 +146,8 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
                     if method == "prompt":
                         steps = steps_for(4 * k, base.train.batch_size, cfg.min_steps)
                         extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
+                    if method == "setfit":  # one epoch of 20 pairs per row (SetFit's default), then the test set
+                        extra += 40 * 4 * k / FULL_TRAIN_RATE + 7600 / EVAL_RATE
                     if method not in ("lora", "full"):
                         continue
                     config = replace(base, seed=base.seed + draw, **{"data.shots_per_class": k,

@@ -46,7 +46,7 @@ class FewShotConfig:
     """Fine-tuning runs get at least this many optimizer steps (more epochs on tiny sets)."""
     probe_c: float = 1.0
     """Inverse regularisation strength of the logistic-regression probe."""
-    prompt_lr: float = 2e-5
+    prompt_lr: float = 5e-5
     """Encoder learning rate of the prompt method (its head learns 50x faster)."""
     prompt_scale: float = 20.0
     """Inverse temperature of the prompt method's cosine logits."""

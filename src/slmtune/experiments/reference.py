@@ -179,7 +179,7 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print) -> dict[str,
     net = get_model(model, label_names=test.label_names, use_lora=True)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
     net.train()
-    batches = [texts[i:i + 16] for i in range(0, 112, 16)]
+    batches = [texts[i:i + 16] for i in range(0, 192, 16)]
     for i, batch in enumerate(batches):
         if i == 1:  # the first step warms up
             start = time.perf_counter()

@@ -271,7 +271,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
             cells = "  ".join(f"x{p['ratio']:g} {p['mean']:.4f}"
                               + (f" ({p['vs_control']['mean_difference']:+.4f}, p={p['vs_control']['t_pvalue']:.2g})"
                                  if p["vs_control"] else "") for p in points)
-            print(f"  {size:>6} rows  {op:<14}{cells}")
+            print(f"  {size:>6} rows  {op:<23}{cells}")
     return 0
 
 

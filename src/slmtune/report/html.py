@@ -160,9 +160,9 @@ class Report:
         kind = summary.get("study", "study")
         render = getattr(self, f"_study_{kind}", self._study_generic)
         body = render(folder, summary)
-        plots = [Path(p) for p in summary.get("plots", [])]
-        plots = [p if p.is_file() else folder / "plots" / p.name for p in plots]
-        plots += [p for p in sorted((folder / "plots").glob("*.png")) if p not in plots]
+        plots = [folder / "plots" / Path(p).name for p in summary.get("plots", [])]
+        plots += [p for p in sorted((folder / "plots").glob("*.png")) if p.name not in {q.name for q in plots}
+                  and not p.name.startswith("report_")]
         figs = [_figure(p, f"{kind}: {p.stem.replace('_', ' ')} — {self._caption(kind, summary)}")
                 for p in plots if p.is_file()]
         if figs:
@@ -280,6 +280,11 @@ class Report:
                          f"{f['difference']:+.4f}",
                          f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}]", f"{f['p_value']:.3g}",
                          "yes" if f["significant"] else "no"])
+        steps_matched = any(f.get("against") == "control (same steps)" for f in summary["vs_control"])
+        for f in summary["vs_control"]:  # key findings: the fairest comparison only
+            if f["operations"].startswith("steps-matched") or (
+                    steps_matched and f.get("against") != "control (same steps)"):
+                continue
             self.findings.append([f"augmentation {escape(f['operations'])} x{f['ratio']:g} at {f['size']} rows "
                                   f"vs {escape(f.get('against', 'control'))}",
                                   f"{f['difference']:+.4f}", "paired seeds",

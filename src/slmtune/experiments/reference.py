@@ -35,9 +35,9 @@ from slmtune.experiments.common import (
 KINDS = ("train", "seeds", "sweep", "augmentation", "active", "zeroshot", "fewshot", "scaling")
 # Disk per finished run, measured on run folders of the default model (README "Reference study").
 DISK_MB = {"lora": 3.3, "full": 92.0}
-# What the calibration below measured on the 2-core reference CPU (an idle machine); a machine twice as
-# fast measures twice these and gets half the estimate.
-CALIBRATION_REFERENCE = {"train": 36.0, "eval": 150.0}
+# What the calibration below measured on the 2-core reference CPU, idle (two runs: 29.9 / 177.8 and
+# 30.8 / 181.6 samples/s); a machine twice as fast measures twice these and gets half the estimate.
+CALIBRATION_REFERENCE = {"train": 30.3, "eval": 180.0}
 EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
 FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
 

@@ -97,10 +97,12 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     assert prompt_head.steps_for(rows=1600, batch_size=16, min_steps=100) == 300
 
 
-def test_setfit_method_on_the_same_draws(tiny_models, synthetic_files, tmp_path):
+def test_setfit_method_on_the_same_draws(tiny_models, synthetic_files, tmp_path, monkeypatch):
     pytest.importorskip("setfit", reason="SetFit is the optional extra slmtune[setfit] (dev installs it)")
     cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2], draws=2, methods=["probe", "setfit"])
+    monkeypatch.chdir(tmp_path)
     summary = run_fewshot(cfg, tmp_path / "f", **QUIET)
+    assert not (tmp_path / "checkpoints").exists() and not list((tmp_path / "f").glob("setfit-*"))  # no debris
     rows = json.loads((tmp_path / "f" / "summary.json").read_text())["rows"]
     setfit = [r for r in rows if r["method"] == "setfit"]
     assert len(setfit) == 2 and all(0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0 for r in setfit)

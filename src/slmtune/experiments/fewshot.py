@@ -9,6 +9,7 @@ zero-shot label-prompt classifier (slmtune.prompt_head). Small training sets get
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,11 @@ def _setfit(study: Study, config: RunConfig) -> dict[str, Any]:
     clock = Clock()
     splits = study.splits(config)
     model = SetFitModel.from_pretrained(resolve_model(config.model.name))
-    args = TrainingArguments(batch_size=config.train.batch_size, num_epochs=1, seed=config.seed, report_to="none",
-                             show_progress_bar=False)
-    data = Dataset.from_dict({"text": splits.train.texts, "label": splits.train.labels})
-    Trainer(model=model, args=args, train_dataset=data).train()
+    with tempfile.TemporaryDirectory(prefix="setfit-", dir=study.root) as scratch:  # not SetFit's ./checkpoints
+        args = TrainingArguments(output_dir=scratch, save_strategy="no", batch_size=config.train.batch_size,
+                                 num_epochs=1, seed=config.seed, report_to="none", show_progress_bar=False)
+        data = Dataset.from_dict({"text": splits.train.texts, "label": splits.train.labels})
+        Trainer(model=model, args=args, train_dataset=data).train()
     train_seconds = clock.elapsed
     predicted = np.asarray(model.predict(splits.test.texts, batch_size=config.train.eval_batch_size,
                                          show_progress_bar=False))

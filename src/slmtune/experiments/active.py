@@ -81,16 +81,16 @@ class RunScorer:
     """`predict_proba` over texts with a finished run's best model (length-sorted batches, or ONNX)."""
 
     def __init__(self, run_dir: str | Path, backend: str = "torch"):
-        from slmtune.inference import load_run, runner
-
-        self.run = load_run(run_dir)
-        self.model = runner(run_dir, backend)
-        self.seconds = 0.0
+        self.run_dir, self.backend, self.seconds = run_dir, backend, 0.0
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Loads the model on first use, so strategies that never score (random) cost nothing."""
         from slmtune.evaluate import predict_proba
+        from slmtune.inference import load_run, runner
 
         clock = Clock()
+        if not hasattr(self, "model"):
+            self.run, self.model = load_run(self.run_dir), runner(self.run_dir, self.backend)
         probs = predict_proba(self.model, self.run.tokenizer, texts, batch_size=self.run.config.train.eval_batch_size,
                               max_length=self.run.config.data.max_length)
         self.seconds += clock.elapsed

@@ -137,7 +137,7 @@ class PowerLawFit:
         rng = np.random.default_rng(seed)
         draws = rng.multivariate_normal([self.a, self.b, self.c], self.covariance, size=samples)
         errors = draws[:, 0] * np.power(float(n), -draws[:, 1]) + draws[:, 2]
-        accuracy = 1 - errors
+        accuracy = np.clip(1 - errors, 0.0, 1.0)  # parameter draws can imply error < 0; accuracy stays in [0, 1]
         return {"n": int(n), "accuracy": float(1 - self.error(n)), "low": float(np.percentile(accuracy, 2.5)),
                 "high": float(np.percentile(accuracy, 97.5))}
 

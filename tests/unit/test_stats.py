@@ -61,3 +61,10 @@ def test_power_law_fit_recovers_known_parameters():
     assert fit.gain_per_doubling(n_star) == pytest.approx(0.005, rel=1e-6)
     with pytest.raises(ValueError):
         stats.fit_power_law([10, 10, 20], [0.5, 0.5, 0.4])
+
+
+def test_power_law_band_stays_within_accuracy_range():
+    sizes = np.array([50, 100, 200, 500, 1000, 2000, 5000])  # one noisy seed, as in a quick scaling run
+    errors = np.array([0.268, 0.187, 0.199, 0.145, 0.135, 0.113, 0.100])
+    pred = stats.fit_power_law(sizes, errors).predict(120_000)
+    assert 0.0 <= pred["low"] <= pred["accuracy"] <= pred["high"] <= 1.0

@@ -253,13 +253,13 @@ def _float_list(text: str | None, flag: str) -> list[float] | None:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
+    from slmtune.config import EDA_OPS
     from slmtune.experiments.augmentation import AugmentStudyConfig, run_augmentation
     from slmtune.experiments.common import load_study_config
 
     operations = None
     if args.ops:
-        eda = ["synonym", "insert", "delete", "swap"]
-        operations = {name: eda if name == "eda" else name.split("+") for name in args.ops.split(",") if name}
+        operations = {name: list(EDA_OPS) if name == "eda" else name.split("+") for name in args.ops.split(",") if name}
     cfg = load_study_config(AugmentStudyConfig, args.config, name=args.name, recipe=args.recipe,
                             ratios=_float_list(args.ratios, "--ratios"), sizes=_int_list(args.sizes, "--sizes"),
                             seeds=_int_list(args.seeds, "--seeds"), operations=operations,
@@ -313,14 +313,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("slmtune study: dry run, nothing trained")
         return 0
-    print(f"\nslmtune study: done in {format_seconds(record['total_seconds'])}; report {record['report']}")
-    return 0
-
-
-def format_seconds(seconds: float) -> str:
     from slmtune.experiments.common import format_duration
 
-    return format_duration(seconds)
+    print(f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ import yaml
 from slmtune.errors import SlmtuneError
 
 METHODS = ("lora", "full")
-AUGMENT_OPS = ("synonym", "insert", "delete", "swap", "backtranslate")  # slmtune.data.augment.OPERATIONS
+EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtune.data.augment
+AUGMENT_OPS = (*EDA_OPS, "backtranslate")
 # Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 
@@ -44,7 +45,7 @@ class DataConfig:
     """Tokens per text after truncation."""
     augment_ratio: float = 0.0
     """Augmented training rows added per training row (0 = none; 0.5 adds half as many again)."""
-    augment_ops: list[str] = field(default_factory=lambda: ["synonym", "insert", "delete", "swap"])
+    augment_ops: list[str] = field(default_factory=lambda: list(EDA_OPS))
     """Augmentation operations, one drawn per augmented row: synonym, insert, delete, swap, backtranslate."""
     augment_rate: float = 0.1
     """EDA's alpha: the share of a text's words an operation touches."""

@@ -140,12 +140,12 @@ def set_threads(threads: int | None) -> None:
 
 def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int) -> TrainingArguments:
     t = config.train
-    total_steps = math.ceil(steps_per_epoch * t.epochs)
+    every = None
     if t.max_evals and t.evals_per_epoch * t.epochs > t.max_evals:
-        every = max(1, math.ceil(total_steps / t.max_evals))
-        schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
+        every = max(1, math.ceil(steps_per_epoch * t.epochs / t.max_evals))
     elif t.evals_per_epoch > 1:
         every = max(1, steps_per_epoch // t.evals_per_epoch)
+    if every:
         schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
     else:
         schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}

@@ -19,11 +19,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from slmtune.config import AUGMENT_OPS as OPERATIONS  # the operation names live with the config
+from slmtune.config import EDA_OPS as EDA_OPERATIONS
 from slmtune.data.sources import TextDataset
 from slmtune.errors import SlmtuneError
-
-EDA_OPERATIONS = ("synonym", "insert", "delete", "swap")
-OPERATIONS = (*EDA_OPERATIONS, "backtranslate")
 
 # EDA's stop-word list (Wei & Zou's code, from NLTK's): never replaced by synonyms.
 STOP_WORDS = frozenset("""

@@ -82,6 +82,7 @@ class RunScorer:
 
     def __init__(self, run_dir: str | Path, backend: str = "torch"):
         self.run_dir, self.backend, self.seconds = run_dir, backend, 0.0
+        self.run = self.model = None
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Loads the model on first use, so strategies that never score (random) cost nothing."""
@@ -89,7 +90,7 @@ class RunScorer:
         from slmtune.inference import load_run, runner
 
         clock = Clock()
-        if not hasattr(self, "model"):
+        if self.model is None:
             self.run, self.model = load_run(self.run_dir), runner(self.run_dir, self.backend)
         probs = predict_proba(self.model, self.run.tokenizer, texts, batch_size=self.run.config.train.eval_batch_size,
                               max_length=self.run.config.data.max_length)
@@ -190,10 +191,9 @@ def run_active(cfg: ActiveConfig, study_dir: str | Path | None = None, cli_overr
 
 def area_under_curve(labels: list[int], accuracy: list[float]) -> float:
     """Trapezoidal area under accuracy vs labels, divided by the label range: a mean accuracy over the budget."""
-    x, y = np.asarray(labels, dtype=float), np.asarray(accuracy, dtype=float)
-    if len(x) < 2:
-        return float(y[0])
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+    if len(labels) < 2:
+        return float(accuracy[0])
+    return float(np.trapezoid(accuracy, labels) / (labels[-1] - labels[0]))
 
 
 def summarize_active(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune import stats
-from slmtune.config import RunConfig, replace
+from slmtune.config import EDA_OPS, RunConfig, replace
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
 
@@ -21,7 +21,7 @@ class AugmentStudyConfig:
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     """Augmented rows per training row; 0 (the control) is always run."""
     operations: dict[str, list[str]] = field(default_factory=lambda: {
-        "eda": ["synonym", "insert", "delete", "swap"], "backtranslate": ["backtranslate"]})
+        "eda": list(EDA_OPS), "backtranslate": ["backtranslate"]})
     """Named operation sets; each augmented row uses one operation of its set."""
     sizes: list[int] = field(default_factory=lambda: [200, 2400])
     """Training rows before augmentation (augmentation helps most with little data)."""
@@ -36,6 +36,7 @@ class AugmentStudyConfig:
 
 
 STEPS_MATCHED = "steps-matched control"
+
 
 def _plan(cfg: AugmentStudyConfig, base: RunConfig) -> list[tuple[dict[str, Any], RunConfig]]:
     plan = []
@@ -98,7 +99,7 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
     for size in sorted({r["size"] for r in rows}):
         controls = {r["seed"]: r["test_accuracy"] for r in rows if r["size"] == size and r["operations"] == "none"}
         per_op: dict[str, list[dict[str, Any]]] = {}
-        for op in dict.fromkeys(r["operations"] for r in rows if r["operations"] != "none"):
+        for op in dict.fromkeys(r["operations"] for r in rows if r["size"] == size and r["operations"] != "none"):
             points = [{"ratio": 0.0, **stats.summarize(list(controls.values())).to_dict(), "vs_control": None}]
             for ratio in sorted({r["ratio"] for r in rows if r["size"] == size and r["operations"] == op}):
                 cell = sorted((r for r in rows if r["size"] == size and r["operations"] == op and r["ratio"] == ratio),

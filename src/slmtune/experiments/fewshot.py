@@ -53,6 +53,14 @@ class FewShotConfig:
     """Inverse temperature of the prompt method's cosine logits."""
 
 
+def _row(splits, predicted, train_seconds: float, total_seconds: float, params: int) -> dict[str, Any]:
+    """The summary row of a method that trains outside `Study.run` (no run folder)."""
+    metrics = classification_metrics(splits.test.labels, predicted, splits.test.label_names)
+    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
+            "train_seconds": round(train_seconds, 2), "total_seconds": round(total_seconds, 2),
+            "trainable_params": int(params), "reused": False, "run_dir": None}
+
+
 def _setfit(study: Study, config: RunConfig) -> dict[str, Any]:
     """SetFit 1.x with its default settings (batch 16, one epoch of contrastive pairs, logistic-regression head)."""
     try:
@@ -73,12 +81,8 @@ def _setfit(study: Study, config: RunConfig) -> dict[str, Any]:
         Trainer(model=model, args=args, train_dataset=data).train()
     train_seconds = clock.elapsed
     predicted = np.asarray(model.predict(splits.test.texts, batch_size=config.train.eval_batch_size,
-                                         show_progress_bar=False))
-    metrics = classification_metrics(splits.test.labels, predicted.astype(int), splits.test.label_names)
-    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
-            "train_seconds": round(train_seconds, 2), "total_seconds": round(clock.elapsed, 2),
-            "trainable_params": sum(p.numel() for p in model.model_body.parameters()), "reused": False,
-            "run_dir": None}
+                                         show_progress_bar=False)).astype(int)
+    return _row(splits, predicted, train_seconds, clock.elapsed, sum(p.numel() for p in model.model_body.parameters()))
 
 
 def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
@@ -100,10 +104,7 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
                                              config.seed, settings)
     train_seconds = clock.elapsed
     logits = prompt_head.predict_logits(model, tokenizer, splits.test.texts, max_length=config.data.max_length)
-    metrics = classification_metrics(splits.test.labels, logits.argmax(axis=1), splits.test.label_names)
-    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
-            "train_seconds": round(train_seconds, 2), "total_seconds": round(clock.elapsed, 2),
-            "trainable_params": sum(p.numel() for p in model.parameters()), "reused": False, "run_dir": None}
+    return _row(splits, logits.argmax(axis=1), train_seconds, clock.elapsed, sum(p.numel() for p in model.parameters()))
 
 
 def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
@@ -118,10 +119,7 @@ def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
     train_x = embed(encoder, splits.train.texts, max_length=config.data.max_length, cache_dir=cache)
     test_x = embed(encoder, splits.test.texts, max_length=config.data.max_length, cache_dir=cache)
     probe = LogisticRegression(C=c, max_iter=2000).fit(train_x, splits.train.labels)
-    metrics = classification_metrics(splits.test.labels, probe.predict(test_x), splits.test.label_names)
-    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"],
-            "train_seconds": round(clock.elapsed, 2), "total_seconds": round(clock.elapsed, 2),
-            "trainable_params": int(probe.coef_.size + probe.intercept_.size), "reused": False, "run_dir": None}
+    return _row(splits, probe.predict(test_x), clock.elapsed, clock.elapsed, probe.coef_.size + probe.intercept_.size)
 
 
 def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,

@@ -33,8 +33,8 @@ from slmtune.experiments.common import (
 )
 
 KINDS = ("train", "seeds", "sweep", "augmentation", "active", "zeroshot", "fewshot", "scaling")
-# Disk per finished run, measured on run folders of the default model (README "Reference study").
-DISK_MB = {"lora": 3.3, "full": 92.0}
+# Disk per finished run of the default model (`du -sh` of run folders: LoRA 3.3 MB, full fine-tuning 90 MB).
+DISK_MB = {"lora": 3.3, "full": 90.0}
 # What the calibration below measured on the 2-core reference CPU, idle (two runs: 29.9 / 177.8 and
 # 30.8 / 181.6 samples/s); a machine twice as fast measures twice these and gets half the estimate.
 CALIBRATION_REFERENCE = {"train": 30.3, "eval": 180.0}
@@ -205,7 +205,7 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print) -> dict[str,
 @dataclass
 class Plan:
     parts: dict[str, dict[str, Any]]
-    """Per part: kind, cfg, runs (new), reused, seconds, disk_mb."""
+    """Per part: kind, cfg, runs, done (finished already), seconds and disk_mb (of the runs still to train)."""
     total_runs: int
     new_runs: int
     seconds: float
@@ -225,12 +225,13 @@ class Plan:
 def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None, speed: float,
               only: list[str] | None = None) -> Plan:
     rates = {m: {k: v * speed for k, v in r.items()} for m, r in PRIOR_SAMPLES_PER_SECOND.items()}
-    names = [n for n in cfg.parts if not only or any(n == o or n.startswith(f"{o}-") or
-                                                      part_kind(n, cfg.parts[n]) == o for o in only)]
-    if only and not names:
-        raise SlmtuneError(f"--only {','.join(only)} matches no part; parts: {', '.join(cfg.parts)}")
-    study_cfgs = {n: _study_cfg(part_kind(n, cfg.parts[n]), n, cfg.parts[n], cfg.recipe) for n in names}
-    kinds = {n: part_kind(n, cfg.parts[n]) for n in names}
+    kinds = {n: part_kind(n, settings) for n, settings in cfg.parts.items()}
+    if only:
+        kinds = {n: k for n, k in kinds.items() if any(n == o or n.startswith(f"{o}-") or k == o for o in only)}
+        if not kinds:
+            raise SlmtuneError(f"--only {','.join(only)} matches no part; parts: {', '.join(cfg.parts)}")
+    names = list(kinds)
+    study_cfgs = {n: _study_cfg(kinds[n], n, cfg.parts[n], cfg.recipe) for n in names}
     available = _available_rows(cfg, cli_overrides) if "scaling" in kinds.values() else 0
     seen: set[str] = set()
     finished = {p.name for p in root.glob("*/runs/*") if runs.is_finished(p)}
@@ -239,9 +240,12 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         kind, study_cfg = kinds[name], study_cfgs[name]
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available)
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0}
+        # Active rounds train on queried rows and search trials on sampled values: their configs do not name
+        # their runs, so they are neither shared nor found done by key.
+        shareable = kind != "active" and not (kind == "sweep" and study_cfg.search)
         for config in configs:
             key = f"{config.model.method}-{run_key(config)}"
-            if kind != "active":  # active rounds train on queried rows: never shared with other parts
+            if shareable:
                 if key in seen:
                     continue
                 seen.add(key)

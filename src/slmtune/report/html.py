@@ -76,10 +76,7 @@ class Report:
 
     # -------------------------------------------------------------------------------------- runs
     def add_run(self, folder: Path, title: str | None = None, examples: int = 8) -> None:
-        result = runs.read_result(folder)
-        name = f"{Path(str(result.get('model'))).name}:{result.get('method')}"
-        self.sections.append((f"run-{folder.name}", title or f"Run {name} ({folder.name})",
-                              self._run_body(folder, examples)))
+        self.sections.append((f"run-{folder.name}", title or f"Run {folder.name}", self._run_body(folder, examples)))
 
     def _run_body(self, folder: Path, examples: int = 8) -> str:
         """Metrics, per-class table, the run's figures and its most confident mistakes; adds a finding."""
@@ -372,7 +369,8 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
             env = json.loads(candidate.read_text(encoding="utf-8"))
             break
     packages = env.get("packages", {})
-    machine = ", ".join(x for x in (env.get("cpu"), f"{env['threads']} threads" if "threads" in env else None,
+    machine = ", ".join(x for x in (f"{env['cpu_count']} CPUs" if "cpu_count" in env else None,
+                                    f"{env['torch_threads']} threads" if "torch_threads" in env else None,
                                     env.get("device"), f"torch {packages['torch']}" if "torch" in packages else None)
                         if x)
     subtitle = f"{kind} in {folder.resolve()}" + (f" · {machine}" if machine else "")

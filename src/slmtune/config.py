@@ -142,6 +142,9 @@ class TrainConfig:
     """At most this many validation evaluations (evenly spaced) per run; null keeps `evals_per_epoch`.
     Studies set it when tiny training sets get many epochs, where evaluating every epoch would cost more
     than training."""
+    final_test: bool = False
+    """Also score the test set with the final model, before the best checkpoint is restored (result.json
+    `metrics.test_final`): for studying checkpoint selection; one more test pass."""
     report_to: str = "none"
     """Trainer integrations (`tensorboard`, `mlflow`, `wandb`, `all`), passed through."""
     threads: int | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from slmtune import fast_dropout
 from slmtune.evaluate import encode, pad_batch
 
 
@@ -59,6 +60,7 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_name)
     model = PromptHeadClassifier(_load(AutoModel, model_name), prototypes, cfg.scale)
+    fast_dropout.install(model)
     head = [model.prototypes]
     body = [p for n, p in model.named_parameters() if n != "prototypes"]
     optimizer = torch.optim.AdamW([{"params": body, "lr": cfg.learning_rate},

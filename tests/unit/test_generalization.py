@@ -50,6 +50,10 @@ def test_fewshot_study(tiny_models, synthetic_files, tmp_path):
     assert len(rows) == 12 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert (tmp_path / "f" / "plots" / "fewshot.png").stat().st_size > 5000
     assert len(list((tmp_path / "f" / "cache").glob("*.npy"))) >= 2  # test embeddings cached once
+    again = run_fewshot(cfg, tmp_path / "f", **QUIET)  # a repeated (or resumed) study computes nothing again
+    rows_again = json.loads((tmp_path / "f" / "summary.json").read_text())["rows"]
+    assert all(r["reused"] for r in rows_again) and again["curves"] == summary["curves"]
+    assert len(list((tmp_path / "f" / "rows").glob("prompt-*.json"))) == 4
 
 
 def test_scaling_study(tiny_models, synthetic_files, tmp_path):

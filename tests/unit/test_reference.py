@@ -57,6 +57,19 @@ def test_plan_counts_shared_runs_once(reference_study):
     assert plan.seconds > 0 and plan.disk_mb > 0
 
 
+def test_default_reference_plan_shares_the_sweep_lines(ag_news_dir, tmp_path, monkeypatch):
+    from slmtune.experiments.common import load_study_config
+
+    monkeypatch.setenv("SLMTUNE_DATA_DIR", str(ag_news_dir))
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # the config names its recipes relative to the repository
+    cfg = load_study_config(ReferenceConfig, "configs/studies/reference.yaml")
+    plan = make_plan(cfg, tmp_path, None, speed=1.0)  # 1.0: the reference CPU's measured rates
+    sweeps = [plan.parts[n]["runs"] for n in ("sweep-lr", "sweep-wd", "sweep-grid")]
+    assert sweeps == [5, 4, 16]  # the lr and wd lines lie inside the 5x5 grid: 25 runs in all
+    assert plan.parts["seeds"]["runs"] == 8  # seed 42 of both recipes is the train part's
+
+
 def test_reference_study_runs_each_config_once_and_resumes(reference_study):
     root, record = reference_study["root"], reference_study["record"]
     assert record["parts"]["train"]["done"] == 2  # the second call found the first part finished

@@ -67,6 +67,21 @@ def test_best_checkpoint_is_the_one_kept(lora_run):
     assert result["metrics"]["validation"]["accuracy"] == pytest.approx(best["validation_accuracy"])
 
 
+def test_final_test_scores_the_last_model_before_the_best_is_restored(tiny_models, synthetic_files, tmp_path):
+    from slmtune.experiments.common import run_key
+
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 2})
+    off = from_dict(values)
+    values["train"]["final_test"] = True
+    result = train(from_dict(values), run_dir=tmp_path / "run")
+    final = runs.read_result(tmp_path / "run")["metrics"]["test_final"]
+    assert final == result.metrics["test_final"]
+    assert 0 <= final["accuracy"] <= 1 and 0 <= final["macro_f1"] <= 1
+    lines = runs.MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
+    assert final["step"] == max(r.get("step", 0) for r in lines)  # the last training step
+    assert "final_test" not in str(run_key(off)) and run_key(off) != run_key(from_dict(values))
+
+
 def test_predict_and_evaluate_from_the_run_folder(lora_run):
     import csv
 

@@ -18,20 +18,23 @@ from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.train import train
 
-# Measured on the 2-core reference CPU with the default MiniLM (README "Speed"); refined from finished runs.
-PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 58.0, "eval": 220.0}, "full": {"train": 42.0, "eval": 215.0}}
+# Measured on the 2-core reference CPU with the default MiniLM, in the same hour as CALIBRATION_REFERENCE
+# (slmtune.experiments.reference): a default `slmtune train` (LoRA); full fine-tuning's morning run scaled by the
+# LoRA run's morning-to-then ratio (0.95). Refined from finished runs of a study.
+PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 64.0, "eval": 221.0}, "full": {"train": 47.5, "eval": 218.0}}
 
 
 def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:
     """Expected wall time of a run from training and inference samples/s: training rows x epochs,
-    validation passes (capped by max_evals) and the test set, plus a fixed start-up cost."""
+    validation passes (capped by max_evals) and the test set, plus a fixed start-up cost (in a study process,
+    ~2 s a run beyond its own train + eval seconds: measured over the seeds, lr-sweep and scaling studies)."""
     train_rows = (config.data.shots_per_class * 4 if config.data.shots_per_class else config.data.train_size or 10_000)
     train_rows *= 1 + config.data.augment_ratio
     evals = config.train.evals_per_epoch * config.train.epochs
     if config.train.max_evals:
         evals = min(evals, config.train.max_evals)
     eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
-    return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 10.0
+    return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
 
 
 def run_key(config: RunConfig) -> str:
@@ -45,6 +48,8 @@ def run_key(config: RunConfig) -> str:
             values["data"].pop(name, None)
     if values["train"].get("max_evals") is None:
         values["train"].pop("max_evals", None)
+    if not values["train"].get("final_test"):
+        values["train"].pop("final_test", None)
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -119,6 +124,18 @@ class Study:
             result["reused"] = False
         result["run_dir"] = str(folder)
         return result
+
+    def row(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
+        """A result computed outside a run folder (e.g. a few-shot method with its own loop), kept as
+        rows/<name>-<hash of key>.json, so an interrupted or repeated study does not compute it again."""
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        path = self.root / "rows" / f"{name}-{digest}.json"
+        if path.exists():
+            return {**json.loads(path.read_text())["row"], "reused": True}
+        row = compute()
+        path.parent.mkdir(exist_ok=True)
+        runs.write_json(path, {"key": key, "row": row})
+        return row
 
     def estimate_seconds(self, config: RunConfig) -> float:
         """Expected wall time of one run: from finished runs of this study, else the measured prior."""

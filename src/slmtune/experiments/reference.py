@@ -37,9 +37,12 @@ KINDS = ("train", "seeds", "sweep", "augmentation", "active", "zeroshot", "fewsh
 DISK_MB = {"lora": 3.3, "full": 90.0}
 # What the calibration below measured on the 2-core reference CPU, idle (two runs: 29.9 / 177.8 and
 # 30.8 / 181.6 samples/s); a machine twice as fast measures twice these and gets half the estimate.
-CALIBRATION_REFERENCE = {"train": 30.3, "eval": 180.0}
+# calibrate() on the reference CPU (mean of three, 2026-11-26), beside PRIOR_SAMPLES_PER_SECOND
+CALIBRATION_REFERENCE = {"train": 37.6, "eval": 201.3}
 EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
 FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
+# SetFit 1.2.0 contrastive pairs per second on the reference CPU (16 rows a class: 3,072 pairs in 189 s a draw).
+SETFIT_PAIRS_PER_SECOND = 16.3
 
 
 @dataclass
@@ -144,10 +147,11 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
             for draw in range(cfg.draws):
                 for method in cfg.methods:
                     if method == "prompt":
-                        steps = steps_for(4 * k, base.train.batch_size, cfg.min_steps)
+                        steps = steps_for(4 * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
                         extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
-                    if method == "setfit":  # one epoch of 20 pairs per row (SetFit's default), then the test set
-                        extra += 40 * 4 * k / FULL_TRAIN_RATE + 7600 / EVAL_RATE
+                    if method == "setfit":  # SetFit's default oversampling: 2 x max(same-, cross-class) pairs
+                        same, cross = 4 * k * (k - 1) // 2, 6 * k * k
+                        extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + 7600 / EVAL_RATE
                     if method not in ("lora", "full"):
                         continue
                     config = replace(base, seed=base.seed + draw, **{"data.shots_per_class": k,
@@ -162,33 +166,35 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
 
 
 def calibrate(root: Path, model: str = "minilm-l6", progress=print) -> dict[str, float]:
-    """Samples/s of a few LoRA training steps and of length-sorted inference on this machine (cached)."""
+    """Samples/s of 30 LoRA training steps and of length-sorted inference on 1,024 rows on this machine (cached)."""
     path = root / "calibration.json"
     if path.is_file():
         return json.loads(path.read_text())
     import torch
 
+    from slmtune import fast_dropout
     from slmtune.data import load_ag_news
     from slmtune.evaluate import predict_proba
     from slmtune.models import get_model, load_tokenizer, resolve_model
 
     clock = Clock()
     _, test = load_ag_news(None)
-    texts = test.texts[:512]
+    texts = test.texts[:1024]
     tokenizer = load_tokenizer(resolve_model(model))
     net = get_model(model, label_names=test.label_names, use_lora=True)
+    fast_dropout.install(net)  # as training does
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
     net.train()
-    batches = [texts[i:i + 16] for i in range(0, 192, 16)]
+    batches = [texts[i:i + 16] for i in range(0, 512, 16)]
     for i, batch in enumerate(batches):
-        if i == 1:  # the first step warms up
+        if i == 2:  # two steps warm up
             start = time.perf_counter()
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
         loss = net(**encoded, labels=torch.tensor(test.labels[16 * i:16 * i + len(batch)])).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    train_rate = 16 * (len(batches) - 1) / (time.perf_counter() - start)
+    train_rate = 16 * (len(batches) - 2) / (time.perf_counter() - start)
     net.eval()
     start = time.perf_counter()
     predict_proba(net, tokenizer, texts, batch_size=64, max_length=128)

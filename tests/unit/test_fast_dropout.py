@@ -1,0 +1,47 @@
+"""FastDropout: the same dropout as nn.Dropout (rate, scaling, gradient, seeding), with cheaper masks on CPU."""
+
+import torch
+
+from slmtune.fast_dropout import FastDropout, install, keep_mask
+
+
+def test_keep_mask_rate_and_seeding():
+    torch.manual_seed(0)
+    mask = keep_mask(torch.Size([400, 1001]), 0.1)
+    assert mask.shape == (400, 1001) and mask.dtype == torch.bool
+    assert abs(1 - mask.float().mean().item() - 0.1) < 0.002  # 400k draws: 3 sigma is 0.0014
+    rows = mask.float().mean(1)
+    assert rows.std() < 0.05  # no lane stuck on or off
+    torch.manual_seed(3)
+    a = keep_mask(torch.Size([7, 5]), 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(a, keep_mask(torch.Size([7, 5]), 0.3))
+
+
+def test_forward_backward_match_dropout_semantics():
+    layer = FastDropout(0.25)
+    x = torch.randn(64, 33, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.75)  # gradient flows through kept elements only
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+
+
+def test_install_swaps_every_dropout_of_a_lora_model(tiny_models):
+    from slmtune.config import LoraConfig
+    from slmtune.models import add_lora, load_classifier
+
+    model = add_lora(load_classifier(tiny_models["bert"], ["a", "b"]), LoraConfig())
+    before = sum(type(m) is torch.nn.Dropout for m in model.modules())
+    assert before > 0 and install(model) == before
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    model.train()
+    torch.manual_seed(0)
+    ids = torch.randint(5, 50, (4, 9))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    out.sum().backward()  # trains through the swapped modules
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

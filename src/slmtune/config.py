@@ -144,7 +144,8 @@ class TrainConfig:
     than training."""
     final_test: bool = False
     """Also score the test set with the final model, before the best checkpoint is restored (result.json
-    `metrics.test_final`): for studying checkpoint selection; one more test pass."""
+    `metrics.test_final`): for studying checkpoint selection; one more test pass. A run that early stopping
+    ends before its last step has none."""
     report_to: str = "none"
     """Trainer integrations (`tensorboard`, `mlflow`, `wandb`, `all`), passed through."""
     threads: int | None = None

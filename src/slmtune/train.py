@@ -132,9 +132,7 @@ class _FinalTestCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.metrics is None and state.global_step >= state.max_steps:
             start = time.perf_counter()
-            model.eval()
-            self.metrics = {"step": state.global_step, **self.score(model)}
-            model.train()
+            self.metrics = {"step": state.global_step, **self.score(model)}  # scoring sets eval mode, then restores it
             self.seconds = time.perf_counter() - start
 
 

@@ -28,7 +28,7 @@ def test_min_steps_scales_epochs_for_small_sets():
 
 def test_max_evals_caps_validation_passes(tiny_models, synthetic_files, tmp_path):
     from slmtune.config import from_dict
-    from slmtune.experiments.common import run_key
+    from slmtune.experiments.common import run_identity
     from slmtune.train import train
 
     values = _run(tiny_models, synthetic_files)
@@ -37,7 +37,9 @@ def test_max_evals_caps_validation_passes(tiny_models, synthetic_files, tmp_path
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert len([x for x in lines if "validation_accuracy" in x]) == 2
     values["train"]["max_evals"] = None  # an unset new field leaves the keys of earlier runs unchanged
-    assert "max_evals" not in json.dumps(run_key(from_dict(values))) and run_key(from_dict(values))
+    assert "max_evals" not in run_identity(from_dict(values))["train"]
+    values["train"]["max_evals"] = 2
+    assert run_identity(from_dict(values))["train"]["max_evals"] == 2
 
 
 def test_fewshot_study(tiny_models, synthetic_files, tmp_path):

@@ -68,7 +68,7 @@ def test_best_checkpoint_is_the_one_kept(lora_run):
 
 
 def test_final_test_scores_the_last_model_before_the_best_is_restored(tiny_models, synthetic_files, tmp_path):
-    from slmtune.experiments.common import run_key
+    from slmtune.experiments.common import run_identity, run_key
 
     values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 2})
     off = from_dict(values)
@@ -79,7 +79,8 @@ def test_final_test_scores_the_last_model_before_the_best_is_restored(tiny_model
     assert 0 <= final["accuracy"] <= 1 and 0 <= final["macro_f1"] <= 1
     lines = runs.MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
     assert final["step"] == max(r.get("step", 0) for r in lines)  # the last training step
-    assert "final_test" not in str(run_key(off)) and run_key(off) != run_key(from_dict(values))
+    assert "final_test" not in run_identity(off)["train"]  # off: earlier runs keep their keys
+    assert run_identity(from_dict(values))["train"]["final_test"] is True and run_key(off) != run_key(from_dict(values))
 
 
 def test_predict_and_evaluate_from_the_run_folder(lora_run):

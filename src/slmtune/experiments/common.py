@@ -26,8 +26,8 @@ PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 64.0, "eval": 221.0}, "full": {"tr
 
 def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:
     """Expected wall time of a run from training and inference samples/s: training rows x epochs,
-    validation passes (capped by max_evals) and the test set, plus a fixed start-up cost (in a study process,
-    ~2 s a run beyond its own train + eval seconds: measured over the seeds, lr-sweep and scaling studies)."""
+    validation passes (capped by max_evals) and the test set, plus 3 s of start-up (a study process spent 1-2 s
+    a run beyond the runs' own train + eval seconds in the seeds, lr-sweep and scaling studies)."""
     train_rows = (config.data.shots_per_class * 4 if config.data.shots_per_class else config.data.train_size or 10_000)
     train_rows *= 1 + config.data.augment_ratio
     evals = config.train.evals_per_epoch * config.train.epochs
@@ -37,8 +37,8 @@ def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:
     return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
 
 
-def run_key(config: RunConfig) -> str:
-    """Identity of a run: everything that changes its result (not its name or folder)."""
+def run_identity(config: RunConfig) -> dict[str, Any]:
+    """Everything that changes a run's result (not its name or folder)."""
     values = config.to_dict()
     values.pop("name", None)
     values.pop("output_dir", None)
@@ -50,7 +50,12 @@ def run_key(config: RunConfig) -> str:
         values["train"].pop("max_evals", None)
     if not values["train"].get("final_test"):
         values["train"].pop("final_test", None)
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return values
+
+
+def run_key(config: RunConfig) -> str:
+    """A short hash of `run_identity`: names a run's folder, so a config is never trained twice."""
+    return hashlib.sha1(json.dumps(run_identity(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cli_overrides: list[str] | None = None):

@@ -76,7 +76,7 @@ def _row(splits, predicted, train_seconds: float, total_seconds: float, params: 
             "trainable_params": int(params), "reused": False, "run_dir": None}
 
 
-def _setfit(study: Study, config: RunConfig) -> dict[str, Any]:
+def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     """SetFit 1.x with its default settings (batch 16, one epoch of contrastive pairs, logistic-regression head)."""
     try:
         from setfit import SetFitModel, Trainer, TrainingArguments
@@ -123,7 +123,7 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
     return _row(splits, logits.argmax(axis=1), train_seconds, clock.elapsed, sum(p.numel() for p in model.parameters()))
 
 
-def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
+def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     from slmtune.embeddings import embed, load_encoder
@@ -134,21 +134,14 @@ def _probe(study: Study, config: RunConfig, c: float) -> dict[str, Any]:
     cache = study.root / "cache"
     train_x = embed(encoder, splits.train.texts, max_length=config.data.max_length, cache_dir=cache)
     test_x = embed(encoder, splits.test.texts, max_length=config.data.max_length, cache_dir=cache)
-    probe = LogisticRegression(C=c, max_iter=2000).fit(train_x, splits.train.labels)
+    probe = LogisticRegression(C=cfg.probe_c, max_iter=2000).fit(train_x, splits.train.labels)
     return _row(splits, probe.predict(test_x), clock.elapsed, clock.elapsed, probe.coef_.size + probe.intercept_.size)
 
 
-# Methods that train outside Study.run, and the study settings that change their result (part of the row's key).
-OWN_LOOP = {"probe": ("probe_c",), "setfit": (),
-            "prompt": ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale")}
-
-
-def _own_loop(method: str, study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
-    if method == "probe":
-        return _probe(study, config, cfg.probe_c)
-    if method == "prompt":
-        return _prompt(study, config, cfg)
-    return _setfit(study, config)
+# Methods that train outside Study.run: their function, and the study settings that change their result
+# (part of the key of the row kept for them).
+OWN_LOOP = {"probe": (_probe, ("probe_c",)), "setfit": (_setfit, ()),
+            "prompt": (_prompt, ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale"))}
 
 
 def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
@@ -175,9 +168,9 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
         config = replace(base, seed=seed, name=f"{cfg.name}-{method}-{k}shot-{draw}",
                          **{"data.shots_per_class": k, "model.method": fine_tuned})
         if method in OWN_LOOP:
-            settings = {name: getattr(cfg, name) for name in OWN_LOOP[method]}
-            result = study.row(f"{method}-{k}shot-{draw}", {"method": method, "run": run_key(config), **settings},
-                               functools.partial(_own_loop, method, study, config, cfg))
+            function, fields = OWN_LOOP[method]
+            key = {"method": method, "run": run_key(config), **{name: getattr(cfg, name) for name in fields}}
+            result = study.row(f"{method}-{k}shot-{draw}", key, functools.partial(function, study, config, cfg))
         else:
             n_labels = len(study.splits(config).label_names)
             result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))

@@ -35,9 +35,8 @@ from slmtune.experiments.common import (
 KINDS = ("train", "seeds", "sweep", "augmentation", "active", "zeroshot", "fewshot", "scaling")
 # Disk per finished run of the default model (`du -sh` of run folders: LoRA 3.3 MB, full fine-tuning 90 MB).
 DISK_MB = {"lora": 3.3, "full": 90.0}
-# What the calibration below measured on the 2-core reference CPU, idle (two runs: 29.9 / 177.8 and
-# 30.8 / 181.6 samples/s); a machine twice as fast measures twice these and gets half the estimate.
-# calibrate() on the reference CPU (mean of three, 2026-11-26), beside PRIOR_SAMPLES_PER_SECOND
+# What calibrate() below measured on the 2-core reference CPU (mean of three, 2026-11-26, in the same hour as
+# PRIOR_SAMPLES_PER_SECOND); a machine twice as fast measures twice these and gets half the estimate.
 CALIBRATION_REFERENCE = {"train": 37.6, "eval": 201.3}
 EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
 FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]

@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_overrides
 from slmtune.cli import main
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
-from slmtune.experiments.sweep import SweepConfig, run_sweep
+from slmtune.experiments.sweep import SweepConfig, _requeue_cut_off, open_storage, run_sweep
 
 GRID = {"train.learning_rate": [0.01, 0.03], "train.weight_decay": [0.0, 0.01]}
 
@@ -89,6 +89,21 @@ def test_sweep_resumes_after_kill_without_rerunning(tiny_models, synthetic_files
     assert all(after[name] == mtime for name, mtime in done.items())  # finished runs were not redone
     rows = json.loads((tmp_path / "s" / "summary.json").read_text())["rows"]
     assert len(rows) == 4 and len({r["run_dir"] for r in rows}) == 4
+
+
+def test_trial_killed_between_suggestions_is_rerun_at_its_whole_grid_point(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(study_name="g", storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    study.enqueue_trial({"train.learning_rate": 0.03, "train.weight_decay": 0.01})
+    cut_off = study.ask()
+    cut_off.suggest_categorical("train.learning_rate", [0.01, 0.03])  # the kill lands before the second one
+    assert _requeue_cut_off(study) == 1
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.FAIL, 1: TrialState.WAITING}
+    assert study.trials[1].system_attrs["fixed_params"] == {"train.learning_rate": 0.03, "train.weight_decay": 0.01}
+    assert _requeue_cut_off(study) == 0  # nothing running any more
 
 
 def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):

@@ -124,7 +124,8 @@ def _requeue_cut_off(study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         if "retry_of" not in trial.user_attrs and "failed_trial" not in trial.system_attrs:
-            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}),
+            # a grid trial's whole point is in fixed_params; params holds only what was suggested before the kill
+            study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params,
                                 user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             count += 1
     return count

@@ -68,6 +68,7 @@ def test_default_reference_plan_shares_the_sweep_lines(ag_news_dir, tmp_path, mo
     sweeps = [plan.parts[n]["runs"] for n in ("sweep-lr", "sweep-wd", "sweep-grid")]
     assert sweeps == [5, 4, 16]  # the lr and wd lines lie inside the 5x5 grid: 25 runs in all
     assert plan.parts["seeds"]["runs"] == 8  # seed 42 of both recipes is the train part's
+    assert plan.parts["scaling"]["runs"] == 10  # 6 sizes x 2 seeds, the 2,400-row runs being the seeds part's
 
 
 def test_reference_study_runs_each_config_once_and_resumes(reference_study):
@@ -89,7 +90,7 @@ def test_budget_drops_and_says_so(recipes, tmp_path):
     plan = fit_budget(cfg, tmp_path, None, 1.0, parse_budget("1s"), None)
     assert "scaling: 2 seeds" in plan.dropped and plan.dropped[-1].startswith("still ~")
     assert plan.parts["scaling"]["cfg"].seeds == [1, 2]
-    assert "scaling: sizes above 2,000 rows dropped" not in plan.dropped  # only what changed something is said
+    assert "scaling: sizes above 2,400 rows dropped" not in plan.dropped  # only what changed something is said
     assert "seeds: 3 seeds" not in plan.dropped  # the seeds part has 2 already
     assert parse_budget("2h") == 7200 and parse_budget("90m") == 5400 and parse_budget("300") == 300
     with pytest.raises(SlmtuneError, match="--budget takes"):

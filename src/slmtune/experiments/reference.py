@@ -281,7 +281,7 @@ def _available_rows(cfg: ReferenceConfig, cli_overrides: list[str] | None) -> in
 
 # Ways to shrink the study, cheapest loss first: (part kind, field, new value or callable, message).
 REDUCTIONS = [
-    ("scaling", "sizes", lambda v: [s for s in v if s <= 2000], "scaling: sizes above 2,000 rows dropped"),
+    ("scaling", "sizes", lambda v: [s for s in v if s <= 2400], "scaling: sizes above 2,400 rows dropped"),
     ("fewshot", "draws", lambda v: min(v, 3), "fewshot: 3 draws per size"),
     ("active", "seeds", lambda v: v[:2], "active learning: 2 seeds"),
     ("augmentation", "seeds", lambda v: v[:2], "augmentation: 2 seeds"),

@@ -53,9 +53,14 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+def digest(values: Any) -> str:
+    """A short, stable hash of JSON-able values (names run folders and kept result rows)."""
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_key(config: RunConfig) -> str:
     """A short hash of `run_identity`: names a run's folder, so a config is never trained twice."""
-    return hashlib.sha1(json.dumps(run_identity(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(run_identity(config))
 
 
 def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cli_overrides: list[str] | None = None):
@@ -133,8 +138,7 @@ class Study:
     def row(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         """A result computed outside a run folder (e.g. a few-shot method with its own loop), kept as
         rows/<name>-<hash of key>.json, so an interrupted or repeated study does not compute it again."""
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        path = self.root / "rows" / f"{name}-{digest}.json"
+        path = self.root / "rows" / f"{name}-{digest(key)}.json"
         if path.exists():
             return {**json.loads(path.read_text())["row"], "reused": True}
         row = compute()

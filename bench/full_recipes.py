@@ -8,7 +8,8 @@ on a 2-core CPU would take two hours); on a CPU pass fewer recipes.
     python bench/full_recipes.py [--model minilm-l6] [--workers 6] [--seeds 42,123,456,789,1011]
                                  [--recipes default,lr1e-4] [--out runs/full-recipes] [key=value ...]
 
-Trailing key=value overrides go to every run (e.g. `data.test_size=500` for a quick look).
+Trailing key=value overrides go to every run (e.g. `data.test_size=500` for a quick look). The README's
+GPU screen predates mean pooling as the full fine-tuning default: add `model.pooling=cls` to repeat it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from slmtune.errors import SlmtuneError
 METHODS = ("lora", "full")
 EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtune.data.augment
 AUGMENT_OPS = (*EDA_OPS, "backtranslate")
+POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.pooling
+# What the head reads when `model.pooling` is not set; measured, see README "Defaults".
+DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
 # Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 
@@ -84,10 +87,17 @@ class ModelConfig:
     attention_dropout: float | None = None
     """Dropout on attention probabilities while training; null keeps the checkpoint's (0.1 for MiniLM).
     `dropout=0 attention_dropout=0` trains about 27% faster on CPU (README "Defaults")."""
+    pooling: str | None = None
+    """What the classifier head reads: `cls` (the first token, the architecture's own head) or `mean` (the
+    masked mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; done by
+    one frozen extra layer, so saved and exported models stay stock transformers classes). Null uses the
+    method's default (LoRA cls, full mean)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SlmtuneError(f"model.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise SlmtuneError(f"model.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
@@ -186,6 +196,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.train.learning_rate is None:
             self.train.learning_rate = DEFAULT_LR[self.model.method]
+        if self.model.pooling is None:
+            self.model.pooling = DEFAULT_POOLING[self.model.method]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,8 +314,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 def replace(config: RunConfig, **changes: Any) -> RunConfig:
     """A copy of `config` with dotted-key changes, e.g. ``replace(cfg, **{"train.epochs": 1})``."""
     base = config.to_dict()
-    if "model.method" in changes and "train.learning_rate" not in changes:
-        base["train"]["learning_rate"] = None  # re-resolve the new method's default
+    if "model.method" in changes:  # re-resolve the new method's defaults
+        for section, name in (("train", "learning_rate"), ("model", "pooling")):
+            if f"{section}.{name}" not in changes:
+                base[section][name] = None
     nested: dict[str, Any] = {}
     for key, value in changes.items():
         target = nested

@@ -40,7 +40,7 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_classifier(config.model.name, label_names)
+        base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
         model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
     else:
         model = load_classifier(str(model_dir), label_names)

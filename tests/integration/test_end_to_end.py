@@ -56,3 +56,25 @@ def test_predict_evaluate_export_on_the_real_run(real_run, tmp_path, capsys):
     assert main(["export", str(real_run), str(tmp_path / "export")]) == 0
     pipe = pipeline("text-classification", model=str(tmp_path / "export"), truncation=True)
     assert [p["label"] for p in pipe([r["text"] for r in rows])] == [r["predicted"] for r in rows]
+
+
+def test_full_fine_tuning_mean_pools_and_exports_to_a_stock_class(ag_news_dir, tmp_path):
+    run = tmp_path / "full"
+    assert main(["train", "--method", "full", "--data-dir", str(ag_news_dir), "--output-dir", str(run),
+                 "train.epochs=1", "train.batch_size=8", "data.train_size=48", "data.val_size=16",
+                 "data.test_size=48"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["params"]["percent"] == 100 and result["params"]["total"] == 22_714_756  # as with the [CLS] head
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 7 and config["slmtune_pooling"] == "mean"  # 6 + the pooling layer
+
+    from transformers import pipeline
+
+    with (run / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert main(["export", str(run), str(tmp_path / "export")]) == 0
+    pipe = pipeline("text-classification", model=str(tmp_path / "export"), truncation=True, top_k=None)
+    for row, scores in zip(rows, pipe([r["text"] for r in rows])):
+        best = max(scores, key=lambda s: s["score"])
+        assert best["label"] == row["predicted"]
+        assert best["score"] == pytest.approx(float(row[f"p_{row['predicted']}"]), abs=1e-4)

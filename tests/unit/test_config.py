@@ -1,6 +1,6 @@
 import pytest
 
-from slmtune.config import DEFAULT_LR, RunConfig, dump_yaml, from_dict, load_config, parse_overrides, replace
+from slmtune.config import DEFAULT_LR, DEFAULT_POOLING, RunConfig, dump_yaml, from_dict, load_config, parse_overrides, replace
 from slmtune.errors import SlmtuneError
 
 
@@ -11,6 +11,7 @@ def test_defaults_are_the_documented_recipe():
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (3, 16, 3, 0.001)
     assert cfg.train.learning_rate == DEFAULT_LR["lora"]
+    assert cfg.model.pooling == DEFAULT_POOLING["lora"] == "cls"
 
 
 @pytest.mark.parametrize("overrides, check", [
@@ -18,6 +19,8 @@ def test_defaults_are_the_documented_recipe():
     (["lora.r=16", "lora.alpha=32"], lambda c: (c.lora.r, c.lora.alpha) == (16, 32)),
     (["model.method=full"], lambda c: c.train.learning_rate == DEFAULT_LR["full"]),
     (["model.method=full", "train.learning_rate=1e-4"], lambda c: c.train.learning_rate == 1e-4),
+    (["model.method=full"], lambda c: c.model.pooling == DEFAULT_POOLING["full"] == "mean"),
+    (["model.method=full", "model.pooling=cls"], lambda c: c.model.pooling == "cls"),
     (["data.test_size=null"], lambda c: c.data.test_size is None),
     (["lora.target_modules=[query,key,value]"], lambda c: c.lora.target_modules == ["query", "key", "value"]),
     (["seed=7", "name=x"], lambda c: (c.seed, c.name) == (7, "x")),
@@ -62,6 +65,7 @@ def test_replace_keeps_the_rest_and_reresolves_method_lr():
     cfg = load_config(None, ["train.epochs=2"])
     full = replace(cfg, **{"model.method": "full"})
     assert full.train.epochs == 2 and full.train.learning_rate == DEFAULT_LR["full"]
+    assert full.model.pooling == "mean" and replace(full, **{"model.method": "lora"}).model.pooling == "cls"
 
 
 def test_parse_overrides_nests():

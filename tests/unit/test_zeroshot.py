@@ -40,6 +40,10 @@ def test_every_method_runs_and_writes_the_study(tiny_models, synthetic_files, ti
     assert saved["chance"] == 0.25 and len(saved["rows"]) == 5
     assert (tmp_path / "z" / "plots" / "confusion_templates.png").stat().st_size > 5000
     assert list((tmp_path / "z" / "cache").glob("embeddings-*.npy"))  # test embeddings computed once
+    lines: list[str] = []
+    again = run_zeroshot(cfg, tmp_path / "z", progress=lines.append)  # a resumed study scores nothing again
+    assert again["rows"] == summary["rows"] and again["confusion_matrices"] == summary["confusion_matrices"]
+    assert len(lines) == 5 and all("(reused)" in line for line in lines)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -50,6 +50,8 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["train"].pop("max_evals", None)
     if not values["train"].get("final_test"):
         values["train"].pop("final_test", None)
+    if values["model"].get("pooling") == "cls":
+        values["model"].pop("pooling", None)
     return values
 
 

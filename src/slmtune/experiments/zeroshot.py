@@ -7,7 +7,8 @@ zero-shot pipeline when an NLI model is named.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
     descriptions = cfg.descriptions or {n: DESCRIPTIONS[n] for n in names if n in DESCRIPTIONS} or None
     rows, matrices = [], {}
     encoder = None
-    for method in cfg.methods:
+
+    def score(method: str) -> dict[str, Any]:
+        nonlocal encoder
         clock = Clock()
         if method == "untrained-head":
             from transformers import set_seed
@@ -130,11 +133,21 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
             note = "prompts: " + " | ".join(label_prompts(names, templates, descriptions if use_descriptions
                                                           else None)[0]) + " ..."
         metrics = classification_metrics(test.labels, predicted, names)
-        matrices[method] = metrics["confusion_matrix"]
-        rows.append({"method": method, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                     "n": metrics["n"], "seconds": round(clock.elapsed, 1), "note": note})
-        progress(f"  {method:<15} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-                 f"({clock.elapsed:.0f}s)  {note}")
+        return {"method": method, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                "n": metrics["n"], "seconds": round(clock.elapsed, 1), "note": note,
+                "confusion_matrix": metrics["confusion_matrix"]}
+
+    for method in cfg.methods:
+        # kept per method and inputs, so a resumed study does not score the test set again
+        key = {"method": method, "model": base.model.name, "data": asdict(base.data), "seed": base.seed,
+               "descriptions": descriptions, **({"templates": cfg.templates} if method == "custom" else {}),
+               **({"nli_model": cfg.nli_model, "hypothesis": cfg.hypothesis_template} if method == "nli" else {})}
+        row = study.row(f"zeroshot-{method}", key, functools.partial(score, method))
+        matrices[method] = row.pop("confusion_matrix")
+        took = "reused" if row.pop("reused", False) else f"{row['seconds']:.0f}s"
+        rows.append(row)
+        progress(f"  {method:<15} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
+                 f"({took})  {row['note']}")
     from slmtune.plots import confusion_matrix_png
 
     for method, matrix in matrices.items():

@@ -1,0 +1,111 @@
+"""Mean pooling as a frozen extra layer: it computes the masked mean, ignores padding, stays frozen under full
+fine-tuning and LoRA, and a mean-pooled run exports to a stock class that `pipeline()` loads and agrees with."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from slmtune.config import from_dict
+from slmtune.models import add_lora, load_classifier, param_counts
+from slmtune.pooling import LAYOUTS, SCALE, _layers
+
+
+def _assert_first_token_is_the_masked_mean(model, input_ids, attention_mask):
+    """The last layer's first token = LayerNorm(masked mean of the layer below + first token / SCALE), with the
+    last real layer's affine."""
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    below = out.hidden_states[-2]
+    mask = attention_mask.unsqueeze(-1).float()
+    mean = (below * mask).sum(1) / mask.sum(1)
+    norm = _layers(model)[-2].get_submodule(LAYOUTS[model.config.model_type]["norm2"])
+    normed = torch.nn.functional.layer_norm(mean + below[:, 0] / SCALE, mean.shape[-1:], eps=norm.eps)
+    assert torch.allclose(out.last_hidden_state[:, 0], normed * norm.weight + norm.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_first_token_holds_the_masked_mean(tiny_models, kind):
+    model = load_classifier(tiny_models[kind], list("abcd"), pooling="mean").eval()
+    assert model.config.num_hidden_layers == 3 and model.config.slmtune_pooling == "mean"
+    ids = torch.tensor([[101, 2054, 2003, 2023, 102, 0, 0], [101, 3000, 2001, 2000, 1999, 2003, 102]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        _assert_first_token_is_the_masked_mean(model, ids, mask)
+        # padding changes nothing: the first row alone, unpadded, gives the same logits
+        padded = model(input_ids=ids, attention_mask=mask).logits[0]
+        alone = model(input_ids=ids[:1, :5], attention_mask=mask[:1, :5]).logits[0]
+    assert torch.allclose(padded, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["roberta", "electra"])
+def test_other_bert_layouts_pool_too(tmp_path, kind):
+    import transformers
+
+    from slmtune.pooling import add_mean_pooling
+
+    config_class, model_class = {"roberta": ("RobertaConfig", "RobertaForSequenceClassification"),
+                                 "electra": ("ElectraConfig", "ElectraForSequenceClassification")}[kind]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=120, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=37, num_labels=4,
+                                                 max_position_embeddings=64, pad_token_id=1)
+    model = getattr(transformers, model_class)(config).eval()
+    add_mean_pooling(model)
+    ids = torch.tensor([[0, 5, 6, 7, 2, 1, 1], [0, 8, 9, 10, 11, 12, 2]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        _assert_first_token_is_the_masked_mean(model, ids, mask)
+
+
+def test_pooling_layer_stays_frozen(tiny_models):
+    full = load_classifier(tiny_models["bert"], list("abcd"), pooling="mean")
+    assert not any(p.requires_grad for p in _layers(full)[-1].parameters())
+    assert all(p.requires_grad for p in _layers(full)[0].parameters())
+    lora = add_lora(load_classifier(tiny_models["distilbert"], list("abcd"), pooling="mean"), from_dict({}).lora)
+    adapted = {n.split(".layer.")[1].split(".")[0] for n, _ in lora.named_parameters() if "lora_" in n}
+    assert adapted == {"0", "1"}  # the pooling layer (index 2) has no adapters
+    # its fixed weights are not counted as parameters: full fine-tuning trains 100%, and both totals agree
+    plain = load_classifier(tiny_models["bert"], list("abcd"))
+    assert param_counts(full) == param_counts(plain) and param_counts(full)["percent"] == 100
+    lora_cls = add_lora(load_classifier(tiny_models["distilbert"], list("abcd")), from_dict({}).lora)
+    assert param_counts(lora) == param_counts(lora_cls)
+
+
+def test_unsupported_architecture_is_a_clear_error(tiny_models, tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from slmtune.errors import SlmtuneError
+
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(SlmtuneError, match="model.pooling=mean supports"):
+        load_classifier(str(tmp_path), list("abcd"), pooling="mean")
+
+
+@pytest.mark.parametrize("method, kind", [("full", "bert"), ("lora", "distilbert")])
+def test_mean_pooled_run_trains_predicts_and_exports(tiny_models, synthetic_files, tmp_path, method, kind):
+    from transformers import pipeline
+
+    from slmtune.experiments.common import run_identity
+    from slmtune.export import export_run
+    from slmtune.inference import evaluate_run, predict
+    from slmtune.train import train
+
+    values = tiny_overrides(tiny_models[kind], synthetic_files, **{"model.method": method, "model.pooling": "mean",
+                                                                   "train.epochs": 6})
+    config = from_dict(values)
+    assert run_identity(config)["model"]["pooling"] == "mean"
+    assert "pooling" not in run_identity(from_dict(tiny_overrides(tiny_models[kind], synthetic_files)))["model"]
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.metrics["test"]["accuracy"] > 0.5  # chance is 0.25
+    if method == "full" and importlib.util.find_spec("onnxruntime"):  # ORT's fused attention keeps the pooling
+        onnx = evaluate_run(tmp_path / "run", "test", backend="onnx")
+        assert onnx["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"], abs=0.02)
+    out = export_run(tmp_path / "run", tmp_path / "export")
+    texts = ["stock market shares profit bank", "software internet computer chip", "president election war"]
+    pipe = pipeline("text-classification", model=str(out), top_k=None)
+    assert pipe.model.config.num_hidden_layers == 3  # a stock class with the pooling layer inside
+    for mine, theirs in zip(predict(tmp_path / "run", texts), pipe(texts)):
+        scores = {d["label"]: d["score"] for d in theirs}
+        for label, p in mine["probabilities"].items():
+            assert scores[label] == pytest.approx(p, abs=1e-5)

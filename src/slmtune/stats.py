@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import stats as sps
@@ -76,7 +76,9 @@ class PairedComparison:
     verdict: str
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values.pop("boot")
+        return values
 
 
 def paired_comparison(a, b, alpha: float = 0.05, names: tuple[str, str] = ("a", "b")) -> PairedComparison:
@@ -128,14 +130,20 @@ class PowerLawFit:
     c_ci: tuple[float, float]
     r2: float
     covariance: list[list[float]]
+    boot: list[list[float]] = field(default_factory=list, repr=False)
+    """(a, b, c) refitted on residual-bootstrap resamples: the prediction band's source when present."""
 
     def error(self, n) -> np.ndarray:
         return self.a * np.power(np.asarray(n, dtype=float), -self.b) + self.c
 
     def predict(self, n, samples: int = 4000, seed: int = 0) -> dict[str, float]:
-        """Predicted accuracy at size `n` with a 95% band from the parameters' uncertainty."""
-        rng = np.random.default_rng(seed)
-        draws = rng.multivariate_normal([self.a, self.b, self.c], self.covariance, size=samples)
+        """Predicted accuracy at size `n` with a 95% band: percentiles over the bootstrap refits, else over
+        draws from the parameters' normal approximation."""
+        if self.boot:
+            draws = np.asarray(self.boot)
+        else:
+            draws = np.random.default_rng(seed).multivariate_normal([self.a, self.b, self.c], self.covariance,
+                                                                    size=samples)
         errors = draws[:, 0] * np.power(float(n), -draws[:, 1]) + draws[:, 2]
         accuracy = np.clip(1 - errors, 0.0, 1.0)  # parameter draws can imply error < 0; accuracy stays in [0, 1]
         return {"n": int(n), "accuracy": float(1 - self.error(n)), "low": float(np.percentile(accuracy, 2.5)),
@@ -153,11 +161,15 @@ class PowerLawFit:
         return float((self.a * (1 - 2 ** -self.b) / threshold) ** (1 / self.b))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values.pop("boot")
+        return values
 
 
-def fit_power_law(sizes, errors) -> PowerLawFit:
-    """Least-squares fit of error = a * n^-b + c with 95% t intervals on a, b, c."""
+def fit_power_law(sizes, errors, bootstrap: int = 400, seed: int = 0) -> PowerLawFit:
+    """Least-squares fit of error = a * n^-b + c with 95% t intervals on a, b, c, and `bootstrap` refits on
+    resampled residuals for prediction bands (the normal approximation is poor when b is uncertain: its
+    draws include b < 0, error growing with data)."""
     from scipy.optimize import curve_fit
 
     n, e = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
@@ -174,5 +186,13 @@ def fit_power_law(sizes, errors) -> PowerLawFit:
     dof = max(1, len(n) - 3)
     half = sps.t.ppf(0.975, dof) * np.sqrt(np.clip(np.diag(cov), 0, None))
     cis = [(float(p - h), float(p + h)) for p, h in zip(params, half)]
+    fitted, rng, boot = model(n, *params), np.random.default_rng(seed), []
+    for _ in range(bootstrap):
+        try:
+            again, _ = curve_fit(model, n, fitted + rng.choice(residuals, len(n)), p0=params,
+                                 bounds=([0, 0, 0], [np.inf, 3, 1]), maxfev=5000)
+        except RuntimeError:  # a resample the optimiser cannot fit: left out
+            continue
+        boot.append([float(v) for v in again])
     return PowerLawFit(float(params[0]), float(params[1]), float(params[2]), cis[0], cis[1], cis[2], r2,
-                       np.nan_to_num(cov).tolist())
+                       np.nan_to_num(cov).tolist(), boot)

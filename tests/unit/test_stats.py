@@ -68,3 +68,15 @@ def test_power_law_band_stays_within_accuracy_range():
     errors = np.array([0.268, 0.187, 0.199, 0.145, 0.135, 0.113, 0.100])
     pred = stats.fit_power_law(sizes, errors).predict(120_000)
     assert 0.0 <= pred["low"] <= pred["accuracy"] <= pred["high"] <= 1.0
+
+
+def test_power_law_band_uses_only_curves_the_fit_allows():
+    # the reference study's scaling points (2 seeds, a noisy 50-row pair): b's interval crosses 0, and
+    # unbounded parameter draws gave a band down to accuracy 0 at 120k rows
+    sizes = np.repeat([50, 100, 500, 1000, 2400, 5000], 2)
+    accuracy = np.array([0.7303, 0.8307, 0.8101, 0.7924, 0.8542, 0.8514, 0.8671, 0.8726, 0.8897, 0.8884,
+                         0.8933, 0.8947])
+    fit = stats.fit_power_law(sizes, 1 - accuracy)
+    assert fit.b_ci[0] < 0
+    pred = fit.predict(120_000)
+    assert 0.85 < pred["low"] <= pred["accuracy"] <= pred["high"] <= 1.0

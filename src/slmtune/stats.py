@@ -76,9 +76,7 @@ class PairedComparison:
     verdict: str
 
     def to_dict(self) -> dict:
-        values = asdict(self)
-        values.pop("boot")
-        return values
+        return asdict(self)
 
 
 def paired_comparison(a, b, alpha: float = 0.05, names: tuple[str, str] = ("a", "b")) -> PairedComparison:

@@ -314,7 +314,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 def replace(config: RunConfig, **changes: Any) -> RunConfig:
     """A copy of `config` with dotted-key changes, e.g. ``replace(cfg, **{"train.epochs": 1})``."""
     base = config.to_dict()
-    if "model.method" in changes:  # re-resolve the new method's defaults
+    if changes.get("model.method", config.model.method) != config.model.method:  # the new method's defaults
         for section, name in (("train", "learning_rate"), ("model", "pooling")):
             if f"{section}.{name}" not in changes:
                 base[section][name] = None

@@ -66,6 +66,10 @@ def test_replace_keeps_the_rest_and_reresolves_method_lr():
     full = replace(cfg, **{"model.method": "full"})
     assert full.train.epochs == 2 and full.train.learning_rate == DEFAULT_LR["full"]
     assert full.model.pooling == "mean" and replace(full, **{"model.method": "lora"}).model.pooling == "cls"
+    # the same method again keeps what was set (a study passing its method along keeps the user's choices)
+    mean_lora = load_config(None, ["model.pooling=mean", "train.learning_rate=3e-4"])
+    again = replace(mean_lora, **{"model.method": "lora", "seed": 7})
+    assert (again.model.pooling, again.train.learning_rate, again.seed) == ("mean", 3e-4, 7)
 
 
 def test_parse_overrides_nests():

@@ -186,6 +186,18 @@ def test_report_of_a_single_run_and_bad_folders(reference_study, tmp_path, capsy
     assert main(["report", str(run), "--output", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     assert "Per class (test)" in html and "confusion matrix" in html
+    findings = (tmp_path / "findings.md").read_text()  # the key findings as Markdown, beside the page
+    assert findings.splitlines()[2] == "| finding | value | n | interval / note |"
+    assert "test accuracy (seed" in findings and "single run" in findings
+
+    root = reference_study["root"]
+    assert main(["report", str(root), "--output", str(tmp_path / "study.html")]) == 0
+    table = (tmp_path / "findings.md").read_text()
+    seeds = json.loads((root / "seeds" / "summary.json").read_text())
+    for row in seeds["table"]:  # every number comes from the study's files
+        assert f"| {row['model']} accuracy over seeds | {row['accuracy']} | {len(seeds['seeds'])} |" in table
+    assert "&lt;" not in table and "&amp;" not in table  # plain text, not HTML
+
     assert main(["report", str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2

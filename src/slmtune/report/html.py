@@ -378,4 +378,17 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
     page = report.html(f"slmtune report: {folder.resolve().name}", subtitle, report.overview_figures(folder))
     path = Path(output) if output else folder / "report.html"
     runs.atomic_write(path, page)
+    runs.atomic_write(path.with_name("findings.md"), findings_markdown(report.findings, subtitle))
     return path
+
+
+def findings_markdown(findings: list[list[str]], subtitle: str) -> str:
+    """The key-findings table as Markdown (for a README or a paper's notes): the same cells as the page."""
+    import html as html_lib
+
+    def cell(text: str) -> str:
+        return html_lib.unescape(str(text)).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"Key findings: {cell(subtitle)}", "", "| finding | value | n | interval / note |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in findings]
+    return "\n".join(lines) + "\n"

@@ -149,8 +149,12 @@ def add_lora(model: PreTrainedModel, lora: LoraConfig):
 
 
 def get_model(name: str = "minilm-l6", label_names: list[str] | None = None, use_lora: bool = True,
-              lora: LoraConfig | None = None, pooling: str = "cls") -> PreTrainedModel:
-    """A classifier ready for a user's own Trainer: LoRA-wrapped by default, or the plain model."""
+              lora: LoraConfig | None = None, pooling: str | None = None) -> PreTrainedModel:
+    """A classifier ready for a user's own Trainer: LoRA-wrapped by default, or the plain model.
+    `pooling` None takes the method's default, as `slmtune train` does (LoRA `cls`, full `mean`)."""
+    from slmtune.config import DEFAULT_POOLING
+
+    pooling = pooling or DEFAULT_POOLING["lora" if use_lora else "full"]
     model = load_classifier(name, label_names or [str(i) for i in range(4)], pooling=pooling)
     return add_lora(model, lora or LoraConfig()) if use_lora else model
 

@@ -75,8 +75,12 @@ def test_unknown_model_is_a_clear_error(name, message):
 def test_get_model_for_users_own_trainer(tiny_models):
     model = get_model(tiny_models["bert"], label_names=["x", "y"])
     assert hasattr(model, "peft_config") and model.config.id2label == {0: "x", 1: "y"}
+    assert getattr(model.config, "slmtune_pooling", "cls") == "cls"  # LoRA keeps the [CLS] head
     plain = get_model(tiny_models["bert"], label_names=["x", "y"], use_lora=False)
-    assert all(p.requires_grad for p in plain.parameters())
+    assert plain.config.slmtune_pooling == "mean"  # full fine-tuning's default, as in `slmtune train`
+    frozen = {n.split(".")[3] for n, p in plain.named_parameters() if not p.requires_grad}
+    assert frozen == {"2"}  # only the pooling layer (bert.encoder.layer.2) is fixed
+    assert get_model(tiny_models["bert"], use_lora=False, pooling="cls").config.num_hidden_layers == 2
 
 
 @pytest.mark.parametrize("kind, hidden, attention", [

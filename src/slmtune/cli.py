@@ -25,6 +25,17 @@ def _pct(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- commands
 
 
+def method_defaults(config_path: str | None, method: str | None, overrides: list[str]) -> list[str]:
+    """`--method` that differs from the config file's: clear the file's per-method values (learning rate,
+    pooling) so the new method's defaults apply, unless the user's overrides set them."""
+    from slmtune.config import load_config
+
+    if not (config_path and method) or load_config(config_path).model.method == method:
+        return []
+    given = {item.partition("=")[0] for item in overrides}
+    return [f"{key}=null" for key in ("train.learning_rate", "model.pooling") if key not in given]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from slmtune.config import load_config
     from slmtune.train import train
@@ -35,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "data.label_column": args.label_column, "output_dir": args.output_dir, "name": args.name, "seed": args.seed,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, method_defaults(args.config, args.method, args.overrides) + overrides)
     if args.method and config.name == "agnews-lora" and args.method == "full" and not args.name:
         config.name = "agnews-full"
     result = train(config)

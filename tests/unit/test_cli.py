@@ -73,3 +73,17 @@ def test_clean_previews_before_and_after(capsys, tmp_path):
 def test_clean_needs_input(capsys):
     code, _, err = run_cli(capsys, "clean")
     assert code == 2 and "give --text" in err
+
+
+def test_method_flag_takes_its_own_defaults_over_another_methods_file():
+    from slmtune.cli import method_defaults
+    from slmtune.config import DEFAULT_LR, load_config
+
+    lora_file = "configs/agnews-lora.yaml"  # sets learning_rate 1e-3 for LoRA
+    extra = method_defaults(lora_file, "full", [])
+    config = load_config(lora_file, extra + ["model.method=full"])
+    assert (config.train.learning_rate, config.model.pooling) == (DEFAULT_LR["full"], "mean")
+    mine = ["train.learning_rate=2e-5"]  # the user's own value still wins
+    config = load_config(lora_file, method_defaults(lora_file, "full", mine) + ["model.method=full", *mine])
+    assert (config.train.learning_rate, config.model.pooling) == (2e-5, "mean")
+    assert method_defaults(lora_file, "lora", []) == [] and method_defaults(None, "full", []) == []

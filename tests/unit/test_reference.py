@@ -84,6 +84,22 @@ def test_reference_study_runs_each_config_once_and_resumes(reference_study):
     assert Path(record["report"]).is_file() and (root / "reference.json").is_file()
 
 
+def test_plan_counts_kept_rows_as_done(recipes, tmp_path):
+    (tmp_path / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    cfg = ReferenceConfig(name="ref", recipe=recipes["lora"], parts={
+        "zeroshot": {"methods": ["untrained-head", "templates"]},
+        "fewshot": {"shots": [2], "draws": 2, "methods": ["probe", "prompt"], "prompt_min_steps": 2}})
+    before = make_plan(cfg, tmp_path, None, 1.0).parts
+    from slmtune.experiments.reference import EVAL_RATE
+
+    assert before["zeroshot"]["seconds"] == pytest.approx(2 * 7600 / EVAL_RATE)  # untrained head + embeddings
+    assert before["fewshot"]["seconds"] > 7600 / EVAL_RATE  # the probe's test embedding and two prompt draws
+    run_reference(cfg, tmp_path, **QUIET)
+    assert len(list((tmp_path / "fewshot" / "rows").glob("*.json"))) == 4
+    after = make_plan(cfg, tmp_path, None, 1.0).parts  # every result is kept: nothing left to estimate
+    assert after["zeroshot"]["seconds"] == 0 and after["fewshot"]["seconds"] == 0
+
+
 def test_budget_drops_and_says_so(recipes, tmp_path):
     cfg = reference_config(recipes)
     cfg.parts["scaling"] = {"sizes": [8, 16, 32, 64], "seeds": [1, 2, 3]}

@@ -60,6 +60,11 @@ def digest(values: Any) -> str:
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def row_file(root: Path, name: str, key: dict[str, Any]) -> Path:
+    """Where a study folder keeps the result row `name` computed for `key` (Study.row)."""
+    return root / "rows" / f"{name}-{digest(key)}.json"
+
+
 def run_key(config: RunConfig) -> str:
     """A short hash of `run_identity`: names a run's folder, so a config is never trained twice."""
     return digest(run_identity(config))
@@ -140,7 +145,7 @@ class Study:
     def row(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         """A result computed outside a run folder (e.g. a few-shot method with its own loop), kept as
         rows/<name>-<hash of key>.json, so an interrupted or repeated study does not compute it again."""
-        path = self.root / "rows" / f"{name}-{digest(key)}.json"
+        path = row_file(self.root, name, key)
         if path.exists():
             return {**json.loads(path.read_text())["row"], "reused": True}
         row = compute()

@@ -144,6 +144,19 @@ OWN_LOOP = {"probe": (_probe, ("probe_c",)), "setfit": (_setfit, ()),
             "prompt": (_prompt, ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale"))}
 
 
+def draw_config(cfg: FewShotConfig, base: RunConfig, k: int, draw: int, method: str) -> RunConfig:
+    """The run config of one draw of k shots per class (probe, prompt and SetFit use its data and seed)."""
+    fine_tuned = method if method in ("lora", "full") else "lora"
+    return replace(base, seed=base.seed + draw, name=f"{cfg.name}-{method}-{k}shot-{draw}",
+                   **{"data.shots_per_class": k, "model.method": fine_tuned})
+
+
+def kept_row(cfg: FewShotConfig, config: RunConfig, k: int, draw: int, method: str) -> tuple[str, dict[str, Any]]:
+    """Name and key of the row a method with its own loop keeps in the study's rows/ (Study.row)."""
+    key = {"method": method, "run": run_key(config), **{name: getattr(cfg, name) for name in OWN_LOOP[method][1]}}
+    return f"{method}-{k}shot-{draw}", key
+
+
 def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
                 progress=print) -> dict[str, Any]:
     unknown = [m for m in cfg.methods if m not in METHODS]
@@ -164,13 +177,10 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     rows = []
     for i, (k, draw, method) in enumerate(plan, 1):
         seed = base.seed + draw
-        fine_tuned = method if method in ("lora", "full") else "lora"
-        config = replace(base, seed=seed, name=f"{cfg.name}-{method}-{k}shot-{draw}",
-                         **{"data.shots_per_class": k, "model.method": fine_tuned})
+        config = draw_config(cfg, base, k, draw, method)
         if method in OWN_LOOP:
-            function, fields = OWN_LOOP[method]
-            key = {"method": method, "run": run_key(config), **{name: getattr(cfg, name) for name in fields}}
-            result = study.row(f"{method}-{k}shot-{draw}", key, functools.partial(function, study, config, cfg))
+            name, key = kept_row(cfg, config, k, draw, method)
+            result = study.row(name, key, functools.partial(OWN_LOOP[method][0], study, config, cfg))
         else:
             n_labels = len(study.splits(config).label_names)
             result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))

@@ -106,9 +106,11 @@ def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[st
 # ------------------------------------------------------------------------------------------------ plan
 
 
-def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int) -> tuple[list[RunConfig], float]:
+def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int,
+                 root: Path | None = None) -> tuple[list[RunConfig], float]:
     """The training runs a part will ask for, and the seconds (on the reference CPU) of the work it does outside
-    them: embedding, pool scoring, the prompt method's training.
+    them: embedding, pool scoring, the prompt method's training. `root` (the part's folder) lets results it
+    already keeps (few-shot rows) count as done.
 
     Active learning's later rounds depend on what is queried, so they are planned by size only."""
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
@@ -136,15 +138,30 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
             out += [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps) for n in sizes]
         scoring = len(cfg.seeds) * len(cfg.strategies) * (len(cfg.checkpoints) - 1) * cfg.pool_size
         return out, scoring / EVAL_RATE
-    if kind == "zeroshot":
-        return [], 2 * 7600 / EVAL_RATE
+    if kind == "zeroshot":  # one pass over the test set for the untrained head, one for the embeddings
+        left = set(cfg.methods) - {"nli"}
+        if root is not None and (root / "rows").is_dir():
+            from slmtune.data import load_splits
+            from slmtune.experiments.common import row_file
+            from slmtune.experiments.zeroshot import kept_row, label_descriptions
+
+            descriptions = label_descriptions(cfg, load_splits(base.data, base.seed).test.label_names)
+            left = {m for m in left if not row_file(root, *kept_row(cfg, base, m, descriptions)).exists()}
+        return [], 7600 / EVAL_RATE * (("untrained-head" in left) + bool(left - {"untrained-head"}))
     if kind == "fewshot":
+        from slmtune.experiments.common import row_file
+        from slmtune.experiments.fewshot import OWN_LOOP, draw_config, kept_row
         from slmtune.prompt_head import steps_for
 
-        out, extra = [], 7600 / EVAL_RATE if "probe" in cfg.methods else 0.0
+        out, extra, probe_left = [], 0.0, False
         for k in cfg.shots:
             for draw in range(cfg.draws):
                 for method in cfg.methods:
+                    if method in OWN_LOOP and root is not None:
+                        if row_file(root, *kept_row(cfg, draw_config(cfg, base, k, draw, method), k, draw,
+                                                    method)).exists():
+                            continue  # kept from an earlier run of this part
+                    probe_left = probe_left or method == "probe"
                     if method == "prompt":
                         steps = steps_for(4 * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
                         extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
@@ -153,10 +170,8 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
                         extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + 7600 / EVAL_RATE
                     if method not in ("lora", "full"):
                         continue
-                    config = replace(base, seed=base.seed + draw, **{"data.shots_per_class": k,
-                                                                     "model.method": method})
-                    out.append(with_min_steps(config, 4 * k, cfg.min_steps))
-        return out, extra
+                    out.append(with_min_steps(draw_config(cfg, base, k, draw, method), 4 * k, cfg.min_steps))
+        return out, extra + (7600 / EVAL_RATE if probe_left else 0.0)  # the probe embeds the test set once
     if kind == "scaling":
         sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
         return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
@@ -243,7 +258,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     parts, total, new, seconds, disk = {}, 0, 0, 0.0, 0.0
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
-        configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available)
+        configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available, root / name)
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0}
         # Active rounds train on queried rows and search trials on sampled values: their configs do not name
         # their runs, so they are neither shared nor found done by key.

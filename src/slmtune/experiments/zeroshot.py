@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_logits
@@ -86,6 +87,19 @@ def nli_predict(model_name: str, texts: list[str], label_names: list[str], hypot
     return np.array([candidates.index(o["labels"][0]) for o in outputs])
 
 
+def label_descriptions(cfg: ZeroShotConfig, label_names: list[str]) -> dict[str, str] | None:
+    return cfg.descriptions or {n: DESCRIPTIONS[n] for n in label_names if n in DESCRIPTIONS} or None
+
+
+def kept_row(cfg: ZeroShotConfig, base: RunConfig, method: str,
+             descriptions: dict[str, str] | None) -> tuple[str, dict[str, Any]]:
+    """Name and key of the row a method's result is kept under (Study.row): its inputs, nothing else."""
+    key = {"method": method, "model": base.model.name, "data": asdict(base.data), "seed": base.seed,
+           "descriptions": descriptions, **({"templates": cfg.templates} if method == "custom" else {}),
+           **({"nli_model": cfg.nli_model, "hypothesis": cfg.hypothesis_template} if method == "nli" else {})}
+    return f"zeroshot-{method}", key
+
+
 def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
                  progress=print) -> dict[str, Any]:
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
@@ -101,7 +115,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
                             "cli_overrides": cli_overrides or []})
     test = load_splits(base.data, base.seed).test
     names = test.label_names
-    descriptions = cfg.descriptions or {n: DESCRIPTIONS[n] for n in names if n in DESCRIPTIONS} or None
+    descriptions = label_descriptions(cfg, names)
     rows, matrices = [], {}
     encoder = None
 
@@ -139,10 +153,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
 
     for method in cfg.methods:
         # kept per method and inputs, so a resumed study does not score the test set again
-        key = {"method": method, "model": base.model.name, "data": asdict(base.data), "seed": base.seed,
-               "descriptions": descriptions, **({"templates": cfg.templates} if method == "custom" else {}),
-               **({"nli_model": cfg.nli_model, "hypothesis": cfg.hypothesis_template} if method == "nli" else {})}
-        row = study.row(f"zeroshot-{method}", key, functools.partial(score, method))
+        row = study.row(*kept_row(cfg, base, method, descriptions), functools.partial(score, method))
         matrices[method] = row.pop("confusion_matrix")
         took = "reused" if row.pop("reused", False) else f"{row['seconds']:.0f}s"
         rows.append(row)

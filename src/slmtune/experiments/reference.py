@@ -110,7 +110,7 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
                  root: Path | None = None) -> tuple[list[RunConfig], float]:
     """The training runs a part will ask for, and the seconds (on the reference CPU) of the work it does outside
     them: embedding, pool scoring, the prompt method's training. `root` (the part's folder) lets results it
-    already keeps (few-shot rows) count as done.
+    already keeps (zero-shot and few-shot rows) count as done.
 
     Active learning's later rounds depend on what is queried, so they are planned by size only."""
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)

@@ -129,7 +129,7 @@ def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str], l
     missing = [t for t in targets if t not in names]
     if missing:
         raise SlmtuneError(f"LoRA target module(s) {', '.join(missing)} not found in this {model_type} model")
-    return list(targets), lora.modules_to_save or HEADS.get(model_type, ["classifier"])
+    return list(targets), list(lora.modules_to_save or HEADS.get(model_type, ["classifier"]))  # PEFT extends it
 
 
 def add_lora(model: PreTrainedModel, lora: LoraConfig):

@@ -42,13 +42,11 @@ LAYOUTS = {"bert": _BERT_LIKE, "roberta": _BERT_LIKE, "xlm-roberta": _BERT_LIKE,
 
 
 def _layers(model) -> torch.nn.ModuleList:
-    for path in ("encoder.layer", "transformer.layer"):
-        try:
-            layers = model.base_model.get_submodule(path)
-        except AttributeError:
-            continue
-        if isinstance(layers, torch.nn.ModuleList):
-            return layers
+    """The encoder's layer list (BERT-like `encoder.layer`, DistilBERT `transformer.layer`), also through
+    wrappers such as PEFT's."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.endswith(("encoder.layer", "transformer.layer")):
+            return module
     raise SlmtuneError(f"cannot find the encoder layers of this {model.config.model_type} model")
 
 
@@ -96,13 +94,10 @@ def is_mean_pooled(config) -> bool:
 
 
 def pooling_parameters(model) -> int:
-    """Number of fixed weights in the pooling layer (0 without one); works through wrappers such as PEFT's."""
+    """Number of fixed weights in the pooling layer (0 without one)."""
     if not is_mean_pooled(getattr(model, "config", None)):
         return 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and name.endswith(("encoder.layer", "transformer.layer")):
-            return sum(p.numel() for p in module[-1].parameters())
-    return 0
+    return sum(p.numel() for p in _layers(model)[-1].parameters())
 
 
 def freeze_pooling(model) -> None:

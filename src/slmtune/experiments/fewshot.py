@@ -176,7 +176,6 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     clock = Clock()
     rows = []
     for i, (k, draw, method) in enumerate(plan, 1):
-        seed = base.seed + draw
         config = draw_config(cfg, base, k, draw, method)
         if method in OWN_LOOP:
             name, key = kept_row(cfg, config, k, draw, method)
@@ -184,7 +183,7 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
         else:
             n_labels = len(study.splits(config).label_names)
             result = flat_metrics(study.run(with_min_steps(config, k * n_labels, cfg.min_steps)))
-        rows.append({"method": method, "shots": k, "draw": draw, "seed": seed, **result})
+        rows.append({"method": method, "shots": k, "draw": draw, "seed": config.seed, **result})
         progress(f"  {i}/{len(plan)} {method} {k}-shot draw {draw}: test accuracy {result['test_accuracy']:.4f}; "
                  f"{format_duration(clock.elapsed)} elapsed")
     return summarize_fewshot(study, rows)

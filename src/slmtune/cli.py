@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "configs/studies/fewshot.yaml")
     p.add_argument("--shots", help="rows per class, e.g. 1,2,5,10,20,50,100")
     p.add_argument("--draws", type=int, help="random draws per size")
-    p.add_argument("--methods", help="comma-separated: probe,prompt,lora,full")
+    p.add_argument("--methods", help="comma-separated: probe,prompt,lora,full,setfit")
     p.set_defaults(func=cmd_fewshot)
 
     p = _study_parser(sub, "scaling", "accuracy vs training rows with a power-law fit", "configs/studies/scaling.yaml")

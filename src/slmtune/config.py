@@ -14,6 +14,7 @@ from slmtune.errors import SlmtuneError
 METHODS = ("lora", "full")
 EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtune.data.augment
 AUGMENT_OPS = (*EDA_OPS, "backtranslate")
+HEAD_INITS = ("random", "probe")  # how the classification head starts; `probe` is slmtune.head_init
 POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.pooling
 # What the head reads when `model.pooling` is not set; measured, see README "Defaults".
 DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
@@ -92,10 +93,15 @@ class ModelConfig:
     masked mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; done by
     one frozen extra layer, so saved and exported models stay stock transformers classes). Null uses the
     method's default (LoRA cls, full mean)."""
+    head_init: str = "random"
+    """How the classification head starts: `random` (the architecture's init) or `probe` (a logistic regression
+    fitted on the frozen model's head features over the training rows, then fine-tuned: LP-FT)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SlmtuneError(f"model.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.head_init not in HEAD_INITS:
+            raise SlmtuneError(f"model.head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise SlmtuneError(f"model.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("dropout", "attention_dropout"):
@@ -136,6 +142,9 @@ class TrainConfig:
     """Peak learning rate; null uses the method's default (LoRA 1e-3, full 5e-5)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay: the head and pooler train at the learning rate, encoder layer i (of L)
+    at lr x layer_decay^(L - i), the embeddings at lr x layer_decay^(L + 1); 1 trains every layer alike."""
     warmup_ratio: float = 0.0
     """Share of steps with linear warm-up."""
     scheduler: str = "linear"
@@ -172,6 +181,8 @@ class TrainConfig:
             raise SlmtuneError(f"train.learning_rate must be in (0, 1), got {self.learning_rate}")
         if not 0 <= self.weight_decay < 1:
             raise SlmtuneError(f"train.weight_decay must be in [0, 1), got {self.weight_decay}")
+        if not 0 < self.layer_decay <= 1:
+            raise SlmtuneError(f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.metric not in ("accuracy", "macro_f1"):
             raise SlmtuneError(f"train.metric must be accuracy or macro_f1, got {self.metric!r}")
         if self.max_evals is not None and self.max_evals < 1:

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -37,7 +38,9 @@ from slmtune.evaluate import (
     predict_logits,
     softmax,
 )
+from slmtune.head_init import probe_head
 from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
+from slmtune.pooling import is_mean_pooled
 
 
 class Interrupted(KeyboardInterrupt):
@@ -87,10 +90,39 @@ class LengthBucketSampler(Sampler[int]):
         return iter(int(i) for batch in batches for i in batch)
 
 
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for anything above (pooler, head)."""
+    match = re.search(r"\.(?:layer|layers)\.(\d+)\.", name)
+    if match:
+        return min(int(match.group(1)) + 1, num_layers)  # a mean-pooling layer (frozen) counts as the top one
+    return 0 if "embeddings" in name else num_layers + 1
+
+
 class _BucketTrainer(Trainer):
-    def __init__(self, *args, bucket_seed: int = 0, **kwargs):
+    def __init__(self, *args, bucket_seed: int = 0, layer_decay: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self._bucket_seed = bucket_seed
+        self._layer_decay = layer_decay
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with layer-wise learning rates when `layer_decay` < 1."""
+        if self.optimizer is not None or self._layer_decay >= 1.0:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        layers = getattr(model.config, "num_hidden_layers", None) or model.config.n_layers
+        layers -= int(is_mean_pooled(model.config))  # the frozen pooling layer is not a layer to tune
+        decay_names = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[int, bool], list] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((layer_depth(name, layers), name in decay_names), []).append(param)
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
+                         "lr": self.args.learning_rate * self._layer_decay ** (layers + 1 - depth)}
+                        for (depth, decays), params in sorted(groups.items())]
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, **kwargs)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -255,6 +287,9 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         set_seed(config.seed)  # the head and LoRA init depend on it
         model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
                                 attention_dropout=config.model.attention_dropout, pooling=config.model.pooling)
+        if config.model.head_init == "probe":
+            fit = probe_head(model, train_ids, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
+            print(f"slmtune: head initialised by a linear probe (training accuracy {fit:.4f})", flush=True)
         if config.model.method == "lora":
             model = add_lora(model, config.lora)
         fast_dropout.install(model)  # same dropout, cheaper masks on CPU (a fifth of a step otherwise)
@@ -281,6 +316,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                 *([final_test] if final_test else []),
             ],
             bucket_seed=config.seed,
+            layer_decay=config.train.layer_decay,
         )
         t0 = time.perf_counter()
         trainer.train()

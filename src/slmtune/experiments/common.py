@@ -52,6 +52,10 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["train"].pop("final_test", None)
     if values["model"].get("pooling") == "cls":
         values["model"].pop("pooling", None)
+    if values["train"].get("layer_decay") == 1.0:
+        values["train"].pop("layer_decay", None)
+    if values["model"].get("head_init") == "random":
+        values["model"].pop("head_init", None)
     return values
 
 

@@ -1,0 +1,99 @@
+"""LP-FT head initialisation and layer-wise learning rates, on tiny random models."""
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from slmtune.config import from_dict
+from slmtune.evaluate import encode, predict_logits
+from slmtune.head_init import head_features, output_layer, probe_head
+from slmtune.models import load_classifier, load_tokenizer
+from slmtune.train import _BucketTrainer, layer_depth, train
+
+TEXTS = ["goal match team win", "stock market shares profit", "team season coach game", "bank profit quarter",
+         "election minister government", "software chip internet", "match league player", "shares investors fund",
+         "president war troops", "computer researchers space", "government talks peace", "internet web users"]
+LABELS = [1, 2, 1, 2, 0, 3, 1, 2, 0, 3, 0, 3]
+
+
+@pytest.mark.parametrize("kind, pooling", [("bert", "cls"), ("bert", "mean"), ("distilbert", "cls")])
+def test_probe_head_is_the_fitted_logistic_regression(tiny_models, kind, pooling):
+    from sklearn.linear_model import LogisticRegression
+
+    model = load_classifier(tiny_models[kind], ["World", "Sports", "Business", "Sci/Tech"], pooling=pooling)
+    tokenizer = load_tokenizer(tiny_models[kind])
+    ids = encode(tokenizer, TEXTS, 32)
+    features = head_features(model, ids, tokenizer.pad_token_id)
+    assert features.shape == (len(TEXTS), output_layer(model).in_features)
+    fit = probe_head(model, ids, LABELS, tokenizer.pad_token_id)
+    reference = LogisticRegression(max_iter=2000).fit(features, LABELS)
+    # the model now computes the probe's logits, end to end
+    logits = predict_logits(model, tokenizer, TEXTS, max_length=32)
+    np.testing.assert_allclose(logits, reference.decision_function(features), atol=1e-4)
+    assert fit == pytest.approx(reference.score(features, LABELS))
+    model.train()
+    probe_head(model, ids, LABELS, tokenizer.pad_token_id)
+    assert model.training  # the probe does not leave the model in eval mode
+
+
+def test_probe_head_with_two_classes_and_an_unseen_one(tiny_models):
+    model = load_classifier(tiny_models["bert"], ["a", "b", "c"])
+    tokenizer = load_tokenizer(tiny_models["bert"])
+    texts, labels = TEXTS[:8], [0, 2] * 4  # class 1 never seen
+    ids = encode(tokenizer, texts, 32)
+    probe_head(model, ids, labels, tokenizer.pad_token_id, c=100.0)
+    predicted = predict_logits(model, tokenizer, texts, max_length=32).argmax(axis=1)
+    assert 1 not in predicted
+    assert (predicted == np.array(labels)).mean() >= 0.75  # 32-dim features separate 8 rows
+
+
+def test_layer_depth_orders_embeddings_layers_and_head():
+    assert layer_depth("bert.embeddings.word_embeddings.weight", 6) == 0
+    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 6) == 1
+    assert layer_depth("base_model.model.bert.encoder.layer.5.attention.self.query.lora_A.default.weight", 6) == 6
+    assert layer_depth("distilbert.transformer.layer.1.ffn.lin1.weight", 2) == 2
+    assert layer_depth("bert.encoder.layer.6.output.dense.weight", 6) == 6  # a mean-pooling layer: the top
+    assert layer_depth("classifier.weight", 6) == 7
+    assert layer_depth("bert.pooler.dense.weight", 6) == 7
+
+
+def test_layer_decay_sets_per_layer_learning_rates(tiny_models, synthetic_files, tmp_path):
+    from transformers import TrainingArguments
+
+    model = load_classifier(tiny_models["bert"], ["a", "b", "c", "d"], pooling="mean")
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
+                             report_to=[])
+    optimizer = _BucketTrainer(model=model, args=args, layer_decay=0.5).create_optimizer()
+    lr = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            lr[param.data_ptr()] = group["lr"]
+        assert group["weight_decay"] in (0.0, 0.01)
+    named = dict(model.named_parameters())
+    assert lr[named["classifier.weight"].data_ptr()] == pytest.approx(1e-3)
+    assert lr[named["bert.encoder.layer.1.output.dense.weight"].data_ptr()] == pytest.approx(5e-4)  # top real layer
+    assert lr[named["bert.encoder.layer.0.output.dense.weight"].data_ptr()] == pytest.approx(2.5e-4)
+    assert lr[named["bert.embeddings.word_embeddings.weight"].data_ptr()] == pytest.approx(1.25e-4)
+    assert named["bert.encoder.layer.2.output.dense.weight"].data_ptr() not in lr  # the frozen pooling layer
+    # every trainable parameter is in exactly one group
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_train_with_probe_head_and_layer_decay(tiny_models, synthetic_files, tmp_path, method):
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{
+        "model.method": method, "model.head_init": "probe", "train.layer_decay": 0.8}))
+    result = train(cfg, run_dir=tmp_path / "run")
+    assert result.status == "success"
+    assert result.metrics["test"]["accuracy"] > 0.4  # chance is 0.25
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "head_init: probe" in saved and "layer_decay: 0.8" in saved
+
+
+def test_config_rejects_bad_head_init_and_layer_decay():
+    from slmtune.errors import SlmtuneError
+
+    with pytest.raises(SlmtuneError, match="head_init"):
+        from_dict({"model": {"head_init": "zeros"}})
+    with pytest.raises(SlmtuneError, match="layer_decay"):
+        from_dict({"train": {"layer_decay": 0}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
+
+from slmtune.pooling import first_token_only
 
 _CACHE: OrderedDict[tuple, list[list[int]]] = OrderedDict()
 _CACHE_SIZE = 32
@@ -59,11 +62,13 @@ def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max
         model.eval()
     batches = sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0)
     total = -(-len(ids) // batch_size)
-    for rows, batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=not progress, leave=False):
-        if onnx:
-            out[rows] = model(batch)
-        else:
-            out[rows] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+    with contextlib.nullcontext() if onnx else first_token_only(model):
+        for rows, batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=not progress,
+                                leave=False):
+            if onnx:
+                out[rows] = model(batch)
+            else:
+                out[rows] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
     if not onnx:
         model.train(was_training)
     return out

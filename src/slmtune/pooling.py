@@ -16,6 +16,7 @@ and computes exactly what slmtune computes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -104,3 +105,45 @@ def freeze_pooling(model) -> None:
     """Keep a loaded mean-pooled model's pooling layer out of training."""
     if is_mean_pooled(model.config):
         _layers(model)[-1].requires_grad_(False)
+
+
+def _key_mask(attention_mask, hidden: torch.Tensor) -> torch.Tensor:
+    """(batch, keys) 1.0 where a key may be attended to, from the mask the layer receives: None (no padding),
+    2-D 0/1, 4-D boolean (True = attend) or 4-D additive (0 = attend)."""
+    if attention_mask is None:
+        return hidden.new_ones(hidden.shape[:2])
+    if attention_mask.dim() == 2 or attention_mask.dtype == torch.bool:
+        return (attention_mask if attention_mask.dim() == 2 else attention_mask[:, 0, 0, :]).to(hidden.dtype)
+    mask = attention_mask[:, 0, 0, :]
+    return (mask > torch.finfo(mask.dtype).min / 2).to(hidden.dtype)
+
+
+@contextlib.contextmanager
+def first_token_only(model):
+    """Inside this block, the mean-pooling layer of `model` (eval mode) computes only the first token, the one
+    the head reads; the other positions pass through unchanged. Same logits, a seventh less work on a 6-layer
+    encoder. A no-op for models without the layer. Used by slmtune's own inference (`evaluate.predict_logits`).
+    """
+    if not is_mean_pooled(getattr(model, "config", None)):
+        yield
+        return
+    layer = _layers(model)[-1]
+    part = {name: layer.get_submodule(path) for name, path in _layout(model).items()}
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        if layer.training:  # dropout and gradients: the real layer
+            return type(layer).forward(layer, hidden_states, attention_mask, *args, **kwargs)
+        keys = _key_mask(attention_mask, hidden_states).unsqueeze(-1)
+        values = part["value"](hidden_states)
+        mean = (values * keys).sum(1) / keys.sum(1).clamp(min=1.0)  # uniform attention: queries and keys are zero
+        first = part["norm1"](part["out"](mean) + hidden_states[:, 0])
+        first = part["norm2"](first)  # the feed-forward block is zero, so its residual add is the identity
+        out = hidden_states.clone()
+        out[:, 0] = first
+        return out
+
+    layer.forward = forward
+    try:
+        yield
+    finally:
+        del layer.forward

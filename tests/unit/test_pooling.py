@@ -38,6 +38,44 @@ def test_first_token_holds_the_masked_mean(tiny_models, kind):
     assert torch.allclose(padded, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
+    from slmtune.evaluate import predict_logits
+    from slmtune.models import load_tokenizer
+    from slmtune.pooling import first_token_only
+
+    model = load_classifier(tiny_models[kind], list("abcd"), pooling="mean").eval()
+    model.set_attn_implementation(attention)
+    layer = _layers(model)[-1]
+    ids = torch.tensor([[101, 2054, 2003, 2023, 102, 0, 0], [101, 3000, 2001, 2000, 1999, 2003, 102]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        unpadded = model(input_ids=ids[1:], attention_mask=mask[1:]).logits
+        with first_token_only(model):
+            calls = []
+            hook = layer.register_forward_hook(lambda *args: calls.append(1))
+            fast = model(input_ids=ids, attention_mask=mask).logits
+            fast_unpadded = model(input_ids=ids[1:], attention_mask=mask[1:]).logits
+            fast_no_mask = model(input_ids=ids[1:]).logits
+            hook.remove()
+            states = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            assert torch.equal(states[-1][:, 1:], states[-2][:, 1:])  # eval: only the first token is computed
+            model.train()  # training takes the real layer (dropout, every position)
+            states = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            assert not torch.allclose(states[-1][:, 1:], states[-2][:, 1:])
+            model.eval()
+    assert len(calls) == 3
+    assert torch.allclose(fast, full, atol=1e-5) and not torch.equal(fast, torch.zeros_like(fast))
+    assert torch.allclose(fast_unpadded, unpadded, atol=1e-5) and torch.allclose(fast_no_mask, unpadded, atol=1e-5)
+    assert "forward" not in vars(layer)  # the block restores the layer
+    texts = ["stocks fell sharply", "the team won the final match at home", "new chip"]
+    tokenizer = load_tokenizer(tiny_models[kind])
+    slow = torch.stack([model(**tokenizer(t, return_tensors="pt")).logits[0] for t in texts]).detach().numpy()
+    assert abs(predict_logits(model, tokenizer, texts) - slow).max() < 1e-5  # slmtune's inference uses it
+
+
 @pytest.mark.parametrize("kind", ["roberta", "electra"])
 def test_other_bert_layouts_pool_too(tmp_path, kind):
     import transformers

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from slmtune.errors import SlmtuneError
 from slmtune.evaluate import sorted_batches
 
 
@@ -20,7 +21,8 @@ def output_layer(model: torch.nn.Module) -> torch.nn.Linear:
     num_labels = model.config.num_labels
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
     if not layers:
-        raise ValueError(f"no linear output layer with {num_labels} outputs in {type(model).__name__}")
+        raise SlmtuneError(f"model.head_init=probe needs a linear output layer with {num_labels} outputs; "
+                           f"{type(model).__name__} has none (use model.head_init=random)")
     return layers[-1]
 
 

@@ -97,3 +97,12 @@ def test_config_rejects_bad_head_init_and_layer_decay():
         from_dict({"model": {"head_init": "zeros"}})
     with pytest.raises(SlmtuneError, match="layer_decay"):
         from_dict({"train": {"layer_decay": 0}})
+
+
+def test_probe_head_without_an_output_layer_is_a_clear_error(tiny_models):
+    from slmtune.errors import SlmtuneError
+
+    model = load_classifier(tiny_models["bert"], ["a", "b", "c", "d"])
+    model.config.num_labels = 7  # no linear layer with 7 outputs
+    with pytest.raises(SlmtuneError, match="head_init=random"):
+        output_layer(model)

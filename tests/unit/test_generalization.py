@@ -103,6 +103,33 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     assert prompt_head.steps_for(rows=1600, batch_size=16, min_steps=100) == 300
 
 
+def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
+    import numpy as np
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from slmtune import prompt_head
+
+    ids = [[0] * n for n in (3, 9, 4, 7, 12)]
+    assert prompt_head.split_by_length([0, 1, 2, 3, 4], ids, 2) == [[0, 2, 3], [1, 4]]
+    assert prompt_head.split_by_length([1, 0], ids, 4) == [[0], [1]]
+    # without dropout, two length-sorted passes train exactly as one padded batch does
+    config = BertConfig(vocab_size=len(AutoTokenizer.from_pretrained(tiny_models["bert"])), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, max_position_embeddings=128)
+    BertModel(config).save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(tmp_path / "m")
+    texts = ["match goal", "stock market shares profit fell sharply today", "chip", "team coach season win",
+             "the league final ended in a draw after extra time"]
+    prototypes = np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)
+    logits = []
+    for parts in (1, 2):  # 5 rows: passes of 3 and 2, so each pass must weigh by its share of the batch
+        cfg = prompt_head.PromptHeadConfig(steps=3, batch_size=5, learning_rate=1e-3, scale=10.0, sub_batches=parts)
+        model, tokenizer = prompt_head.fine_tune(str(tmp_path / "m"), texts, [0, 1, 0, 1, 0], prototypes, seed=0,
+                                                 cfg=cfg)
+        logits.append(prompt_head.predict_logits(model, tokenizer, texts))
+    assert np.allclose(logits[0], logits[1], atol=1e-4)
+
+
 def test_setfit_method_on_the_same_draws(tiny_models, synthetic_files, tmp_path, monkeypatch):
     pytest.importorskip("setfit", reason="SetFit is the optional extra slmtune[setfit] (dev installs it)")
     cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2], draws=2, methods=["probe", "setfit"])

@@ -28,12 +28,12 @@ def _pct(value: float | None) -> str:
 def method_defaults(config_path: str | None, method: str | None, overrides: list[str]) -> list[str]:
     """`--method` that differs from the config file's: clear the file's per-method values (learning rate,
     pooling) so the new method's defaults apply, unless the user's overrides set them."""
-    from slmtune.config import load_config
+    from slmtune.config import METHOD_DEFAULTED, load_config
 
     if not (config_path and method) or load_config(config_path).model.method == method:
         return []
     given = {item.partition("=")[0] for item in overrides}
-    return [f"{key}=null" for key in ("train.learning_rate", "model.pooling") if key not in given]
+    return [f"{key}=null" for key in METHOD_DEFAULTED if key not in given]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

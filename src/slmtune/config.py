@@ -20,6 +20,8 @@ POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.po
 DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
 # Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+# Fields whose null means "the method's default": cleared when the method changes, so they re-resolve.
+METHOD_DEFAULTED = ("train.learning_rate", "model.pooling")
 
 
 @dataclass
@@ -326,8 +328,9 @@ def replace(config: RunConfig, **changes: Any) -> RunConfig:
     """A copy of `config` with dotted-key changes, e.g. ``replace(cfg, **{"train.epochs": 1})``."""
     base = config.to_dict()
     if changes.get("model.method", config.model.method) != config.model.method:  # the new method's defaults
-        for section, name in (("train", "learning_rate"), ("model", "pooling")):
-            if f"{section}.{name}" not in changes:
+        for key in METHOD_DEFAULTED:
+            if key not in changes:
+                section, name = key.split(".")
                 base[section][name] = None
     nested: dict[str, Any] = {}
     for key, value in changes.items():

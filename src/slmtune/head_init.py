@@ -13,6 +13,7 @@ import torch
 
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import sorted_batches
+from slmtune.pooling import first_token_only
 
 
 def output_layer(model: torch.nn.Module) -> torch.nn.Linear:
@@ -37,10 +38,11 @@ def head_features(model: torch.nn.Module, ids: list[list[int]], pad_id: int, bat
     device = next(model.parameters()).device
     features = np.zeros((len(ids), layer.in_features), dtype=np.float32)
     try:
-        for rows, batch in sorted_batches(ids, batch_size, pad_id):
-            captured.clear()
-            model(**{k: v.to(device) for k, v in batch.items()})
-            features[rows] = captured[-1].float().cpu().numpy()
+        with first_token_only(model):  # the head reads the first token only
+            for rows, batch in sorted_batches(ids, batch_size, pad_id):
+                captured.clear()
+                model(**{k: v.to(device) for k, v in batch.items()})
+                features[rows] = captured[-1].float().cpu().numpy()
     finally:
         hook.remove()
         model.train(was_training)

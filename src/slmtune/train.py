@@ -94,7 +94,7 @@ def layer_depth(name: str, num_layers: int) -> int:
     """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for anything above (pooler, head)."""
     match = re.search(r"\.(?:layer|layers)\.(\d+)\.", name)
     if match:
-        return min(int(match.group(1)) + 1, num_layers)  # a mean-pooling layer (frozen) counts as the top one
+        return int(match.group(1)) + 1
     return 0 if "embeddings" in name else num_layers + 1
 
 
@@ -109,8 +109,8 @@ class _BucketTrainer(Trainer):
         if self.optimizer is not None or self._layer_decay >= 1.0:
             return super().create_optimizer(model)
         model = self.model if model is None else model
-        layers = getattr(model.config, "num_hidden_layers", None) or model.config.n_layers
-        layers -= int(is_mean_pooled(model.config))  # the frozen pooling layer is not a layer to tune
+        # the frozen pooling layer is not a layer to tune (frozen weights never reach the optimizer)
+        layers = model.config.num_hidden_layers - int(is_mean_pooled(model.config))
         decay_names = set(self.get_decay_parameter_names(model))
         groups: dict[tuple[int, bool], list] = {}
         for name, param in model.named_parameters():

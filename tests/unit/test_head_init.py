@@ -52,7 +52,6 @@ def test_layer_depth_orders_embeddings_layers_and_head():
     assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 6) == 1
     assert layer_depth("base_model.model.bert.encoder.layer.5.attention.self.query.lora_A.default.weight", 6) == 6
     assert layer_depth("distilbert.transformer.layer.1.ffn.lin1.weight", 2) == 2
-    assert layer_depth("bert.encoder.layer.6.output.dense.weight", 6) == 6  # a mean-pooling layer: the top
     assert layer_depth("classifier.weight", 6) == 7
     assert layer_depth("bert.pooler.dense.weight", 6) == 7
 

@@ -40,7 +40,7 @@ from slmtune.evaluate import (
 )
 from slmtune.head_init import probe_head
 from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
-from slmtune.pooling import is_mean_pooled
+from slmtune.pooling import first_token_only, is_mean_pooled
 
 
 class Interrupted(KeyboardInterrupt):
@@ -123,6 +123,11 @@ class _BucketTrainer(Trainer):
         kwargs.pop("lr", None)
         self.optimizer = optimizer_cls(param_groups, **kwargs)
         return self.optimizer
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's validation step; a mean-pooling layer computes only the token the head reads."""
+        with first_token_only(model):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -1,6 +1,15 @@
 import pytest
 
-from slmtune.config import DEFAULT_LR, DEFAULT_POOLING, RunConfig, dump_yaml, from_dict, load_config, parse_overrides, replace
+from slmtune.config import (
+    DEFAULT_LR,
+    DEFAULT_POOLING,
+    RunConfig,
+    dump_yaml,
+    from_dict,
+    load_config,
+    parse_overrides,
+    replace,
+)
 from slmtune.errors import SlmtuneError
 
 

@@ -42,6 +42,20 @@ def test_max_evals_caps_validation_passes(tiny_models, synthetic_files, tmp_path
     assert run_identity(from_dict(values))["train"]["max_evals"] == 2
 
 
+def test_kept_rows_are_keyed_by_settings_and_code_version():
+    """A resumed study reuses a kept row only if the settings and the method's code version match."""
+    from slmtune.config import RunConfig
+    from slmtune.experiments.fewshot import draw_config, kept_row
+
+    cfg = FewShotConfig()
+    _, prompt = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "prompt"), 8, 0, "prompt")
+    assert prompt["code"] == 2 and prompt["prompt_lr"] == cfg.prompt_lr  # rows of the one-pass code are not reused
+    name, probe = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
+    assert name == "probe-8shot-0" and "code" not in probe  # version 1: the keys of earlier rows stay valid
+    _, other = kept_row(FewShotConfig(probe_c=0.5), draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
+    assert other != probe
+
+
 def test_fewshot_study(tiny_models, synthetic_files, tmp_path):
     cfg = FewShotConfig(run=_run(tiny_models, synthetic_files), shots=[2, 4], draws=2,
                         methods=["probe", "prompt", "lora"], min_steps=10)

@@ -147,3 +147,31 @@ def test_mean_pooled_run_trains_predicts_and_exports(tiny_models, synthetic_file
         scores = {d["label"]: d["score"] for d in theirs}
         for label, p in mine["probabilities"].items():
             assert scores[label] == pytest.approx(p, abs=1e-5)
+
+
+def test_validation_step_scores_like_the_whole_pooling_layer(tiny_models, tmp_path):
+    """The Trainer's validation passes use `first_token_only` and still give the full layer's logits and loss."""
+    from transformers import TrainingArguments
+
+    from slmtune.models import load_tokenizer
+    from slmtune.train import _BucketTrainer
+
+    model = load_classifier(tiny_models["bert"], ["World", "Sports", "Business", "Sci/Tech"], pooling="mean").eval()
+    tokenizer = load_tokenizer(tiny_models["bert"])
+    texts = ["goal match team win", "stock market shares profit", "election minister", "chip", "a b c d e f"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    inputs = {**batch, "labels": torch.tensor([1, 2, 0, 3, 3])}
+    with torch.no_grad():
+        full = model(**inputs)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = _BucketTrainer(model=model, args=args)
+    seen = []  # the whole layer computes queries; the first-token path does not
+    query = _layers(model)[-1].get_submodule(LAYOUTS["bert"]["query"])
+    hook = query.register_forward_hook(lambda *args: seen.append(1))
+    try:
+        loss, logits, _ = trainer.prediction_step(model, inputs, prediction_loss_only=False)
+    finally:
+        hook.remove()
+    assert not seen  # the whole pooling layer never ran
+    torch.testing.assert_close(logits, full.logits, atol=1e-5, rtol=0)
+    assert loss.item() == pytest.approx(full.loss.item(), abs=1e-5)

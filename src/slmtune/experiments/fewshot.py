@@ -138,10 +138,11 @@ def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any
     return _row(splits, probe.predict(test_x), clock.elapsed, clock.elapsed, probe.coef_.size + probe.intercept_.size)
 
 
-# Methods that train outside Study.run: their function, and the study settings that change their result
-# (part of the key of the row kept for them).
-OWN_LOOP = {"probe": (_probe, ("probe_c",)), "setfit": (_setfit, ()),
-            "prompt": (_prompt, ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale"))}
+# Methods that train outside Study.run: their function, the study settings that change their result, and the
+# version of their code; settings and a version above 1 are part of the key of the row kept for them, so a
+# resumed study recomputes rows that older code left. prompt 2: each batch as two length-sorted passes.
+OWN_LOOP = {"probe": (_probe, ("probe_c",), 1), "setfit": (_setfit, (), 1),
+            "prompt": (_prompt, ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale"), 2)}
 
 
 def draw_config(cfg: FewShotConfig, base: RunConfig, k: int, draw: int, method: str) -> RunConfig:
@@ -153,7 +154,10 @@ def draw_config(cfg: FewShotConfig, base: RunConfig, k: int, draw: int, method: 
 
 def kept_row(cfg: FewShotConfig, config: RunConfig, k: int, draw: int, method: str) -> tuple[str, dict[str, Any]]:
     """Name and key of the row a method with its own loop keeps in the study's rows/ (Study.row)."""
-    key = {"method": method, "run": run_key(config), **{name: getattr(cfg, name) for name in OWN_LOOP[method][1]}}
+    _, settings, version = OWN_LOOP[method]
+    key = {"method": method, "run": run_key(config), **{name: getattr(cfg, name) for name in settings}}
+    if version > 1:
+        key["code"] = version
     return f"{method}-{k}shot-{draw}", key
 
 

@@ -3,6 +3,9 @@ label-prompt embeddings (cosine x scale), then fine-tuned end to end on a few la
 
 all-MiniLM-L6-v2 was trained as a mean-pooling sentence encoder, so this head fits it: training starts from
 the ~74% zero-shot classifier instead of a random head, which is what matters when there are 8 rows a class.
+After training, each class's prototype becomes the mean tuned embedding of its rows (`prototypes`), the head
+that SetFit-style "tune the body, then fit the head" gets, without a second model: measured better than the
+prototypes as training leaves them on every 16-shot draw tried.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 
 from slmtune import fast_dropout
+from slmtune.errors import SlmtuneError
 from slmtune.evaluate import encode, pad_batch
 
 
@@ -29,6 +33,10 @@ class PromptHeadConfig:
     """Cosine similarity x scale = logits (the inverse temperature)."""
     weight_decay: float = 0.01
     max_length: int = 128
+    prototypes: str = "class_means"
+    """The head after training: `class_means` replaces each class's prototype by the mean of the fine-tuned,
+    normalised embeddings of its training rows (classes without rows keep theirs); `learned` keeps the
+    prototypes as training left them. 16 rows a class, draws 0-2: 0.8433 learned, 0.8538 class means."""
     sub_batches: int = 2
     """Each batch runs as this many forward/backward passes over its rows sorted by length, each padded to its
     own longest row: the gradient of the whole batch (up to dropout draws), with 12-23% fewer tokens on AG News
@@ -61,6 +69,8 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
     from slmtune.models import _load, load_tokenizer
 
     cfg = cfg or PromptHeadConfig()
+    if cfg.prototypes not in ("class_means", "learned"):
+        raise SlmtuneError(f"unknown prototypes {cfg.prototypes!r}; known: class_means, learned")
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_name)
     model = PromptHeadClassifier(_load(AutoModel, model_name), prototypes, cfg.scale)
@@ -88,19 +98,37 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
         schedule.step()
         optimizer.zero_grad()
     model.eval()
+    if cfg.prototypes == "class_means":
+        set_class_means(model, ids, labels, tokenizer.pad_token_id or 0)
     return model, tokenizer
+
+
+@torch.inference_mode()
+def embed_ids(model: PromptHeadClassifier, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Normalised mean-pooled embeddings of token-id rows, in their order (length-sorted batches)."""
+    from slmtune.evaluate import sorted_batches
+
+    out = np.zeros((len(ids), model.prototypes.shape[1]), dtype=np.float32)
+    for rows, batch in sorted_batches(ids, batch_size, pad_id):
+        out[rows] = model.embed(batch["input_ids"], batch["attention_mask"]).float().numpy()
+    return out
+
+
+@torch.no_grad()
+def set_class_means(model: PromptHeadClassifier, ids: list[list[int]], labels: list[int], pad_id: int) -> None:
+    """Each class's prototype := the mean embedding of its rows (a nearest-class-mean head on the tuned encoder)."""
+    embeddings = embed_ids(model, ids, pad_id)
+    labels_array = np.asarray(labels)
+    for label in np.unique(labels_array):
+        model.prototypes[int(label)] = torch.from_numpy(embeddings[labels_array == label].mean(axis=0))
 
 
 @torch.inference_mode()
 def predict_logits(model: PromptHeadClassifier, tokenizer, texts: list[str], batch_size: int = 64,
                    max_length: int = 128) -> np.ndarray:
-    from slmtune.evaluate import sorted_batches
-
     ids = encode(tokenizer, texts, max_length)
-    out = np.zeros((len(texts), model.prototypes.shape[0]), dtype=np.float32)
-    for rows, batch in sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0):
-        out[rows] = model(batch["input_ids"], batch["attention_mask"]).float().numpy()
-    return out
+    weights = torch.nn.functional.normalize(model.prototypes, dim=-1).numpy()
+    return model.scale * embed_ids(model, ids, tokenizer.pad_token_id or 0, batch_size) @ weights.T
 
 
 def split_by_length(rows: list[int], ids: list[list[int]], parts: int) -> list[list[int]]:

@@ -49,7 +49,7 @@ def test_kept_rows_are_keyed_by_settings_and_code_version():
 
     cfg = FewShotConfig()
     _, prompt = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "prompt"), 8, 0, "prompt")
-    assert prompt["code"] == 2 and prompt["prompt_lr"] == cfg.prompt_lr  # rows of the one-pass code are not reused
+    assert prompt["code"] == 3 and prompt["prompt_prototypes"] == "class_means"  # rows of older code are not reused
     name, probe = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
     assert name == "probe-8shot-0" and "code" not in probe  # version 1: the keys of earlier rows stay valid
     _, other = kept_row(FewShotConfig(probe_c=0.5), draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
@@ -105,7 +105,8 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     name = tiny_models["bert"]
     prototypes = embed(load_encoder(name), ["sports", "business", "science"])
     untrained, tokenizer = prompt_head.fine_tune(name, texts, [0, 1, 2], prototypes, seed=0,
-                                                 cfg=prompt_head.PromptHeadConfig(steps=0, scale=10.0))
+                                                 cfg=prompt_head.PromptHeadConfig(steps=0, scale=10.0,
+                                                                                  prototypes="learned"))
     logits = prompt_head.predict_logits(untrained, tokenizer, texts)
     expected = 10.0 * embed(load_encoder(name), texts) @ prototypes.T
     assert np.allclose(logits, expected, atol=1e-4)
@@ -116,6 +117,38 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     assert prompt_head.steps_for(rows=8, batch_size=16, min_steps=100) == 100
     assert prompt_head.steps_for(rows=1600, batch_size=16, min_steps=100) == 300
 
+
+def test_prompt_head_ends_with_class_mean_prototypes(tiny_models):
+    import numpy as np
+    import torch
+
+    from slmtune import prompt_head
+    from slmtune.errors import SlmtuneError
+
+    name = tiny_models["bert"]
+    texts = ["match goal team coach", "stock market shares", "software chip", "league final win", "bank profit"]
+    labels = [0, 1, 2, 0, 1]  # class 3 has no rows: it keeps its learned prototype
+    prototypes = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
+    cfg = prompt_head.PromptHeadConfig(steps=5, batch_size=4, learning_rate=1e-3, scale=10.0)
+    learned, _ = prompt_head.fine_tune(name, texts, labels, prototypes, seed=0,
+                                       cfg=prompt_head.PromptHeadConfig(**{**cfg.__dict__, "prototypes": "learned"}))
+    model, tokenizer = prompt_head.fine_tune(name, texts, labels, prototypes, seed=0, cfg=cfg)
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    with torch.no_grad():
+        embedded = np.concatenate([model.embed(torch.tensor([i]), torch.ones(1, len(i), dtype=torch.long)).numpy()
+                                   for i in ids])
+    for c in range(3):  # each class's prototype is the mean normalised embedding of its rows
+        expected = embedded[np.array(labels) == c].mean(0)
+        np.testing.assert_allclose(model.prototypes[c].detach().numpy(), expected, atol=1e-5)
+    assert torch.equal(model.prototypes[3], learned.prototypes[3])
+    # the encoders are the same (same seed and steps): only the head differs
+    assert all(torch.equal(a, b) for a, b in zip(model.encoder.parameters(), learned.encoder.parameters()))
+    means = torch.nn.functional.normalize(model.prototypes.detach(), dim=-1).numpy()
+    np.testing.assert_allclose(prompt_head.predict_logits(model, tokenizer, texts), 10.0 * embedded @ means.T,
+                               atol=1e-4)
+    with pytest.raises(SlmtuneError, match="unknown prototypes"):
+        prompt_head.fine_tune(name, texts, labels, prototypes, seed=0,
+                              cfg=prompt_head.PromptHeadConfig(steps=1, prototypes="median"))
 
 def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
     import numpy as np

@@ -3,9 +3,9 @@ label-prompt embeddings (cosine x scale), then fine-tuned end to end on a few la
 
 all-MiniLM-L6-v2 was trained as a mean-pooling sentence encoder, so this head fits it: training starts from
 the ~74% zero-shot classifier instead of a random head, which is what matters when there are 8 rows a class.
-After training, each class's prototype becomes the mean tuned embedding of its rows (`prototypes`), the head
-that SetFit-style "tune the body, then fit the head" gets, without a second model: measured better than the
-prototypes as training leaves them on every 16-shot draw tried.
+After training, each class's prototype becomes the mean tuned embedding of its rows, with the learned
+prototype counted as a few more rows (`prior_rows`): the head that "tune the body, then fit the head" gives,
+without a second model, and still the label prompts' where one or two rows are all a class has.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ class PromptHeadConfig:
     """Cosine similarity x scale = logits (the inverse temperature)."""
     weight_decay: float = 0.01
     max_length: int = 128
-    prototypes: str = "class_means"
-    """The head after training: `class_means` replaces each class's prototype by the mean of the fine-tuned,
-    normalised embeddings of its training rows (classes without rows keep theirs); `learned` keeps the
-    prototypes as training left them. 16 rows a class, draws 0-2: 0.8433 learned, 0.8538 class means."""
+    prior_rows: float | None = 4.0
+    """The head after training: each class's prototype becomes the sum of the tuned, normalised embeddings of
+    its training rows plus `prior_rows` times its learned (unit) prototype, i.e. the class mean with the learned
+    prototype counted as `prior_rows` more rows. 0 is the plain class mean; None keeps the learned prototypes.
+    Chosen on validation rows (1-16 rows a class, 3 draws each): 0.7892 at 4, 0.7844 at 0, 0.7869 None."""
     sub_batches: int = 2
     """Each batch runs as this many forward/backward passes over its rows sorted by length, each padded to its
     own longest row: the gradient of the whole batch (up to dropout draws), with 12-23% fewer tokens on AG News
@@ -69,8 +70,8 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
     from slmtune.models import _load, load_tokenizer
 
     cfg = cfg or PromptHeadConfig()
-    if cfg.prototypes not in ("class_means", "learned"):
-        raise SlmtuneError(f"unknown prototypes {cfg.prototypes!r}; known: class_means, learned")
+    if cfg.prior_rows is not None and not cfg.prior_rows >= 0:
+        raise SlmtuneError(f"prior_rows must be None or a number >= 0, not {cfg.prior_rows!r}")
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_name)
     model = PromptHeadClassifier(_load(AutoModel, model_name), prototypes, cfg.scale)
@@ -98,8 +99,8 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
         schedule.step()
         optimizer.zero_grad()
     model.eval()
-    if cfg.prototypes == "class_means":
-        set_class_means(model, ids, labels, tokenizer.pad_token_id or 0)
+    if cfg.prior_rows is not None:
+        set_class_prototypes(model, ids, labels, tokenizer.pad_token_id or 0, cfg.prior_rows)
     return model, tokenizer
 
 
@@ -115,12 +116,16 @@ def embed_ids(model: PromptHeadClassifier, ids: list[list[int]], pad_id: int, ba
 
 
 @torch.no_grad()
-def set_class_means(model: PromptHeadClassifier, ids: list[list[int]], labels: list[int], pad_id: int) -> None:
-    """Each class's prototype := the mean embedding of its rows (a nearest-class-mean head on the tuned encoder)."""
+def set_class_prototypes(model: PromptHeadClassifier, ids: list[list[int]], labels: list[int], pad_id: int,
+                         prior_rows: float = 0.0) -> None:
+    """Each class's prototype := the sum of its rows' tuned embeddings + `prior_rows` x its learned unit
+    prototype (the class mean, shrunk towards what training learned; classes without rows keep theirs)."""
     embeddings = embed_ids(model, ids, pad_id)
+    learned = torch.nn.functional.normalize(model.prototypes, dim=-1)
     labels_array = np.asarray(labels)
     for label in np.unique(labels_array):
-        model.prototypes[int(label)] = torch.from_numpy(embeddings[labels_array == label].mean(axis=0))
+        rows = torch.from_numpy(embeddings[labels_array == label].sum(axis=0))
+        model.prototypes[int(label)] = rows + prior_rows * learned[int(label)]
 
 
 @torch.inference_mode()

@@ -49,7 +49,7 @@ def test_kept_rows_are_keyed_by_settings_and_code_version():
 
     cfg = FewShotConfig()
     _, prompt = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "prompt"), 8, 0, "prompt")
-    assert prompt["code"] == 3 and prompt["prompt_prototypes"] == "class_means"  # rows of older code are not reused
+    assert prompt["code"] == 3 and prompt["prompt_prior_rows"] == 4.0  # rows of older code are not reused
     name, probe = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
     assert name == "probe-8shot-0" and "code" not in probe  # version 1: the keys of earlier rows stay valid
     _, other = kept_row(FewShotConfig(probe_c=0.5), draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
@@ -106,7 +106,7 @@ def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     prototypes = embed(load_encoder(name), ["sports", "business", "science"])
     untrained, tokenizer = prompt_head.fine_tune(name, texts, [0, 1, 2], prototypes, seed=0,
                                                  cfg=prompt_head.PromptHeadConfig(steps=0, scale=10.0,
-                                                                                  prototypes="learned"))
+                                                                                  prior_rows=None))
     logits = prompt_head.predict_logits(untrained, tokenizer, texts)
     expected = 10.0 * embed(load_encoder(name), texts) @ prototypes.T
     assert np.allclose(logits, expected, atol=1e-4)
@@ -129,26 +129,32 @@ def test_prompt_head_ends_with_class_mean_prototypes(tiny_models):
     texts = ["match goal team coach", "stock market shares", "software chip", "league final win", "bank profit"]
     labels = [0, 1, 2, 0, 1]  # class 3 has no rows: it keeps its learned prototype
     prototypes = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
-    cfg = prompt_head.PromptHeadConfig(steps=5, batch_size=4, learning_rate=1e-3, scale=10.0)
-    learned, _ = prompt_head.fine_tune(name, texts, labels, prototypes, seed=0,
-                                       cfg=prompt_head.PromptHeadConfig(**{**cfg.__dict__, "prototypes": "learned"}))
-    model, tokenizer = prompt_head.fine_tune(name, texts, labels, prototypes, seed=0, cfg=cfg)
+
+    def tuned(prior_rows):
+        cfg = prompt_head.PromptHeadConfig(steps=5, batch_size=4, learning_rate=1e-3, scale=10.0,
+                                           prior_rows=prior_rows)
+        return prompt_head.fine_tune(name, texts, labels, prototypes, seed=0, cfg=cfg)
+
+    (learned, tokenizer), (means, _), (shrunk, _) = tuned(None), tuned(0.0), tuned(2.0)
+    # the same seed and steps give the same encoder: only the head differs
+    assert all(torch.equal(a, b) for a, b in zip(means.encoder.parameters(), learned.encoder.parameters()))
     ids = [tokenizer(t)["input_ids"] for t in texts]
     with torch.no_grad():
-        embedded = np.concatenate([model.embed(torch.tensor([i]), torch.ones(1, len(i), dtype=torch.long)).numpy()
+        embedded = np.concatenate([means.embed(torch.tensor([i]), torch.ones(1, len(i), dtype=torch.long)).numpy()
                                    for i in ids])
-    for c in range(3):  # each class's prototype is the mean normalised embedding of its rows
-        expected = embedded[np.array(labels) == c].mean(0)
-        np.testing.assert_allclose(model.prototypes[c].detach().numpy(), expected, atol=1e-5)
-    assert torch.equal(model.prototypes[3], learned.prototypes[3])
-    # the encoders are the same (same seed and steps): only the head differs
-    assert all(torch.equal(a, b) for a, b in zip(model.encoder.parameters(), learned.encoder.parameters()))
-    means = torch.nn.functional.normalize(model.prototypes.detach(), dim=-1).numpy()
-    np.testing.assert_allclose(prompt_head.predict_logits(model, tokenizer, texts), 10.0 * embedded @ means.T,
+    unit = torch.nn.functional.normalize(learned.prototypes.detach(), dim=-1).numpy()
+    for c in range(3):  # the sum of the class's row embeddings (the mean's direction), + prior_rows x learned
+        rows = embedded[np.array(labels) == c].sum(0)
+        np.testing.assert_allclose(means.prototypes[c].detach().numpy(), rows, atol=1e-5)
+        np.testing.assert_allclose(shrunk.prototypes[c].detach().numpy(), rows + 2.0 * unit[c], atol=1e-5)
+    assert torch.equal(means.prototypes[3], learned.prototypes[3])
+    directions = torch.nn.functional.normalize(means.prototypes.detach(), dim=-1).numpy()
+    np.testing.assert_allclose(prompt_head.predict_logits(means, tokenizer, texts), 10.0 * embedded @ directions.T,
                                atol=1e-4)
-    with pytest.raises(SlmtuneError, match="unknown prototypes"):
+    with pytest.raises(SlmtuneError, match="prior_rows"):
         prompt_head.fine_tune(name, texts, labels, prototypes, seed=0,
-                              cfg=prompt_head.PromptHeadConfig(steps=1, prototypes="median"))
+                              cfg=prompt_head.PromptHeadConfig(steps=1, prior_rows=-1.0))
+
 
 def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
     import numpy as np

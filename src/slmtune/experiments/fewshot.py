@@ -3,9 +3,9 @@
 Methods: `lora` and `full` fine-tune the standard classifier through `Study.run` (so draws are reused
 across studies); `probe` is logistic regression on frozen mean-pooled embeddings, whose test embeddings
 are computed once per study; `prompt` fine-tunes the mean-pooled encoder with a head that starts as the
-zero-shot label-prompt classifier and ends as the class means of the tuned embeddings
-(slmtune.prompt_head). Small training sets get more epochs or steps (`min_steps`, `prompt_epochs`), as is
-usual in few-shot work.
+zero-shot label-prompt classifier and ends as the class means of the tuned embeddings, the learned
+prototypes as a prior (slmtune.prompt_head). Small training sets get more epochs or steps (`min_steps`,
+`prompt_epochs`), as is usual in few-shot work.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class FewShotConfig:
     """Encoder learning rate of the prompt method (its head learns 50x faster)."""
     prompt_scale: float = 20.0
     """Inverse temperature of the prompt method's cosine logits."""
-    prompt_prototypes: str = "class_means"
-    """The prompt method's head after training: `class_means` (each class's mean tuned embedding of its rows)
-    or `learned` (the prototypes as training leaves them)."""
+    prompt_prior_rows: float | None = 4.0
+    """The prompt method's head after training: each class's mean tuned embedding of its rows, with the learned
+    prototype counted as this many more rows (0: the plain class mean; None: the prototypes as trained)."""
 
 
 def _row(splits, predicted, train_seconds: float, total_seconds: float, params: int) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
         steps=prompt_head.steps_for(len(splits.train), config.train.batch_size, cfg.prompt_min_steps,
                                     cfg.prompt_epochs),
         batch_size=config.train.batch_size, learning_rate=cfg.prompt_lr, scale=cfg.prompt_scale,
-        max_length=config.data.max_length, prototypes=cfg.prompt_prototypes)
+        max_length=config.data.max_length, prior_rows=cfg.prompt_prior_rows)
     model, tokenizer = prompt_head.fine_tune(name, splits.train.texts, splits.train.labels, prototypes,
                                              config.seed, settings)
     train_seconds = clock.elapsed
@@ -146,10 +146,10 @@ def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any
 # Methods that train outside Study.run: their function, the study settings that change their result, and the
 # version of their code; settings and a version above 1 are part of the key of the row kept for them, so a
 # resumed study recomputes rows that older code left. prompt 2: each batch as two length-sorted passes;
-# 3: class-mean prototypes after training.
+# 3: class-mean prototypes (with the learned ones as a prior) after training.
 OWN_LOOP = {"probe": (_probe, ("probe_c",), 1), "setfit": (_setfit, (), 1),
             "prompt": (_prompt, ("prompt_epochs", "prompt_min_steps", "prompt_lr", "prompt_scale",
-                                 "prompt_prototypes"), 3)}
+                                 "prompt_prior_rows"), 3)}
 
 
 def draw_config(cfg: FewShotConfig, base: RunConfig, k: int, draw: int, method: str) -> RunConfig:

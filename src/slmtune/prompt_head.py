@@ -4,8 +4,8 @@ label-prompt embeddings (cosine x scale), then fine-tuned end to end on a few la
 all-MiniLM-L6-v2 was trained as a mean-pooling sentence encoder, so this head fits it: training starts from
 the ~74% zero-shot classifier instead of a random head, which is what matters when there are 8 rows a class.
 After training, each class's prototype becomes the mean tuned embedding of its rows, with the learned
-prototype counted as a few more rows (`prior_rows`): the head that "tune the body, then fit the head" gives,
-without a second model, and still the label prompts' where one or two rows are all a class has.
+prototype counted as a few more rows (`prior_rows`): close to the head that SetFit's "tune the body, then fit
+the head" fits, with no second model, while a class with one or two rows still leans on its label prompts.
 """
 
 from __future__ import annotations

@@ -177,6 +177,8 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
         raise SlmtuneError("shots must be a non-empty list of positive integers")
     if cfg.draws < 1:
         raise SlmtuneError("draws must be at least 1")
+    if cfg.prompt_prior_rows is not None and not cfg.prompt_prior_rows >= 0:
+        raise SlmtuneError(f"prompt_prior_rows must be null or a number >= 0, not {cfg.prompt_prior_rows!r}")
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
     study = Study(study_dir or Path("studies") / cfg.name)
     study.write_study_yaml({"study": "fewshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

@@ -161,6 +161,26 @@ def test_prompt_head_ends_with_class_mean_prototypes(tiny_models):
                               cfg=prompt_head.PromptHeadConfig(steps=1, prior_rows=-1.0))
 
 
+def test_prompt_head_can_freeze_the_word_embeddings(tiny_models):
+    import numpy as np
+    import torch
+    from transformers import AutoModel
+
+    from slmtune import prompt_head
+    from slmtune.models import _load
+
+    name = tiny_models["bert"]
+    before = _load(AutoModel, name).get_input_embeddings().weight.detach().clone()
+    texts, labels = ["match goal team", "stock market shares", "software chip"], [0, 1, 2]
+    prototypes = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32)
+    for freeze in (True, False):
+        cfg = prompt_head.PromptHeadConfig(steps=3, batch_size=3, learning_rate=1e-2, freeze_word_embeddings=freeze)
+        model, _ = prompt_head.fine_tune(name, texts, labels, prototypes, seed=0, cfg=cfg)
+        after = model.encoder.get_input_embeddings().weight.detach()
+        assert torch.equal(after, before) == freeze  # frozen: untouched; trained: updated
+        assert not torch.equal(model.encoder.encoder.layer[0].output.dense.weight.detach(),
+                               _load(AutoModel, name).encoder.layer[0].output.dense.weight.detach())
+
 def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
     import numpy as np
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -47,6 +47,10 @@ class PromptHeadConfig:
     own longest row: the gradient of the whole batch (up to dropout draws), with 12-23% fewer tokens on AG News
     few-shot draws. 1 pads the batch as one."""
 
+    def __post_init__(self) -> None:
+        if self.prior_rows is not None and not self.prior_rows >= 0:
+            raise SlmtuneError(f"prior_rows must be None or a number >= 0, not {self.prior_rows!r}")
+
 
 class PromptHeadClassifier(torch.nn.Module):
     def __init__(self, encoder, prototypes: np.ndarray, scale: float):
@@ -74,8 +78,6 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
     from slmtune.models import _load, load_tokenizer
 
     cfg = cfg or PromptHeadConfig()
-    if cfg.prior_rows is not None and not cfg.prior_rows >= 0:
-        raise SlmtuneError(f"prior_rows must be None or a number >= 0, not {cfg.prior_rows!r}")
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_name)
     model = PromptHeadClassifier(_load(AutoModel, model_name), prototypes, cfg.scale)

@@ -50,6 +50,7 @@ def test_kept_rows_are_keyed_by_settings_and_code_version():
     cfg = FewShotConfig()
     _, prompt = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "prompt"), 8, 0, "prompt")
     assert prompt["code"] == 3 and prompt["prompt_prior_rows"] == 4.0  # rows of older code are not reused
+    assert prompt["prompt_freeze_word_embeddings"] is True
     name, probe = kept_row(cfg, draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
     assert name == "probe-8shot-0" and "code" not in probe  # version 1: the keys of earlier rows stay valid
     _, other = kept_row(FewShotConfig(probe_c=0.5), draw_config(cfg, RunConfig(), 8, 0, "probe"), 8, 0, "probe")
@@ -180,6 +181,7 @@ def test_prompt_head_can_freeze_the_word_embeddings(tiny_models):
         assert torch.equal(after, before) == freeze  # frozen: untouched; trained: updated
         assert not torch.equal(model.encoder.encoder.layer[0].output.dense.weight.detach(),
                                _load(AutoModel, name).encoder.layer[0].output.dense.weight.detach())
+
 
 def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
     import numpy as np

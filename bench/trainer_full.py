@@ -40,7 +40,7 @@ def run_seed(seed: int, overrides: list[str]) -> dict[str, float]:
         TrainingArguments,
     )
 
-    config = load_config(None, ["model.method=full", f"seed={seed}", *overrides])
+    config = load_config(None, [f"seed={seed}", *overrides])
     splits = load_splits(config.data, config.seed)
     name = resolve_model(config.model.name)
     tokenizer = load_tokenizer(name)

@@ -101,6 +101,7 @@ def test_fewshot_bad_prior_rows_is_a_one_line_error(capsys, tmp_path):
     code = main(["fewshot", "--config", str(tmp_path / "f.yaml"), "--study-dir", str(tmp_path / "x")])
     assert code == 2 and "prompt_prior_rows must be null or a number >= 0" in capsys.readouterr().err
 
+
 def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     import numpy as np
 

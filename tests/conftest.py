@@ -117,3 +117,13 @@ def ag_news_dir() -> Path:
     if not (SHARED_AG_NEWS / "test.csv").is_file():
         pytest.skip(f"real AG News not found at {SHARED_AG_NEWS}")
     return SHARED_AG_NEWS
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server's URL: .ci/run starts a throwaway one on 127.0.0.1 and sets SLMTUNE_TEST_POSTGRES."""
+    url = os.environ.get("SLMTUNE_TEST_POSTGRES")
+    if not url:
+        pytest.skip("no PostgreSQL server (bash .ci/run starts one and sets SLMTUNE_TEST_POSTGRES)")
+    pytest.importorskip("psycopg2", reason="the postgres extra: pip install 'slmtune[postgres]'")
+    return url

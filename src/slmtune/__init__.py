@@ -1,18 +1,52 @@
-"""slmtune: fine-tune small language models (full and LoRA) for text classification."""
+"""slmtune: fine-tune small language models (full and LoRA) for text classification.
 
-from slmtune.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from slmtune.data import TextDataset, clean_text, load_ag_news, load_splits, load_table
-from slmtune.errors import SlmtuneError
-from slmtune.evaluate import classification_metrics, compute_metrics, predict_proba
-from slmtune.inference import evaluate_run, load_run, predict
-from slmtune.models import get_model, load_classifier, load_tokenizer
-from slmtune.train import RunResult, train
+The public API is imported lazily: `import slmtune.config` or `slmtune --help` loads no torch; the first use of
+`slmtune.train` (or any name below) imports the module that defines it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataConfig", "LoraConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config", "TextDataset",
-    "clean_text", "load_ag_news", "load_splits", "load_table", "SlmtuneError", "classification_metrics",
-    "compute_metrics", "predict_proba", "evaluate_run", "load_run", "predict", "get_model", "load_classifier",
-    "load_tokenizer", "RunResult", "train",
-]
+_EXPORTS = {
+    "slmtune.config": ["DataConfig", "LoraConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config"],
+    "slmtune.data": ["TextDataset", "clean_text", "load_ag_news", "load_splits", "load_table"],
+    "slmtune.errors": ["SlmtuneError"],
+    "slmtune.evaluate": ["classification_metrics", "compute_metrics", "predict_proba"],
+    "slmtune.inference": ["evaluate_run", "load_run", "predict", "predict_file"],
+    "slmtune.models": ["get_model", "load_classifier", "load_tokenizer"],
+    "slmtune.train": ["RunResult", "train"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'slmtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """Keeps `slmtune.train` the function when the module slmtune.train is imported (Python sets a package's
+    attribute to each submodule it loads)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, method_defaults(args.config, args.method, args.overrides) + overrides)
     if args.method and config.name == "agnews-lora" and args.method == "full" and not args.name:
         config.name = "agnews-full"
-    result = train(config)
+    result = train(config, overwrite=args.overwrite)
     test, val = result.metrics["test"], result.metrics["validation"]
     print(_table([
         ("run folder", str(result.run_dir)),
@@ -72,13 +74,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run_dir, args.split, args.backend)
     print(classification_report_text(metrics))
-    rows = [("backend", args.backend), ("split", f"{args.split} (n={metrics['n']})"),
+    rows = [("backend", f"{args.backend} ({metrics['precision']})"), ("split", f"{args.split} (n={metrics['n']})"),
             ("accuracy", _pct(metrics["accuracy"])), ("macro-F1", _pct(metrics["macro_f1"])),
             ("samples/s", f"{metrics['samples_per_second']:.1f}")]
     stored = runs.read_result(args.run_dir).get("metrics", {}).get(args.split)
     if stored:
         change = metrics["accuracy"] - stored["accuracy"]
-        rows.append(("accuracy change vs run", f"{change:+.4f} (run: {stored['accuracy']:.4f}, torch fp32)"))
+        rows.append(("accuracy change vs run", f"{change:+.4f} (run: {stored['accuracy']:.4f})"))
         metrics["accuracy_change_vs_run"] = change
     print(_table(rows, title="\nslmtune evaluate"))
     path = Path(args.run_dir) / f"evaluation-{args.split}-{args.backend}.json"
@@ -105,36 +107,37 @@ def _read_input_texts(path: str, column: str | None) -> tuple[list[str], list[di
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from slmtune.inference import predict
+    from slmtune.inference import predict, predict_file
 
     if bool(args.text) == bool(args.input):
         raise SlmtuneError("give --text (one or more) or --input FILE")
-    texts = args.text or _read_input_texts(args.input, args.text_column)[0]
-    preds = predict(args.run_dir, texts, backend=args.backend)
-    labels = list(preds[0]["probabilities"])
-    if args.output or args.input:
-        output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
+    if args.input:
+        output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend)
+        print(f"{rows} predictions written to {output}")
+        return 0
+    preds = predict(args.run_dir, args.text, backend=args.backend)
+    if args.output:
+        labels = list(preds[0]["probabilities"])
         try:
-            with output.open("w", newline="", encoding="utf-8") as handle:
+            with Path(args.output).open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["text", "label", "score", *[f"p_{n}" for n in labels]])
-                for text, p in zip(texts, preds):
+                writer.writerow(["text", "predicted", "score", *[f"p_{n}" for n in labels]])
+                for text, p in zip(args.text, preds):
                     writer.writerow([text, p["label"], f"{p['score']:.5f}",
                                      *[f"{p['probabilities'][n]:.5f}" for n in labels]])
         except OSError as exc:
-            raise SlmtuneError(f"cannot write {output}: {exc.strerror or exc}") from None
-        print(f"{len(preds)} predictions written to {output}")
-    if args.text or not args.output:
-        for text, p in list(zip(texts, preds))[:20]:
-            probs = "  ".join(f"{n} {v:.3f}" for n, v in p["probabilities"].items())
-            print(f"{p['label']:<12} {p['score']:.3f}  | {probs}  | {text[:60]}")
+            raise SlmtuneError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        print(f"{len(preds)} predictions written to {args.output}")
+    for text, p in list(zip(args.text, preds))[:20]:
+        probs = "  ".join(f"{n} {v:.3f}" for n, v in p["probabilities"].items())
+        print(f"{p['label']:<12} {p['score']:.3f}  | {probs}  | {text[:60]}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from slmtune.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8)
+    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
     print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
     return 0
 
@@ -308,6 +311,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     from slmtune.config import load_yaml
     from slmtune.experiments.reference import ReferenceConfig, run_reference
 
+    if bool(args.config) == bool(args.config_file):
+        raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
+    args.config = args.config or args.config_file
     values = load_yaml(args.config)
     kind = values.pop("study", "reference")
     if kind != "reference":
@@ -327,6 +333,44 @@ def cmd_study(args: argparse.Namespace) -> int:
     from slmtune.experiments.common import format_duration
 
     print(f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from slmtune.config import reference_markdown, reference_rows
+
+    if args.markdown:
+        print(reference_markdown(), end="")
+        return 0
+    for key, default, help_text in reference_rows():
+        if args.field and not key.startswith(args.field):
+            continue
+        print(f"{key} = {default}\n    {help_text}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """What a bug report needs: versions, device, threads, CPU features, precision, the packaged model."""
+    import json
+
+    from slmtune import runs
+    from slmtune.precision import cpu_bf16_support, resolve
+
+    env = runs.environment()
+    try:
+        from slmtune.models import resolve_model
+
+        model = f"found and verified: {resolve_model('minilm-l6')}"
+    except SlmtuneError as exc:
+        model = f"missing: {exc}"
+    env.update(cpu_bf16=cpu_bf16_support(), precision_auto=resolve("auto").as_dict(), packaged_model=model)
+    if args.json:
+        print(json.dumps(env, indent=2, default=str))
+        return 0
+    packages = ", ".join(f"{k} {v}" for k, v in env.pop("packages").items() if v)
+    for key, value in env.items():
+        print(f"{key:<16}{value}")
+    print(f"{'packages':<16}{packages}")
     return 0
 
 
@@ -352,9 +396,33 @@ def _study_parser(sub, name: str, help_text: str, config_file: str):
     return p
 
 
+USAGE_ERROR = 64  # EX_USAGE: the command line is wrong (input errors exit 2, unexpected failures 1, Ctrl-C 130)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: usage error: {message}\n")
+
+
+EPILOG = """examples:
+  slmtune train                                   LoRA on the packaged MiniLM, AG News reference sizes
+  slmtune train --method full train.epochs=1      any config field as key=value (slmtune config lists them)
+  slmtune predict RUN_DIR --input new.csv         stream a file of texts through a trained run
+  slmtune sweep --space grid                      lr x weight decay, resumable, shareable by --worker processes
+  slmtune study --config configs/studies/reference.yaml --dry-run
+
+exit codes: 0 done, 2 bad input (one line says what), 64 usage error, 1 unexpected failure
+(SLMTUNE_DEBUG=1 shows its traceback), 130 interrupted (finished work is kept)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slmtune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from slmtune import __version__
+
+    parser = _Parser(prog="slmtune", description=__doc__, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"slmtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="fine-tune (LoRA by default) and evaluate; writes a run folder")
     p.add_argument("--config", help="YAML recipe (see configs/)")
@@ -365,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-file", help="test rows for a custom dataset")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
-    p.add_argument("--output-dir", help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("--output-dir", help="run folder (default runs/<name>-<timestamp>); must be new or empty")
+    p.add_argument("--overwrite", action="store_true", help="empty --output-dir first if it holds an earlier run")
     p.add_argument("--name")
     p.add_argument("--seed", type=int)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=1")
@@ -383,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="labels and class probabilities for new text")
     p.add_argument("run_dir")
     p.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    p.add_argument("--input", help="CSV/JSONL/Parquet file with a text column")
+    p.add_argument("--input", help="CSV/TSV/JSONL/Parquet file with a text column: streamed in chunks, its columns "
+                                    "kept; an interrupted call continues where it stopped when rerun")
     p.add_argument("--text-column")
     p.add_argument("--output", help="CSV to write (default with --input: <input>.predictions.csv)")
     p.add_argument("--backend", **backend)
@@ -394,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (fused fp32)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     p.set_defaults(func=cmd_export)
 
     p = _study_parser(sub, "sweep", "hyperparameter sweep (Optuna; resumable; shareable by workers)",
@@ -451,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("study", help="the whole reference study (every part), resumable, with a plan first")
-    p.add_argument("config", help="configs/studies/reference.yaml")
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="shortcut for --config")
+    p.add_argument("--config", help="study config, e.g. configs/studies/reference.yaml")
     p.add_argument("--only", help="parts or kinds to run, e.g. sweep,seeds")
     p.add_argument("--budget", help="fit the plan into this time (e.g. 2h): drops seeds and sizes, and says so")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -465,6 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where to write the page (default FOLDER/report.html)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("config", help="every run-config field with its default and meaning")
+    p.add_argument("field", nargs="?", help="only fields starting with this, e.g. train or lora.r")
+    p.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/config.md")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("env", help="versions, device, threads, CPU features, precision: what a bug report needs")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(func=cmd_env)
+
     p = sub.add_parser("clean", help="clean text (HTML entities, AG News debris) with a before/after preview")
     p.add_argument("--text", action="append")
     p.add_argument("--input")
@@ -475,6 +556,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT, SIGTERM and SIGHUP end a command as Ctrl-C does: the run folder says `interrupted`, a sweep's trial
+    comes back on the rerun, finished work stays. SIGINT too, since a shell starts background jobs with it
+    ignored. The previous handlers come back afterwards."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        try:
+            previous[name] = signal.signal(getattr(signal, name), stop)
+        except (AttributeError, ValueError):  # no such signal here, or not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -483,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
-        return args.func(args)
+        with _stop_on_signals():
+            return args.func(args)
     except SlmtuneError as exc:
         print(f"slmtune: error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,9 +17,9 @@ EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtu
 AUGMENT_OPS = (*EDA_OPS, "backtranslate")
 HEAD_INITS = ("random", "probe")  # how the classification head starts; `probe` is slmtune.head_init
 POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.pooling
-# What the head reads when `model.pooling` is not set; measured, see README "Defaults".
+# What the head reads when `model.pooling` is not set; measured, see docs/results.md.
 DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
-# Learning rates used when `train.learning_rate` is not set; measured, see README "Defaults".
+# Learning rates used when `train.learning_rate` is not set; measured, see docs/results.md.
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 # Fields whose null means "the method's default": cleared when the method changes, so they re-resolve.
 METHOD_DEFAULTED = ("train.learning_rate", "model.pooling")
@@ -89,7 +90,7 @@ class ModelConfig:
     """Encoder hidden dropout while training; null keeps the checkpoint's (0.1 for MiniLM)."""
     attention_dropout: float | None = None
     """Dropout on attention probabilities while training; null keeps the checkpoint's (0.1 for MiniLM).
-    `dropout=0 attention_dropout=0` trains about 27% faster on CPU (README "Defaults")."""
+    `dropout=0 attention_dropout=0` trains about 27% faster on CPU (docs/results.md)."""
     pooling: str | None = None
     """What the classifier head reads: `cls` (the first token, the architecture's own head) or `mean` (the
     masked mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; done by
@@ -172,7 +173,11 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch; null uses every core."""
     device: str = "auto"
-    """`auto` (CUDA with bf16/fp16 when present, else CPU), `cpu` or `cuda`."""
+    """`auto` (CUDA when present, else CPU), `cpu` or `cuda`."""
+    precision: str = "auto"
+    """`auto` (bf16 autocast on CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; fp32 elsewhere), `fp32` or
+    `bf16`. Weights and optimizer state stay fp32; training, validation and test passes all use it. The choice and
+    why are printed and recorded in env.json."""
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -191,6 +196,8 @@ class TrainConfig:
             raise SlmtuneError(f"train.max_evals must be positive or null, got {self.max_evals}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise SlmtuneError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SlmtuneError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass
@@ -227,22 +234,59 @@ def _check_keys(cls: type, values: dict[str, Any], where: str) -> None:
 
 
 def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Numbers written as strings ("5e-4" is a string to YAML 1.1) become numbers; wrong types are errors."""
+    """Each value checked against its field's type: numbers written as strings ("5e-4" is a string to YAML 1.1)
+    become numbers, "a,b" becomes a list, 3.0 an int; anything else of the wrong type is a one-line error."""
     hints = typing.get_type_hints(cls)
     out = dict(values)
     for key, value in values.items():
-        hint = str(hints.get(key, ""))
-        if isinstance(value, str) and value and ("float" in hint or "int" in hint) and "str" not in hint:
+        if key in _SECTIONS and cls is RunConfig:
+            continue
+        hint = hints.get(key)
+        if hint is not None:
+            out[key] = _coerce_value(hint, value, f"{where}{key}")
+    return out
+
+
+def _coerce_value(hint: Any, value: Any, name: str) -> Any:
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str):  # "a,b" from the command line
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise SlmtuneError(f"config field {name} expects a list, got {value!r}")
+        return [_coerce_value(args[0], item, name) for item in value] if args else value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SlmtuneError(f"config field {name} expects true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str):
             try:
                 number = float(value)
             except ValueError:
-                raise SlmtuneError(f"config field {where}{key} expects a number, got {value!r}") from None
-            out[key] = int(number) if "float" not in hint and number.is_integer() else number
-        elif isinstance(value, str) and hint.startswith("list"):  # "a,b" from the command line
-            out[key] = [part.strip() for part in value.split(",") if part.strip()]
-        elif isinstance(value, str) and "bool" in hint and "str" not in hint:
-            raise SlmtuneError(f"config field {where}{key} expects true or false, got {value!r}")
-    return out
+                raise SlmtuneError(f"config field {name} expects a number, got {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise SlmtuneError(f"config field {name} expects a {'whole ' if hint is int else ''}number, "
+                               f"got {value!r}")
+        if hint is int:
+            if not float(number).is_integer():
+                raise SlmtuneError(f"config field {name} expects a whole number, got {value!r}")
+            return int(number)
+        return number
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `name: 2024` in YAML
+        if not isinstance(value, str):
+            raise SlmtuneError(f"config field {name} expects text, got {value!r}")
+        return value
+    return value
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
@@ -305,6 +349,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise SlmtuneError(f"{path} is a folder; give a config file (YAML) inside it")
     if not path.is_file():
         raise SlmtuneError(f"config file not found: {path}")
     try:
@@ -344,6 +390,58 @@ def replace(config: RunConfig, **changes: Any) -> RunConfig:
 
 def dump_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (read from its source: Python keeps no attribute docs)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(dotted field, default, help) for every run-config field, in declaration order. The method-defaulted
+    fields show null: they take the method's value when the config is loaded."""
+    defaults = RunConfig().to_dict()
+    for key in METHOD_DEFAULTED:
+        section, name = key.split(".")
+        defaults[section][name] = None
+    rows = [(f.name, _shown(defaults[f.name]), field_docs(RunConfig).get(f.name, ""))
+            for f in fields(RunConfig) if f.name not in _SECTIONS]
+    for section, cls in _SECTIONS.items():
+        docs = field_docs(cls)
+        rows += [(f"{section}.{f.name}", _shown(defaults[section][f.name]), docs.get(f.name, "")) for f in fields(cls)]
+    return rows
+
+
+def _shown(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every field with its default and help, generated from the dataclasses (a test keeps the
+    file equal to this)."""
+    lines = ["# Config reference", "",
+             "Every field of a run config, as `slmtune config` prints it; generated from the field docstrings in",
+             "`src/slmtune/config.py` (regenerate with `slmtune config --markdown > docs/config.md`). Set a field",
+             "in a YAML recipe (`train:` / `epochs: 1`) or on the command line (`train.epochs=1`).", ""]
+    section = None
+    for key, default, help_text in reference_rows():
+        name = key.split(".")[0] if "." in key else "run"
+        if name != section:
+            section = name
+            lines += ["", f"## {name}", "", "| field | default | meaning |", "|---|---|---|"]
+        lines.append(f"| `{key}` | `{default}` | {help_text.replace('|', '/')} |")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
 __all__ = [

@@ -17,8 +17,11 @@ _CACHE: OrderedDict[tuple, list[list[int]]] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated; cached per process so repeated runs tokenise once."""
+def encode(tokenizer, texts: list[str], max_length: int, cache: bool = True) -> list[list[int]]:
+    """Token ids per text, truncated; cached per process so repeated runs tokenise once (`cache=False` for
+    streams of new texts, which would only fill the cache)."""
+    if not cache:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     digest = hashlib.sha1("\x1e".join(texts).encode("utf-8")).hexdigest()
     key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, digest)
     if key in _CACHE:
@@ -51,9 +54,11 @@ def sorted_batches(ids: list[list[int]], batch_size: int, pad_id: int):
 
 @torch.inference_mode()
 def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128,
-                   progress: bool = False) -> np.ndarray:
-    """Logits for `texts`, in input order. `model` is a transformers model or an ONNX runner (slmtune.onnx)."""
-    ids = encode(tokenizer, texts, max_length)
+                   progress: bool = False, precision=None, cache: bool = True) -> np.ndarray:
+    """Logits for `texts`, in input order. `model` is a transformers model or an ONNX runner (slmtune.onnx);
+    `precision` (a slmtune.precision.Precision) runs a torch model under its autocast; `cache` keeps the
+    token ids for the next call on the same texts."""
+    ids = encode(tokenizer, texts, max_length, cache=cache)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     onnx = not isinstance(model, torch.nn.Module)
     if not onnx:
@@ -62,7 +67,8 @@ def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max
         model.eval()
     batches = sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0)
     total = -(-len(ids) // batch_size)
-    with contextlib.nullcontext() if onnx else first_token_only(model):
+    autocast = precision.autocast() if precision is not None and not onnx else contextlib.nullcontext()
+    with contextlib.nullcontext() if onnx else first_token_only(model), autocast:
         for rows, batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=not progress,
                                 leave=False):
             if onnx:

@@ -10,20 +10,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slmtune import runs
 from slmtune.errors import SlmtuneError
 from slmtune.inference import load_run
 
 ONNX_FILES = {False: "model.onnx", True: "model.int8.onnx"}
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int8: bool = False) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int8: bool = False,
+               overwrite: bool = False) -> Path:
     """Write the run's best model, LoRA merged, as a plain transformers folder (plus ONNX files if asked).
 
     `transformers.pipeline("text-classification", model=out_dir)` loads it without remote code and
     predicts what `slmtune predict` does (pass `truncation=True` for texts past the run's max_length).
+    `out_dir` must be new or empty; an earlier export there is replaced only with `overwrite`.
     """
     run = load_run(run_dir)
     out = Path(out_dir)
+    if out.is_file():
+        raise SlmtuneError(f"{out} is a file; give a folder to export into")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "slmtune.json").is_file():
+            raise SlmtuneError(f"{out} is not empty and holds no slmtune export: choose an empty or new folder")
+        if not overwrite:
+            raise SlmtuneError(f"{out} already holds an export: pass --overwrite to replace it or choose another "
+                               "folder")
+        shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -35,9 +47,59 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
     (out / "slmtune.json").write_text(json.dumps({"source_run": str(Path(run_dir).resolve()),
                                                   "clean_text": run.config.data.clean,
                                                   "max_length": run.config.data.max_length}, indent=2))
+    (out / "README.md").write_text(model_card(run, runs.read_result(run_dir)), encoding="utf-8")
     if onnx or int8:
         export_onnx(copy.deepcopy(run.model), out, int8=int8)  # the export switches attention to eager
     return out
+
+
+HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+           "distilbert-base-uncased": "distilbert/distilbert-base-uncased"}
+
+
+def model_card(run, result: dict) -> str:
+    """The exported folder's README.md: the Hub's YAML metadata (license, base model, dataset, metrics with a
+    95% interval), what was trained and how to load it with `pipeline()`. Pushing the folder needs nothing more."""
+    import yaml
+
+    from slmtune.stats import proportion_interval
+
+    config = run.config
+    base = HUB_IDS.get(config.model.name, config.model.name)
+    dataset = config.data.dataset if config.data.dataset == "ag_news" else Path(config.data.dataset).stem
+    test = result.get("metrics", {}).get("test", {})
+    metrics, lines = [], []
+    if test:
+        n = int(test["n"])
+        low, high = proportion_interval(round(test["accuracy"] * n), n)
+        metrics = [{"type": "accuracy", "value": round(test["accuracy"], 4), "name": "Test accuracy",
+                    "args": {"n": n, "ci95": [round(low, 4), round(high, 4)]}},
+                   {"type": "f1", "value": round(test["macro_f1"], 4), "name": "Test macro-F1",
+                    "args": {"average": "macro", "n": n}}]
+        lines = [f"| test accuracy | {test['accuracy']:.4f} | [{low:.4f}, {high:.4f}] (Wilson, n={n}) |",
+                 f"| test macro-F1 | {test['macro_f1']:.4f} | |"]
+    meta = {
+        "license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "text-classification",
+        "base_model": base, "datasets": [dataset], "tags": ["slmtune", config.model.method, "text-classification"],
+        "model-index": [{"name": Path(str(result.get("name") or "slmtune-model")).name, "results": [{
+            "task": {"type": "text-classification", "name": "Text Classification"},
+            "dataset": {"name": dataset, "type": dataset, "split": "test"}, "metrics": metrics}]}],
+    }
+    labels = ", ".join(run.label_names)
+    return "\n".join([
+        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+        f"# {result.get('name', 'slmtune model')}", "",
+        f"A text classifier fine-tuned from `{base}` with slmtune ({config.model.method}"
+        f"{f', rank {config.lora.r}' if config.model.method == 'lora' else ''}, merged into plain weights) on "
+        f"{dataset}: {result.get('sizes', {}).get('train', '?')} training rows, seed {config.seed}, "
+        f"{config.train.epochs:g} epochs at learning rate {config.train.learning_rate:g}.", "",
+        f"Labels: {labels}.", "",
+        "| metric | value | 95% interval |", "|---|---|---|", *lines, "",
+        "## Use", "", "```python", "from transformers import pipeline", "",
+        "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True)",
+        "classify(\"Stocks slid as oil prices rose\")", "```", "",
+        f"Texts were {'cleaned (HTML entities, whitespace) and ' if config.data.clean else ''}truncated to "
+        f"{config.data.max_length} tokens in training; `slmtune predict` applies the same cleaning.", ""])
 
 
 def _require_onnx():

@@ -15,6 +15,8 @@ from slmtune.config import RunConfig, load_config
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_proba
 from slmtune.models import load_classifier, load_tokenizer
+from slmtune.precision import Precision
+from slmtune.precision import resolve as resolve_precision
 
 
 @dataclass
@@ -23,6 +25,8 @@ class LoadedRun:
     model: Any
     tokenizer: Any
     label_names: list[str]
+    precision: Precision
+    """What inference computes in on this machine: the run's `train.precision`, resolved for the CPU."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,15 +41,22 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
     config = load_config(path / "config.yaml")
     label_names = result["label_names"]
     tokenizer = load_tokenizer(str(model_dir))
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
+    try:
+        if (model_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
 
-        base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
-        model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
-    else:
-        model = load_classifier(str(model_dir), label_names)
+            base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
+            model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+        else:
+            model = load_classifier(str(model_dir), label_names)
+    except SlmtuneError:
+        raise
+    except Exception as exc:  # a truncated or damaged safetensors file, a config that does not match the weights
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SlmtuneError(f"cannot load the model in {model_dir}: its files are damaged or incomplete ({reason}); "
+                           "retrain the run or restore the folder") from None
     model.eval()
-    return LoadedRun(config, model, tokenizer, label_names)
+    return LoadedRun(config, model, tokenizer, label_names, resolve_precision(config.train.precision, "cpu"))
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -63,17 +74,107 @@ def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = No
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise SlmtuneError("predict needs non-empty texts")
     run = load_run(run_dir)
-    if clean if clean is not None else run.config.data.clean:
-        from slmtune.data.clean import clean_texts
-
-        texts = clean_texts(texts)
-    probs = predict_proba(runner(run_dir, backend), run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
-                          max_length=run.config.data.max_length, progress=len(texts) > 2000)
+    probs = _probabilities(run, runner(run_dir, backend), texts, clean, progress=len(texts) > 2000)
     return [
         {"label": run.label_names[int(np.argmax(p))], "score": float(np.max(p)),
          "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
         for p in probs
     ]
+
+
+def _probabilities(run: LoadedRun, model, texts: list[str], clean: bool | None, progress: bool = False,
+                   cache: bool = True) -> np.ndarray:
+    if clean if clean is not None else run.config.data.clean:
+        from slmtune.data.clean import clean_texts
+
+        texts = clean_texts(texts)
+    return predict_proba(model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
+                         max_length=run.config.data.max_length, progress=progress, precision=run.precision,
+                         cache=cache)
+
+
+def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path | None = None,
+                 text_column: str | None = None, backend: str = "torch", clean: bool | None = None,
+                 chunk_rows: int = 5000, progress: bool = True) -> tuple[Path, int]:
+    """Predict every row of a CSV / TSV / JSONL / Parquet file into a CSV, streaming: memory stays bounded
+    whatever the file's size, rows are written as they are done, and the input's own columns are kept, with
+    `predicted`, `score` and one `p_<label>` column per class after them.
+
+    Rows go to OUTPUT.partial (its progress in OUTPUT.partial.json) and the file is renamed to OUTPUT at the
+    end; an interrupted call, rerun the same way, continues after the last finished chunk. Returns (path, rows)."""
+    import csv
+    import io
+    import os
+
+    from tqdm.auto import tqdm
+
+    from slmtune.data.sources import iter_table
+
+    input_path = Path(input_path)
+    output = Path(output_path) if output_path else input_path.with_suffix(".predictions.csv")
+    if output.resolve() == input_path.resolve():
+        raise SlmtuneError(f"--output {output} is the input file; choose another name")
+    run = load_run(run_dir)
+    model = runner(run_dir, backend)
+    partial, state_file = output.with_name(output.name + ".partial"), output.with_name(output.name + ".partial.json")
+    done_rows, done_bytes = 0, 0
+    key = {"run": str(Path(run_dir).resolve()), "input": str(input_path.resolve()),
+           "input_bytes": input_path.stat().st_size if input_path.is_file() else None, "backend": backend,
+           "chunk_rows": chunk_rows}
+    if partial.is_file() and state_file.is_file():
+        state = runs.read_json(state_file)
+        if state.get("key") == key:  # the same call, interrupted: continue after its last finished chunk
+            done_rows, done_bytes = int(state["rows"]), int(state["bytes"])
+    try:
+        handle = partial.open("r+b" if done_bytes else "wb")
+    except OSError as exc:
+        raise SlmtuneError(f"cannot write {partial}: {exc.strerror or exc}") from None
+    rows = 0
+    with handle, tqdm(desc="predict", unit="row", disable=not progress, initial=done_rows) as bar:
+        handle.truncate(done_bytes)
+        handle.seek(done_bytes)
+        column = text_column
+        for frame in iter_table(input_path, chunk_rows):
+            if column is None:
+                column = "text" if "text" in frame.columns else None
+            if column is None or column not in frame.columns:
+                raise SlmtuneError(f"{input_path}: no text column {column or 'text'!r}; found "
+                                   f"{', '.join(map(str, frame.columns))} (use --text-column)")
+            first = rows
+            rows += len(frame)
+            if rows <= done_rows:
+                continue
+            frame = frame.iloc[max(0, done_rows - first):]
+            texts = ["" if v is None else str(v) for v in frame[column]]
+            empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
+            if empty is not None:
+                raise SlmtuneError(f"{input_path}: empty text at row {rows - len(texts) + empty + 1}; "
+                                   f"{rows - len(texts)} rows before it are in {partial}")
+            probs = _probabilities(run, model, texts, clean, cache=False)
+            out = frame.copy()
+            names = _output_names(list(map(str, frame.columns)), run.label_names)
+            out[names[0]] = [run.label_names[i] for i in probs.argmax(axis=1)]
+            out[names[1]] = np.round(probs.max(axis=1), 5)
+            for j, name in enumerate(names[2:]):
+                out[name] = np.round(probs[:, j], 5)
+            buffer = io.StringIO()
+            out.to_csv(buffer, index=False, header=handle.tell() == 0, quoting=csv.QUOTE_MINIMAL)
+            handle.write(buffer.getvalue().encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+            runs.write_json(state_file, {"key": key, "rows": rows, "bytes": handle.tell()})
+            bar.update(len(texts))
+    if rows == 0:
+        raise SlmtuneError(f"{input_path}: no rows")
+    os.replace(partial, output)
+    state_file.unlink(missing_ok=True)
+    return output, rows
+
+
+def _output_names(columns: list[str], label_names: list[str]) -> list[str]:
+    """`predicted`, `score`, `p_<label>`...; a name the input already uses gets a `slmtune_` prefix."""
+    names = ["predicted", "score", *[f"p_{n}" for n in label_names]]
+    return [f"slmtune_{n}" if n in columns else n for n in names]
 
 
 def runner(run_dir: str | Path, backend: str = "torch"):
@@ -98,9 +199,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
     model = runner(run_dir, backend)
     start = time.perf_counter()
     probs = predict_proba(model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
-                          max_length=run.config.data.max_length, progress=True)
+                          max_length=run.config.data.max_length, progress=True, precision=run.precision)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(data.labels, probs.argmax(axis=1), data.label_names)
     metrics.update(backend=backend, split=split, seconds=round(seconds, 2),
+                   precision=run.precision.name if backend == "torch" else "fp32" if backend == "onnx" else "int8",
                    samples_per_second=round(len(data) / seconds, 2))
     return metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,6 +34,10 @@ LORA_TARGETS = {
     "mpnet": ["q", "v"],
 }
 HEADS = {"distilbert": ["pre_classifier", "classifier"]}  # everything else: ["classifier"]
+
+# PEFT reads transformers' deprecated `is_gradient_checkpointing` on every LoRA model (peft 0.18-0.21 with
+# transformers 5): a warning about their code, printed on every run; this one message only is silenced.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @functools.cache

@@ -48,10 +48,25 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def make_run_dir(name: str, output_dir: str | None) -> Path:
-    """Create the run folder (or reuse an explicit one); a clear error when it cannot be written."""
+def make_run_dir(name: str, output_dir: str | None, overwrite: bool = False) -> Path:
+    """Create the run folder; a clear error when it cannot be written.
+
+    An explicit `output_dir` must be empty or absent: one that holds a run is refused (nothing is mixed into
+    it or lost) unless `overwrite`, which empties it first; a non-empty folder that is no run folder is never
+    emptied."""
     if output_dir:
         path = Path(output_dir)
+        if path.is_file():
+            raise SlmtuneError(f"--output-dir {path} is a file; give a folder")
+        if path.is_dir() and any(path.iterdir()):
+            is_run = (path / RESULT).is_file() or (path / "config.yaml").is_file()
+            if not is_run:
+                raise SlmtuneError(f"{path} is not empty and holds no slmtune run: choose an empty or new folder")
+            if not overwrite:
+                status = _status(path)
+                raise SlmtuneError(f"{path} already holds a run (status {status}): pass --overwrite to replace it "
+                                   "or choose another folder")
+            _empty(path)
     else:
         path = Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         suffix = 1
@@ -66,6 +81,23 @@ def make_run_dir(name: str, output_dir: str | None) -> Path:
     except OSError as exc:
         raise SlmtuneError(f"cannot write the run folder {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _status(path: Path) -> str:
+    try:
+        return str(read_json(path / RESULT).get("status", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def _empty(path: Path) -> None:
+    import shutil
+
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def require_run_dir(path: str | Path) -> Path:

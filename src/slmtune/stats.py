@@ -36,6 +36,14 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return float(x.mean() - half), float(x.mean() + half)
 
 
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. one run's test accuracy over its n rows)."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
 def bootstrap_interval(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0,
                        statistic=np.mean) -> tuple[float, float]:
     x = np.asarray(values, dtype=float)

@@ -29,7 +29,6 @@ from transformers import (
 from slmtune import fast_dropout, runs
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
-from slmtune.errors import SlmtuneError
 from slmtune.evaluate import (
     classification_metrics,
     classification_report_text,
@@ -41,6 +40,8 @@ from slmtune.evaluate import (
 from slmtune.head_init import probe_head
 from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
 from slmtune.pooling import first_token_only, is_mean_pooled
+from slmtune.precision import Precision
+from slmtune.precision import resolve as resolve_precision
 
 
 class Interrupted(KeyboardInterrupt):
@@ -177,20 +178,19 @@ def _rows(ids: list[list[int]], labels: list[int]) -> list[dict[str, Any]]:
     return [{"input_ids": seq, "labels": y} for seq, y in zip(ids, labels)]
 
 
-def _device_args(device: str) -> dict[str, Any]:
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SlmtuneError("train.device=cuda but no CUDA device is available")
-    if not cuda:
-        return {"use_cpu": True}
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+def _device_args(precision: Precision) -> dict[str, Any]:
+    """TrainingArguments for the device and precision: the Trainer autocasts (CPU too), weights stay fp32."""
+    args: dict[str, Any] = {"use_cpu": True} if precision.device == "cpu" else {}
+    if precision.name in ("bf16", "fp16"):
+        args[precision.name] = True
+    return args
 
 
 def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
-def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int) -> TrainingArguments:
+def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precision: Precision) -> TrainingArguments:
     t = config.train
     every = None
     if t.max_evals and t.evals_per_epoch * t.epochs > t.max_evals:
@@ -221,7 +221,7 @@ def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int) -> Tr
         data_seed=config.seed,
         dataloader_num_workers=0,
         **schedule,
-        **_device_args(t.device),
+        **_device_args(precision),
     )
 
 
@@ -237,10 +237,11 @@ def _write_predictions(path: Path, data: TextDataset, probs: np.ndarray) -> None
     runs.atomic_write(path, buffer.getvalue())
 
 
-def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig) -> tuple[dict, np.ndarray, float]:
+def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig,
+                    precision: Precision | None = None) -> tuple[dict, np.ndarray, float]:
     start = time.perf_counter()
     logits = predict_logits(model, tokenizer, data.texts, batch_size=config.train.eval_batch_size,
-                            max_length=config.data.max_length, progress=len(data) > 2000)
+                            max_length=config.data.max_length, progress=len(data) > 2000, precision=precision)
     seconds = time.perf_counter() - start
     probs = softmax(logits)
     return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs, seconds
@@ -253,21 +254,24 @@ def save_model(model, tokenizer, path: Path) -> None:
 
 
 def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path | None = None,
-          keep_model: bool = False, callbacks: list[TrainerCallback] | None = None) -> RunResult:
+          keep_model: bool = False, callbacks: list[TrainerCallback] | None = None,
+          overwrite: bool = False) -> RunResult:
     """Fine-tune as `config` says, write the run folder, and return its result.
 
     `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`;
-    `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model.
+    `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model;
+    `overwrite` empties a run folder that already holds a run (else such a folder is refused).
     """
     started = time.perf_counter()
     splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
-    run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir)
+    precision = resolve_precision(config.train.precision, config.train.device)
+    run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir, overwrite)
     runs.atomic_write(run_dir / "config.yaml", dump_yaml(config))
     set_threads(config.train.threads)
-    runs.write_json(run_dir / "env.json", runs.environment())
+    runs.write_json(run_dir / "env.json", {**runs.environment(), "compute": precision.as_dict()})
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     result: dict[str, Any] = {"status": "running", "name": config.name, "method": config.model.method,
-                              "model": config.model.name, "seed": config.seed}
+                              "model": config.model.name, "seed": config.seed, "precision": precision.name}
     runs.write_json(run_dir / runs.RESULT, result)
 
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -301,14 +305,15 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         result["params"] = counts = param_counts(model)
         print(f"slmtune: {config.model.name} ({config.model.method}), trainable params {counts['trainable']:,} of "
               f"{counts['total']:,} ({counts['percent']:.2f}%); rows: {len(splits.train)} train, "
-              f"{len(splits.validation)} validation, {len(splits.test)} test; run folder {run_dir}", flush=True)
+              f"{len(splits.validation)} validation, {len(splits.test)} test; {precision.name} on {precision.device} "
+              f"({precision.reason}); run folder {run_dir}", flush=True)
         steps_per_epoch = math.ceil(len(train_ids) / config.train.batch_size)
         final_test = _FinalTestCallback(lambda m: {
-            k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config)[0].items()
+            k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config, precision)[0].items()
             if k in ("accuracy", "macro_f1")}) if config.train.final_test else None
         trainer = _BucketTrainer(
             model=model,
-            args=_training_args(config, run_dir, steps_per_epoch),
+            args=_training_args(config, run_dir, steps_per_epoch, precision),
             train_dataset=_rows(train_ids, splits.train.labels),
             eval_dataset=val_rows,
             processing_class=tokenizer,
@@ -337,8 +342,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         if config.model.method == "lora":
             model = model.merge_and_unload()  # plain weights: inference without adapter overhead
         t0 = time.perf_counter()
-        val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config)
-        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config)
+        val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config, precision)
+        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config, precision)
         seconds["eval"] = time.perf_counter() - t0
         _write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
         runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")

@@ -42,7 +42,8 @@ def test_predict_evaluate_export_on_the_real_run(real_run, tmp_path, capsys):
     assert main(["predict", str(real_run), "--input", str(source), "--output", str(tmp_path / "p.csv")]) == 0
     with (tmp_path / "p.csv").open() as handle:
         predicted = list(csv.DictReader(handle))
-    assert [p["label"] for p in predicted] == [r["predicted"] for r in rows]
+    assert [p["predicted"] for p in predicted] == [r["predicted"] for r in rows]
+    assert list(predicted[0])[:2] == ["text", "predicted"]  # the input's columns first
     assert main(["predict", str(real_run), "--text", "Stocks fell as oil prices rose"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[0] in ("World", "Sports", "Business", "Sci/Tech")
 

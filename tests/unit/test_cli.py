@@ -17,6 +17,8 @@ def files(tmp_path):
     good = write_csv(tmp_path / "good.csv", synthetic_rows(10))
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncaf\xe9 au lait,World\n".encode("latin-1"))
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("label,text\nSports,match goal\nBusiness\nWorld,election\n")
     return {
         "good": str(good),
         "missing": str(tmp_path / "nope.csv"),
@@ -24,6 +26,7 @@ def files(tmp_path):
         "empty_text": str(write_csv(tmp_path / "empty.csv", [("", "World"), ("x", "Sports")])),
         "unknown_label": str(write_csv(tmp_path / "unk.csv", [("x", "Weather")])),
         "latin": str(latin),
+        "ragged": str(ragged),
     }
 
 
@@ -32,7 +35,13 @@ def files(tmp_path):
     (["--dataset", "{wrong_columns}"], "missing column"),
     (["--dataset", "{empty_text}"], "empty text"),
     (["--dataset", "{good}", "--test-file", "{unknown_label}"], "outside the label set"),
-    (["--dataset", "{latin}"], "not UTF-8"),
+    (["--dataset", "{latin}"], "not UTF-8 text (byte 14, line 2)"),
+    (["--dataset", "{ragged}"], "row 2 has 1 field(s) where the header has 2"),
+    (["--config", "{folder}"], "is a folder; give a config file"),
+    (["train.batch_size=2.5"], "train.batch_size expects a whole number, got 2.5"),
+    (["train.epochs=.nan"], "train.epochs expects a number"),
+    (["lora.r=[1,2]"], "lora.r expects a whole number"),
+    (["train.precision=fp8"], "train.precision must be auto, fp32 or bf16"),
     (["--dataset", "{good}", "--model", "no-such-org/no-such-model-xyz"], "unknown model"),
     (["--dataset", "{good}", "--output-dir", "/proc/slmtune-run"], "cannot write the run folder"),
     (["--config", "{missing}"], "config file not found"),
@@ -40,7 +49,7 @@ def files(tmp_path):
     (["--data-dir", "/no/such/folder"], "AG News data folder not found"),
 ])
 def test_train_bad_input(capsys, files, tmp_path, args, message):
-    argv = [a.format(**files) for a in args]
+    argv = [a.format(folder=str(tmp_path), **files) for a in args]
     if "--output-dir" not in argv:
         argv += ["--output-dir", str(tmp_path / "run")]
     code, _, err = run_cli(capsys, "train", *argv, "data.val_size=8", "data.train_size=16")
@@ -87,3 +96,43 @@ def test_method_flag_takes_its_own_defaults_over_another_methods_file():
     config = load_config(lora_file, method_defaults(lora_file, "full", mine) + ["model.method=full", *mine])
     assert (config.train.learning_rate, config.model.pooling) == (2e-5, "mean")
     assert method_defaults(lora_file, "lora", []) == [] and method_defaults(None, "full", []) == []
+
+
+def test_config_reference_is_current_and_documents_every_field(capsys):
+    from pathlib import Path
+
+    from slmtune.config import reference_markdown, reference_rows
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert docs.read_text(encoding="utf-8") == reference_markdown(), \
+        "docs/config.md is stale: slmtune config --markdown > docs/config.md"
+    rows = reference_rows()
+    assert all(help_text for _, _, help_text in rows), [k for k, _, h in rows if not h]
+    code, out, _ = run_cli(capsys, "config", "train.precision")
+    assert code == 0 and out.startswith("train.precision = auto\n") and "AVX512-BF16" in out
+
+
+def test_version_env_and_usage_errors(capsys):
+    import json
+
+    import slmtune
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"slmtune {slmtune.__version__}"
+    code, out, _ = run_cli(capsys, "env", "--json")
+    env = json.loads(out)
+    assert code == 0 and env["packages"]["torch"] and env["precision_auto"]["precision"] in ("fp32", "bf16")
+    assert env["packaged_model"].startswith("found and verified")
+    with pytest.raises(SystemExit) as stop:  # a wrong command line is not bad input: its own exit code
+        main(["train", "--method", "nope"])
+    assert stop.value.code == 64 and "usage error" in capsys.readouterr().err
+
+
+def test_import_config_and_help_load_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, slmtune.config, slmtune.cli; slmtune.cli.build_parser().format_help(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -222,3 +222,31 @@ def test_setfit_method_on_the_same_draws(tiny_models, synthetic_files, tmp_path,
     assert len(setfit) == 2 and all(0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0 for r in setfit)
     assert [r["seed"] for r in setfit] == [r["seed"] for r in rows if r["method"] == "probe"]  # same draws
     assert summary["curves"]["setfit"][2]["n"] == 2
+
+
+class _Payload:
+    """A pickle that creates a file when loaded: what a hostile model_head.pkl could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_setfit_never_unpickles_the_model_folder(tiny_models, synthetic_files, tmp_path, capsys):
+    pytest.importorskip("setfit", reason="SetFit is the optional extra slmtune[setfit] (dev installs it)")
+    import pickle
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], folder)
+    marker = tmp_path / "pickle-ran"
+    (folder / "model_head.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    run = _run(tiny_models, synthetic_files)
+    run["model"]["name"] = str(folder)
+    cfg = FewShotConfig(run=run, shots=[2], draws=1, methods=["setfit"])
+    summary = run_fewshot(cfg, tmp_path / "f", **QUIET)
+    assert not marker.exists()  # the pickle was never loaded
+    assert "ignoring pickle files" in capsys.readouterr().out
+    assert summary["curves"]["setfit"][2]["n"] == 1

@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_overrides
 from slmtune.cli import main
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
-from slmtune.experiments.sweep import SweepConfig, _requeue_cut_off, open_storage, run_sweep
+from slmtune.experiments.sweep import SweepConfig, _requeue_missing, open_storage, run_sweep
 
 GRID = {"train.learning_rate": [0.01, 0.03], "train.weight_decay": [0.0, 0.01]}
 
@@ -25,9 +25,9 @@ def _run_section(tiny_models, synthetic_files, **extra):
     return values
 
 
-def _study_file(tmp_path, run, name="grid", space=GRID):
+def _study_file(tmp_path, run, name="grid", space=GRID, **fields):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"study": "sweep", "name": name, "run": run, "space": space}))
+    path.write_text(yaml.safe_dump({"study": "sweep", "name": name, "run": run, "space": space, **fields}))
     return path
 
 
@@ -73,16 +73,30 @@ def _sweep_process(study_file, study_dir, *extra):
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_sweep_resumes_after_kill_without_rerunning(tiny_models, synthetic_files, tmp_path):
-    study_file = _study_file(tmp_path, _run_section(tiny_models, synthetic_files, **{"train.epochs": 2}))
+def _wait_for(predicate, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not predicate():
+        time.sleep(0.1)
+
+
+def _running_runs(study_dir: Path) -> list[str]:
+    return [p.parent.name for p in study_dir.glob("runs/*/result.json")
+            if json.loads(p.read_text())["status"] == "running"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic_files, tmp_path, sig):
+    """Whatever stops the sweep during its second trial, the rerun finishes all 4 points and redoes none."""
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 8})
+    study_file = _study_file(tmp_path, run, heartbeat=1)
     proc = _sweep_process(study_file, tmp_path / "s")
-    deadline = time.time() + 180
-    while time.time() < deadline and not _finished_runs(tmp_path / "s"):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _wait_for(lambda: _finished_runs(tmp_path / "s") and _running_runs(tmp_path / "s"))
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=60)[0].decode()
     done = _finished_runs(tmp_path / "s")
-    assert 1 <= len(done) < 4, "kill came too late to test resuming"
+    assert 1 <= len(done) < 4, "the signal came too late to test resuming"
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130 and "Traceback" not in out, out[-2000:]
     assert main(["sweep", "--config", str(study_file), "--study-dir", str(tmp_path / "s")]) == 0
     after = _finished_runs(tmp_path / "s")
     assert len(after) == 4
@@ -91,19 +105,81 @@ def test_sweep_resumes_after_kill_without_rerunning(tiny_models, synthetic_files
     assert len(rows) == 4 and len({r["run_dir"] for r in rows}) == 4
 
 
-def test_trial_killed_between_suggestions_is_rerun_at_its_whole_grid_point(tmp_path):
+def test_restarting_the_sweep_leaves_a_live_workers_trial_alone(tiny_models, synthetic_files, tmp_path):
+    """A second start of the sweep while a worker trains: the worker's trial stays its own, and both end well."""
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 40, "train.max_evals": 2})
+    space = {"train.learning_rate": [0.01, 0.02, 0.03]}
+    study_file = _study_file(tmp_path, run, space=space, heartbeat=1)
+    first = _sweep_process(study_file, tmp_path / "w")
+    _wait_for(lambda: (tmp_path / "w" / "study.yaml").exists())
+    worker = _sweep_process(study_file, tmp_path / "w", "--worker")
+    _wait_for(lambda: len(_running_runs(tmp_path / "w")) == 2, 120)
+    assert len(_running_runs(tmp_path / "w")) == 2, "the two processes never trained at once"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    again = _sweep_process(study_file, tmp_path / "w")  # the starting command, rerun while the worker trains
+    outputs = [p.communicate(timeout=300)[0].decode() for p in (worker, again)]
+    assert worker.returncode == 0 and again.returncode == 0, [out[-3000:] for out in outputs]
+    import optuna
+
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
+    complete = [t.params["train.learning_rate"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(complete) == [0.01, 0.02, 0.03]  # every point once: the worker's was not taken over
+    assert len(_finished_runs(tmp_path / "w")) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_killed_mid_trial_loses_nothing(tiny_models, synthetic_files, tmp_path, request, backend):
+    """Two processes share a grid through the storage; one dies by SIGKILL while training. The other finishes
+    every point, the dead worker's point exactly once more, and every run folder ends finished."""
+    import uuid
+
+    import optuna
+
+    storage = (request.getfixturevalue("postgres_url") if backend == "postgresql"
+               else f"sqlite:///{tmp_path / 'optuna.db'}")
+    name = f"kill-{uuid.uuid4().hex[:8]}"  # a fresh study in a shared server
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 40, "train.max_evals": 2})
+    space = {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]}
+    study_file = _study_file(tmp_path, run, name=name, space=space, heartbeat=1, storage=storage)
+    first = _sweep_process(study_file, tmp_path / "k")
+    _wait_for(lambda: (tmp_path / "k" / "study.yaml").exists())
+    worker = _sweep_process(study_file, tmp_path / "k", "--worker")
+    _wait_for(lambda: len(_running_runs(tmp_path / "k")) == 2, 120)
+    assert len(_running_runs(tmp_path / "k")) == 2, "the two processes never trained at once"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    out = first.communicate(timeout=300)[0].decode()
+    assert first.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name=name, storage=storage)
+    complete = sorted(t.params["train.learning_rate"] for t in study.trials if t.state.name == "COMPLETE")
+    assert complete == [0.01, 0.02, 0.03, 0.04]  # each point finished once
+    assert sum(t.state.name == "FAIL" for t in study.trials) == 1  # the killed trial, retried once
+    assert len(_finished_runs(tmp_path / "k")) == 4 and not _running_runs(tmp_path / "k")
+
+
+def test_stopped_and_stale_trials_come_back_once(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    study = optuna.create_study(study_name="g", storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
-    study.enqueue_trial({"train.learning_rate": 0.03, "train.weight_decay": 0.01})
-    cut_off = study.ask()
-    cut_off.suggest_categorical("train.learning_rate", [0.01, 0.03])  # the kill lands before the second one
-    assert _requeue_cut_off(study) == 1
-    states = {t.number: t.state for t in study.trials}
-    assert states == {0: TrialState.FAIL, 1: TrialState.WAITING}
-    assert study.trials[1].system_attrs["fixed_params"] == {"train.learning_rate": 0.03, "train.weight_decay": 0.01}
-    assert _requeue_cut_off(study) == 0  # nothing running any more
+    points = [{"train.learning_rate": lr, "train.weight_decay": 0.01} for lr in (0.01, 0.03)]
+    study = optuna.create_study(study_name="g", storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=1))
+    for point in points:
+        study.enqueue_trial(point)
+    stopped = study.ask()  # Ctrl-C: Optuna marks the trial FAIL
+    stopped.suggest_categorical("train.learning_rate", [0.01, 0.03])
+    study.tell(stopped, state=TrialState.FAIL)
+    live = study.ask()  # another process is training this one
+    assert _requeue_missing(study, points) == 1  # the stopped point, whole; the running one is left alone
+    assert study.trials[-1].system_attrs["fixed_params"] == points[0]
+    assert _requeue_missing(study, points) == 0
+    study._storage.record_heartbeat(live._trial_id)
+    time.sleep(5)  # silent for longer than 3 heartbeats (the database clock counts whole seconds): taken as dead
+    optuna.storages.fail_stale_trials(study)
+    optuna.storages.fail_stale_trials(study)  # a second process noticing too queues nothing more
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+    assert study.trials[-1].system_attrs["fixed_params"] == points[1]
 
 
 def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
@@ -147,6 +223,7 @@ def test_seeds_with_comparison(tiny_models, synthetic_files, tmp_path):
     (["sweep", "--config", "{empty}"], "sweep space is empty"),
     (["sweep", "--space", "nope"], "unknown sweep space"),
     (["sweep", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the sweep storage"),
+    (["sweep", "--config", "{heartbeat}"], "heartbeat must be a positive whole number"),
     (["seeds", "--seeds", "1,2,1"], "duplicates"),
     (["seeds", "--seeds", "1,x"], "--seeds takes integers"),
 ])
@@ -154,6 +231,7 @@ def test_study_bad_input(capsys, tmp_path, argv, message):
     files = {
         "bad_field": _study_file(tmp_path, {}, "bad", {"train.learning_rat": [0.1]}),
         "empty": _study_file(tmp_path, {}, "empty", {}),
+        "heartbeat": _study_file(tmp_path, {}, "hb", GRID, heartbeat=0),
     }
     code = main([a.format(**files) for a in argv] + ["--study-dir", str(tmp_path / "study")])
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import synthetic_rows, tiny_overrides, write_csv
 from slmtune import runs
 from slmtune.config import from_dict
 from slmtune.inference import evaluate_run, load_run, predict
@@ -101,6 +101,15 @@ def test_export_loads_in_plain_pipeline_and_agrees(lora_run, tmp_path):
     from slmtune.export import export_run
 
     out = export_run(lora_run.run_dir, tmp_path / "export")
+    card = (out / "README.md").read_text()
+    import yaml
+
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["pipeline_tag"] == "text-classification" and meta["license"] and meta["base_model"]
+    accuracy = meta["model-index"][0]["results"][0]["metrics"][0]
+    assert accuracy["value"] == round(lora_run.metrics["test"]["accuracy"], 4)
+    low, high = accuracy["args"]["ci95"]
+    assert low <= accuracy["value"] <= high and low < high and "pipeline(" in card
     texts = ["stock market shares profit bank", "software internet computer chip", "president election war"]
     pipe = pipeline("text-classification", model=str(out), top_k=None)
     ours = predict(lora_run.run_dir, texts)
@@ -171,38 +180,142 @@ def test_load_run_refuses_unfinished(tmp_path):
         load_run(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("cuda, bf16, device, expected", [
-    (False, False, "auto", {"use_cpu": True}),
-    (True, True, "auto", {"bf16": True}),
-    (True, False, "auto", {"fp16": True}),
-    (True, True, "cpu", {"use_cpu": True}),
+@pytest.mark.parametrize("cuda, bf16, cpu_bf16, device, precision, expected, args", [
+    (False, False, None, "auto", "auto", "fp32", {"use_cpu": True}),
+    (False, False, "avx512_bf16", "auto", "auto", "bf16", {"use_cpu": True, "bf16": True}),
+    (False, False, "amx_bf16", "auto", "fp32", "fp32", {"use_cpu": True}),
+    (False, False, None, "auto", "bf16", "bf16", {"use_cpu": True, "bf16": True}),  # asked for: emulated
+    (True, True, None, "auto", "auto", "bf16", {"bf16": True}),
+    (True, False, None, "auto", "auto", "fp16", {"fp16": True}),
+    (True, True, None, "auto", "fp32", "fp32", {}),
+    (True, True, None, "cpu", "auto", "fp32", {"use_cpu": True}),
 ])
-def test_device_picks_gpu_precision_without_a_flag(monkeypatch, cuda, bf16, device, expected):
+def test_precision_follows_the_hardware(monkeypatch, cuda, bf16, cpu_bf16, device, precision, expected, args):
     import torch
 
+    from slmtune import precision as precision_module
     from slmtune.train import _device_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
-    assert _device_args(device) == expected
+    monkeypatch.setattr(precision_module, "cpu_bf16_support", lambda: cpu_bf16)
+    resolved = precision_module.resolve(precision, device)
+    assert resolved.name == expected and resolved.reason
+    assert _device_args(resolved) == args
 
 
 def test_cuda_requested_without_gpu_is_a_clear_error(monkeypatch):
     import torch
 
     from slmtune.errors import SlmtuneError
-    from slmtune.train import _device_args
+    from slmtune.precision import resolve
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SlmtuneError, match="no CUDA device"):
-        _device_args("cuda")
+        resolve("auto", "cuda")
+
+
+def test_bf16_run_records_its_precision_and_matches_fp32_predictions(tiny_models, synthetic_files, tmp_path):
+    """bf16 autocast on CPU (emulated where the CPU lacks it): same run folder, precision recorded, weights
+    saved in fp32, and predictions that agree with an fp32 pass of the same model on nearly every row."""
+    import numpy as np
+    import torch
+
+    from slmtune.evaluate import predict_logits
+    from slmtune.precision import resolve
+
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.precision": "bf16"})
+    result = train(from_dict(values), run_dir=tmp_path / "run", keep_model=True)
+    saved = runs.read_result(tmp_path / "run")
+    assert saved["status"] == "success" and saved["precision"] == "bf16"
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["compute"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights stay fp32
+    texts = [text for text, _ in synthetic_rows(10, seed=5)]
+    fp32 = predict_logits(result.model, result.tokenizer, texts)
+    bf16 = predict_logits(result.model, result.tokenizer, texts, precision=resolve("bf16", "cpu"))
+    assert (fp32.argmax(1) == bf16.argmax(1)).mean() >= 0.9 and np.abs(fp32 - bf16).max() < 0.5
 
 
 def test_report_to_passes_through(tmp_path):
     from slmtune.config import load_config
+    from slmtune.precision import Precision
     from slmtune.train import _training_args
 
+    fp32 = Precision("fp32", "cpu", "test")
     args = _training_args(load_config(None, ["train.report_to=tensorboard", "train.evals_per_epoch=2"]),
-                          tmp_path, steps_per_epoch=10)
+                          tmp_path, steps_per_epoch=10, precision=fp32)
     assert args.report_to == ["tensorboard"] and args.eval_steps == 5
-    assert _training_args(load_config(None, []), tmp_path, 10).report_to == []
+    assert _training_args(load_config(None, []), tmp_path, 10, fp32).report_to == []
+
+
+def test_predict_file_streams_keeps_columns_and_resumes(lora_run, tmp_path, monkeypatch):
+    import csv
+
+    from slmtune import inference
+
+    rows = [(f"id-{i}", text) for i, (text, _) in enumerate(synthetic_rows(8, seed=3))]  # 32 rows
+    source = write_csv(tmp_path / "in.csv", rows, header=("id", "text"))
+    output, count = inference.predict_file(lora_run.run_dir, source, tmp_path / "all.csv", chunk_rows=5,
+                                           progress=False)
+    with output.open() as handle:
+        whole = list(csv.DictReader(handle))
+    assert count == 32 and [r["id"] for r in whole] == [r[0] for r in rows]  # the input's columns, in order
+    assert list(whole[0])[:4] == ["id", "text", "predicted", "score"]
+    expected = predict(lora_run.run_dir, [r[1] for r in rows])
+    assert [r["predicted"] for r in whole] == [p["label"] for p in expected]
+
+    real, calls = inference._probabilities, []
+
+    def dies_on_the_fourth_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "_probabilities", dies_on_the_fourth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        inference.predict_file(lora_run.run_dir, source, tmp_path / "p.csv", chunk_rows=5, progress=False)
+    assert not (tmp_path / "p.csv").exists()
+    assert len((tmp_path / "p.csv.partial").read_text().splitlines()) == 16  # header + 3 chunks, kept
+    monkeypatch.setattr(inference, "_probabilities", real)
+    done = []
+    monkeypatch.setattr(inference, "_probabilities", lambda *a, **k: done.append(len(a[2])) or real(*a, **k))
+    inference.predict_file(lora_run.run_dir, source, tmp_path / "p.csv", chunk_rows=5, progress=False)
+    assert sum(done) == 17  # only the rows not yet written
+    assert (tmp_path / "p.csv").read_text() == output.read_text()
+    assert not (tmp_path / "p.csv.partial").exists() and not (tmp_path / "p.csv.partial.json").exists()
+
+
+def test_output_dir_with_a_run_is_refused_unless_overwrite(tiny_models, synthetic_files, tmp_path):
+    from slmtune.errors import SlmtuneError
+
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 1}))
+    train(cfg, run_dir=tmp_path / "run")
+    (tmp_path / "run" / "onnx").mkdir()  # a stale export of the old model
+    with pytest.raises(SlmtuneError, match="already holds a run .status success.*--overwrite"):
+        train(cfg, run_dir=tmp_path / "run")
+    train(cfg, run_dir=tmp_path / "run", overwrite=True)
+    assert not (tmp_path / "run" / "onnx").exists()
+    lines = runs.MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
+    assert sum(1 for r in lines if r.get("split") == "test") == 1  # one run's metrics, not two
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(SlmtuneError, match="holds no slmtune run"):
+        train(cfg, run_dir=tmp_path / "other", overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_export_into_a_used_folder_is_refused(lora_run, tmp_path):
+    from slmtune.errors import SlmtuneError
+    from slmtune.export import export_run
+
+    export_run(lora_run.run_dir, tmp_path / "e")
+    with pytest.raises(SlmtuneError, match="already holds an export"):
+        export_run(lora_run.run_dir, tmp_path / "e")
+    (tmp_path / "e" / "stale.bin").write_text("x")
+    export_run(lora_run.run_dir, tmp_path / "e", overwrite=True)
+    assert not (tmp_path / "e" / "stale.bin").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    with pytest.raises(SlmtuneError, match="holds no slmtune export"):
+        export_run(lora_run.run_dir, tmp_path / "mine", overwrite=True)

@@ -34,33 +34,104 @@ class TextDataset:
 
 
 def _read_table(path: Path, **csv_kwargs) -> pd.DataFrame:
+    """The whole file as one frame of strings (CSV/TSV) or values (JSONL, Parquet); one-line errors."""
+    frames = list(iter_table(path, None, **csv_kwargs))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def iter_table(path: str | Path, chunk_rows: int | None = 10_000, **csv_kwargs):
+    """Frames of at most `chunk_rows` rows (None: one frame), read as they are needed, so memory stays bounded.
+
+    CSV/TSV cells stay strings (a missing field reads as ""); bad UTF-8 (with its byte offset in the file) and
+    parse errors end in one line that says where."""
+    path = Path(path)
     if not path.exists():
         raise SlmtuneError(f"data file not found: {path}")
     if not path.is_file():
         raise SlmtuneError(f"data path is not a file: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet"):
+        raise SlmtuneError(f"unsupported file type {suffix!r} for {path}: use .csv, .tsv, .jsonl, .json or .parquet")
     try:
         if suffix in (".csv", ".tsv", ".txt"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8", dtype=str,
-                               keep_default_na=False, **csv_kwargs)
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl", encoding="utf-8", dtype=False)
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise SlmtuneError(f"{path} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+            reader = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8", dtype=str,
+                                 keep_default_na=False, chunksize=chunk_rows, **csv_kwargs)
+            yield from ([reader] if chunk_rows is None else reader)
+        elif suffix in (".jsonl", ".json"):
+            if suffix == ".json" or chunk_rows is None:
+                yield pd.read_json(path, lines=suffix == ".jsonl", encoding="utf-8", dtype=False)
+            else:
+                with pd.read_json(path, lines=True, encoding="utf-8", dtype=False, chunksize=chunk_rows) as reader:
+                    yield from reader
+        else:
+            import pyarrow.parquet as pq
+
+            handle = pq.ParquetFile(path)
+            if chunk_rows is None:
+                yield handle.read().to_pandas()
+            else:
+                for batch in handle.iter_batches(batch_size=chunk_rows):
+                    yield batch.to_pandas()
+    except UnicodeDecodeError:
+        offset, line = _first_bad_byte(path)
+        raise SlmtuneError(f"{path} is not UTF-8 text (byte {offset}, line {line}); re-save it as UTF-8") from None
     except PermissionError:
         raise SlmtuneError(f"cannot read {path}: permission denied") from None
     except (ValueError, pd.errors.ParserError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SlmtuneError(f"cannot parse {path}: {reason}") from None
-    raise SlmtuneError(f"unsupported file type {suffix!r} for {path}: use .csv, .tsv, .jsonl, .json or .parquet")
+    except Exception as exc:  # pyarrow's errors
+        if type(exc).__module__.startswith("pyarrow"):
+            raise SlmtuneError(f"cannot parse {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        raise
 
 
-def _check_texts(texts: list[str], where: str) -> None:
+def _first_bad_byte(path: Path) -> tuple[int, int]:
+    """(offset in the file, 1-based line) of the first byte that is not UTF-8."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                bad = offset + exc.start
+                line += block[: max(0, exc.start)].count(b"\n")
+                return bad, line
+            offset += len(block)
+            line += block.count(b"\n")
+    return offset, line
+
+
+def _check_texts(texts: list[str], where: str, path: Path | None = None) -> None:
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
+        ragged = short_row(path) if path is not None else None
+        if ragged:  # the empty texts come from a broken line, not from the data: say which
+            row, found, expected = ragged
+            raise SlmtuneError(f"{path}: row {row} has {found} field(s) where the header has {expected} "
+                               "(a missing separator, or a quote left open?)")
         raise SlmtuneError(f"{where}: {len(empty)} empty text(s), first at row {empty[0] + 1}")
+
+
+def short_row(path: Path) -> tuple[int, int, int] | None:
+    """(row, fields, header fields) of the first CSV/TSV record with fewer fields than the header, or None."""
+    import csv
+
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            expected = len(next(reader, []))
+            for row, record in enumerate(reader, start=1):
+                if record and len(record) < expected:
+                    return row, len(record), expected
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def load_ag_news_csv(path: str | Path) -> TextDataset:
@@ -136,7 +207,7 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str = 
     if frame.empty:
         raise SlmtuneError(f"{path}: no rows")
     texts = ["" if v is None else str(v) for v in frame[text_column]]
-    _check_texts(texts, str(path))
+    _check_texts(texts, str(path), path)
     raw = [str(v).strip() for v in frame[label_column]]
     if any(r == "" or r.lower() in ("nan", "none") for r in raw):
         raise SlmtuneError(f"{path}: empty label in column {label_column!r}")

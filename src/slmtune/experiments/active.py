@@ -93,7 +93,7 @@ class RunScorer:
         if self.model is None:
             self.run, self.model = load_run(self.run_dir), runner(self.run_dir, self.backend)
         probs = predict_proba(self.model, self.run.tokenizer, texts, batch_size=self.run.config.train.eval_batch_size,
-                              max_length=self.run.config.data.max_length)
+                              max_length=self.run.config.data.max_length, precision=self.run.precision)
         self.seconds += clock.elapsed
         return probs
 

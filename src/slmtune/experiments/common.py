@@ -16,6 +16,7 @@ from slmtune import runs
 from slmtune.config import RunConfig, dump_yaml, from_dict, load_yaml, merge, replace
 from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
+from slmtune.precision import resolve as resolve_precision
 from slmtune.train import train
 
 # Measured on the 2-core reference CPU with the default MiniLM, in the same hour as CALIBRATION_REFERENCE
@@ -56,6 +57,10 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["train"].pop("layer_decay", None)
     if values["model"].get("head_init") == "random":
         values["model"].pop("head_init", None)
+    # what the run computes in on this machine (auto differs by CPU); fp32 runs keep their earlier key
+    values["train"]["precision"] = resolve_precision(config.train.precision, config.train.device).name
+    if values["train"]["precision"] == "fp32":
+        values["train"].pop("precision")
     return values
 
 

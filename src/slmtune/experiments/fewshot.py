@@ -84,6 +84,19 @@ def _row(splits, predicted, train_seconds: float, total_seconds: float, params: 
             "trainable_params": int(params), "reused": False, "run_dir": None}
 
 
+def _setfit_model(model_cls, name: str):
+    """SetFit's default model (sentence-transformer body, logistic-regression head) built without
+    `SetFitModel.from_pretrained`, which joblib-loads any model_head.pkl in the folder or on the Hub: a model
+    folder is data, and a pickle can run code. Such a file is ignored, with a note."""
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    if Path(name).is_dir() and any(Path(name).glob("*.pkl")):
+        print(f"slmtune: note: ignoring pickle files in {name} (never loaded: they can run code); "
+              "SetFit starts from a fresh logistic-regression head", flush=True)
+    return model_cls(model_body=SentenceTransformer(name, trust_remote_code=False), model_head=LogisticRegression())
+
+
 def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     """SetFit 1.x with its default settings (batch 16, one epoch of contrastive pairs, logistic-regression head)."""
     try:
@@ -96,7 +109,7 @@ def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 
     clock = Clock()
     splits = study.splits(config)
-    model = SetFitModel.from_pretrained(resolve_model(config.model.name))
+    model = _setfit_model(SetFitModel, resolve_model(config.model.name))
     with tempfile.TemporaryDirectory(prefix="setfit-", dir=study.root) as scratch:  # not SetFit's ./checkpoints
         args = TrainingArguments(output_dir=scratch, save_strategy="no", batch_size=config.train.batch_size,
                                  num_epochs=1, seed=config.seed, report_to="none", show_progress_bar=False)

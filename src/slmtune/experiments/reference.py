@@ -179,11 +179,17 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
     raise SlmtuneError(f"unknown kind {kind!r}")
 
 
-def calibrate(root: Path, model: str = "minilm-l6", progress=print) -> dict[str, float]:
-    """Samples/s of 30 LoRA training steps and of length-sorted inference on 1,024 rows on this machine (cached)."""
+def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: str = "auto") -> dict[str, float]:
+    """Samples/s of 30 LoRA training steps and of length-sorted inference on 1,024 rows on this machine, in the
+    study's precision (cached; measured again when the precision changes)."""
+    from slmtune.precision import resolve as resolve_precision
+
+    compute = resolve_precision(precision)
     path = root / "calibration.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached.get("precision", compute.name) == compute.name:
+            return cached
     import torch
 
     from slmtune import fast_dropout
@@ -204,16 +210,18 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print) -> dict[str,
         if i == 2:  # two steps warm up
             start = time.perf_counter()
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        loss = net(**encoded, labels=torch.tensor(test.labels[16 * i:16 * i + len(batch)])).loss
+        with compute.autocast():
+            loss = net(**encoded, labels=torch.tensor(test.labels[16 * i:16 * i + len(batch)])).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     train_rate = 16 * (len(batches) - 2) / (time.perf_counter() - start)
     net.eval()
     start = time.perf_counter()
-    predict_proba(net, tokenizer, texts, batch_size=64, max_length=128)
+    predict_proba(net, tokenizer, texts, batch_size=64, max_length=128, precision=compute)
     eval_rate = len(texts) / (time.perf_counter() - start)
     result = {"train": round(train_rate, 1), "eval": round(eval_rate, 1), "seconds": round(clock.elapsed, 1),
+              "precision": compute.name,
               "speed_vs_reference": round((train_rate / CALIBRATION_REFERENCE["train"]
                                            + eval_rate / CALIBRATION_REFERENCE["eval"]) / 2, 3)}
     runs.write_json(path, result)
@@ -363,11 +371,13 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         raise SlmtuneError("the reference study names no parts")
     for name, settings in cfg.parts.items():
         part_kind(name, settings)
+    budget_s = parse_budget(budget) if budget else None  # a bad --budget fails before the calibration run
     root = Path(root or Path("studies") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
-    speed = calibrate(root, progress=progress)["speed_vs_reference"]
-    if budget:
-        plan = fit_budget(cfg, root, cli_overrides, speed, parse_budget(budget), only)
+    base = load_run_config(cfg.recipe, None, cli_overrides)
+    speed = calibrate(root, progress=progress, precision=base.train.precision)["speed_vs_reference"]
+    if budget_s is not None:
+        plan = fit_budget(cfg, root, cli_overrides, speed, budget_s, only)
     else:
         plan = make_plan(cfg, root, cli_overrides, speed, only)
     progress(f"reference study {cfg.name} in {root}: {plan.total_runs} training runs, {plan.new_runs} to train; "

@@ -8,6 +8,7 @@ Every trial trains through `Study.run`, which reuses a finished run of the same 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ class SweepConfig:
     """Number of TPE trials; null runs the grid of every listed value."""
     storage: str | None = None
     """Optuna storage URL; null is sqlite in the study folder."""
+    heartbeat: int = 10
+    """Seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its process was killed) is
+    failed and its point run again. A live trial of another worker is never taken over."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.heartbeat, int) or isinstance(self.heartbeat, bool) or self.heartbeat < 1:
+            raise SlmtuneError(f"heartbeat must be a positive whole number of seconds, got {self.heartbeat!r}")
 
     def resolved_space(self) -> dict[str, Any]:
         if isinstance(self.space, str):
@@ -98,35 +106,51 @@ def _grid_sampler():
     return GridOnly()
 
 
-def open_storage(url: str):
+def open_storage(url: str, heartbeat: int = 10):
+    """Optuna RDB storage with heartbeats: a trial whose process stops beating for 3 heartbeats is failed and
+    its point queued again (once, by whichever process notices first); a live trial is never taken over."""
     import warnings
 
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     try:
         engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                          heartbeat_stale_trial_callback=_retry_point)
     except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
-        raise SlmtuneError(f"cannot open the sweep storage {url}: {str(exc).splitlines()[0][:200]}") from None
+        raise SlmtuneError(f"cannot open the sweep storage {url}: {_first_line(exc)}") from None
     except Exception as exc:  # SQLAlchemy connection errors and the like
-        raise SlmtuneError(f"cannot open the sweep storage {url}: {type(exc).__name__}") from None
+        raise SlmtuneError(f"cannot open the sweep storage {url}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
-def _requeue_cut_off(study) -> int:
-    """Trials left RUNNING by a killed process: mark failed, and re-run each once."""
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _point(trial) -> dict[str, Any]:
+    """A trial's whole grid point: fixed_params for queued trials (params holds only what was suggested)."""
+    return trial.system_attrs.get("fixed_params") or trial.params
+
+
+def _retry_point(study, trial) -> None:
+    """Heartbeat-stale callback: the dead trial's point goes back in the queue."""
+    study.enqueue_trial(_point(trial), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+
+
+def _requeue_missing(study, points: list[dict[str, Any]]) -> int:
+    """Queue every grid point that has no finished, waiting or running trial (a trial stopped by Ctrl-C, SIGTERM
+    or an error is FAIL: its point comes back). Running trials are left to their owners' heartbeats."""
     from optuna.trial import TrialState
 
+    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    held = [_point(t) for t in study.get_trials(deepcopy=False, states=live)]
     count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        if "retry_of" not in trial.user_attrs and "failed_trial" not in trial.system_attrs:
-            # a grid trial's whole point is in fixed_params; params holds only what was suggested before the kill
-            study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params,
-                                user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    for point in points:
+        if point not in held:
+            study.enqueue_trial(point, user_attrs={"requeued": True}, skip_if_exists=False)
             count += 1
     return count
 
@@ -172,7 +196,8 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     """Run (or join, or resume) a sweep; returns the summary (also written to the study folder)."""
     optuna = _require_optuna()
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna logs a stopped trial's traceback as a warning; slmtune says what happened in one line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
     space = cfg.resolved_space()
     search = cfg.search is not None
@@ -182,7 +207,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         space = {k: SEARCH_SPACE[k] for k in space}
     _check_space(base, space, search)
     study = Study(study_dir or Path("studies") / cfg.name)
-    storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}")
+    storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
     points = [] if search else grid_points(space)
     if worker:
         try:
@@ -195,13 +220,14 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
             sampler=None if not search else optuna.samplers.TPESampler(seed=base.seed),
             pruner=optuna.pruners.MedianPruner() if search else optuna.pruners.NopPruner(),
         )
-        requeued = _requeue_cut_off(optuna_study)
-        if requeued:
-            progress(f"re-running {requeued} trial(s) cut off earlier")
+        optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
         if not optuna_study.user_attrs.get("enqueued") and points:
             for point in points:
                 optuna_study.enqueue_trial(point, skip_if_exists=True)
             optuna_study.set_user_attr("enqueued", True)
+        requeued = _requeue_missing(optuna_study, points)
+        if requeued:
+            progress(f"re-running {requeued} trial(s) stopped earlier")
         study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
                                 "space": space, "search": cfg.search, "storage": cfg.storage,
                                 "cli_overrides": cli_overrides or []})
@@ -234,11 +260,23 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
             optuna_study.optimize(objective, n_trials=remaining)
     else:
         optuna_study.sampler = _grid_sampler()
-        while _waiting(optuna_study):
-            try:
-                optuna_study.optimize(objective, n_trials=1)
-            except _GridExhausted:  # another worker took the last point
+        said = False
+        while True:
+            if _waiting(optuna_study):
+                try:
+                    optuna_study.optimize(objective, n_trials=1)
+                except _GridExhausted:  # another worker took the last waiting point
+                    pass
+                continue
+            running = _running(optuna_study)
+            if not running:
                 break
+            if not said:  # finish together: a live trial is its owner's; a dead one comes back through the heartbeat
+                progress(f"waiting for {len(running)} trial(s) running in another process (retried if its heartbeat "
+                         f"stops for {3 * cfg.heartbeat}s)")
+                said = True
+            time.sleep(cfg.heartbeat)
+            optuna.storages.fail_stale_trials(optuna_study)
     return summarize_sweep(optuna_study, study, space, base)
 
 
@@ -246,6 +284,12 @@ def _completed(optuna_study) -> list:
     from optuna.trial import TrialState
 
     return optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def _running(optuna_study) -> list:
+    from optuna.trial import TrialState
+
+    return optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def _waiting(optuna_study) -> list:
@@ -258,7 +302,7 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
     rows = []
     for trial in _completed(optuna_study):
         row = {"trial": trial.number, **trial.params}
-        row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of",)})
+        row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of", "requeued")})
         rows.append(row)
     if not rows:
         raise SlmtuneError("the sweep has no finished trials yet")

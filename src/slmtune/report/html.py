@@ -20,7 +20,8 @@ from slmtune.errors import SlmtuneError
 CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:22px 32px}header h1{margin:0;font-size:24px}
-header p{margin:6px 0 0;color:#b8c0cc;font-size:14px}main{max-width:1180px;margin:0 auto;padding:20px 32px 60px}
+header p{margin:6px 0 0;color:#b8c0cc;font-size:14px}header p.notice{color:#ffd479}
+main{max-width:1180px;margin:0 auto;padding:20px 32px 60px}
 section{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 24px;margin:18px 0}
 h2{margin:0 0 12px;font-size:19px}h3{font-size:15px;margin:16px 0 8px;color:#3a4252}
 table{border-collapse:collapse;width:100%;font-size:13.5px;margin:6px 0 12px}
@@ -324,13 +325,14 @@ class Report:
                 + _figure(Path(dash), f"Dashboard: accuracy (error bars ±1 sd), macro-F1, train time, trainable "
                                       f"share ({n} runs)", wide=True) + "</div>")
 
-    def html(self, title: str, subtitle: str, overview: str) -> str:
+    def html(self, title: str, subtitle: str, overview: str, notices: list[str] | None = None) -> str:
         nav = "".join(f"<a href='#{escape(a)}'>{escape(t)}</a>" for a, t, _ in self.sections[:12])
+        banner = "".join(f"<p class='notice'><b>Incomplete:</b> {escape(n)}</p>" for n in notices or [])
         findings = _table(["finding", "value", "n", "interval / note"], self.findings) if self.findings else ""
         body = "".join(f"<section id='{escape(a)}'><h2>{escape(t)}</h2>{h}</section>" for a, t, h in self.sections)
         return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
-                f"<body><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p><nav>{nav}</nav></header><main>"
+                f"<body><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p>{banner}<nav>{nav}</nav></header><main>"
                 f"<section id='findings'><h2>Key findings</h2>{findings}{overview}</section>{body}</main>"
                 "</body></html>")
 
@@ -341,6 +343,35 @@ def _studies_under(folder: Path) -> list[Path]:
         if "runs" not in summary.parts[len(folder.parts):]:
             found.append(summary.parent)
     return found
+
+
+def unfinished(folder: Path) -> list[str]:
+    """What in `folder` did not finish: a run that was interrupted or failed, study runs that did, and parts of
+    a whole study that have not run yet. The report says so at the top."""
+    notes = []
+    if (folder / runs.RESULT).is_file():
+        status = runs.read_result(folder).get("status")
+        if status != "success":
+            notes.append(f"this run did not finish (status {status}); rerun it to get its metrics")
+        return notes
+    stopped: dict[str, int] = {}
+    for result in folder.glob("**/runs/*/" + runs.RESULT):
+        try:
+            status = runs.read_json(result).get("status")
+        except (OSError, ValueError):
+            status = "unreadable"
+        if status != "success":
+            stopped[status] = stopped.get(status, 0) + 1
+    if stopped:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(stopped.items()))
+        notes.append(f"some runs did not finish ({counts}); rerun the same command to complete them")
+    record = folder / "reference.json"
+    if record.is_file():
+        values = runs.read_json(record)
+        missing = [p for p in values.get("parts", {}) if p not in values.get("seconds", {})]
+        if missing:
+            notes.append(f"the study stopped before these parts finished: {', '.join(missing)}")
+    return notes
 
 
 def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
@@ -375,10 +406,21 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
                         if x)
     subtitle = f"{kind} in {folder.resolve()}" + (f" · {machine}" if machine else "")
     (folder / "plots").mkdir(exist_ok=True)
-    page = report.html(f"slmtune report: {folder.resolve().name}", subtitle, report.overview_figures(folder))
+    notices = unfinished(folder)
+    page = report.html(f"slmtune report: {folder.resolve().name}", subtitle, report.overview_figures(folder),
+                       notices)
     path = Path(output) if output else folder / "report.html"
-    runs.atomic_write(path, page)
-    runs.atomic_write(path.with_name("findings.md"), findings_markdown(report.findings, subtitle))
+    if path.is_dir():
+        raise SlmtuneError(f"--output {path} is a folder; give a file name such as {path / 'report.html'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(path, page)
+        findings = findings_markdown(report.findings, subtitle)
+        if notices:
+            findings = "".join(f"**Incomplete:** {n}\n\n" for n in notices) + findings
+        runs.atomic_write(path.with_name("findings.md"), findings)
+    except OSError as exc:
+        raise SlmtuneError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -1,0 +1,91 @@
+"""Numeric precision: bf16 autocast where the hardware runs it natively (CUDA, CPUs with AVX512-BF16 or AMX),
+fp32 elsewhere. Master weights and optimizer state stay fp32 either way; only matmuls run in bf16."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from slmtune.errors import SlmtuneError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def cpu_bf16_support() -> str | None:
+    """The CPU feature that runs bf16 matmuls natively (`amx_bf16`, `avx512_bf16`, Arm `bf16`), or None.
+
+    Without one, bf16 on CPU is emulated and slower than fp32."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return flag
+    cpu = getattr(torch, "cpu", None)
+    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "avx512_bf16"
+    if "bf16" in flags:  # aarch64 (Graviton 3, Apple M2 and later under Linux)
+        return "bf16"
+    return None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a run computes in, on which device, and why (recorded in env.json, printed at the start)."""
+
+    name: str
+    """`fp32`, `bf16` or `fp16` (fp16 only on CUDA devices without bf16)."""
+    device: str
+    """`cpu` or `cuda`."""
+    reason: str
+    """One line: why this precision was picked."""
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for plain fp32."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    def autocast(self):
+        """A context that runs the forward pass in this precision (nothing for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.dtype)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"precision": self.name, "device": self.device, "reason": self.reason}
+
+
+def resolve(precision: str = "auto", device: str = "auto") -> Precision:
+    """The precision `auto | fp32 | bf16` means on this machine, for `device` (`auto | cpu | cuda`)."""
+    if precision not in PRECISIONS:
+        raise SlmtuneError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SlmtuneError("train.device=cuda but no CUDA device is available")
+    if device != "cpu" and torch.cuda.is_available():
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if precision == "fp32":
+            return Precision("fp32", "cuda", "asked for fp32")
+        if precision == "bf16" and not bf16_ok:
+            raise SlmtuneError("precision bf16 asked for, but this CUDA device has no bf16: use auto or fp32")
+        if bf16_ok:
+            return Precision("bf16", "cuda", "asked for bf16" if precision == "bf16" else "CUDA device with bf16")
+        return Precision("fp16", "cuda", "CUDA device without bf16: fp16 mixed precision")
+    feature = cpu_bf16_support()
+    if precision == "fp32":
+        return Precision("fp32", "cpu", "asked for fp32")
+    if precision == "bf16":
+        note = f"native ({feature})" if feature else "emulated: no native bf16 on this CPU, slower than fp32"
+        return Precision("bf16", "cpu", f"asked for bf16; {note}")
+    if feature:
+        return Precision("bf16", "cpu", f"CPU with native bf16 ({feature})")
+    return Precision("fp32", "cpu", "CPU without native bf16 (AVX512-BF16 or AMX): bf16 would be slower")

@@ -137,7 +137,7 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
                                     cfg.prompt_epochs),
         batch_size=config.train.batch_size, learning_rate=cfg.prompt_lr, scale=cfg.prompt_scale,
         max_length=config.data.max_length, prior_rows=cfg.prompt_prior_rows,
-        freeze_word_embeddings=cfg.prompt_freeze_word_embeddings)
+        freeze_word_embeddings=cfg.prompt_freeze_word_embeddings, precision=config.train.precision)
     model, tokenizer = prompt_head.fine_tune(name, splits.train.texts, splits.train.labels, prototypes,
                                              config.seed, settings)
     train_seconds = clock.elapsed

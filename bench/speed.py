@@ -30,7 +30,7 @@ import slmtune
 import slmtune.precision
 from slmtune.config import load_config
 from slmtune.data import load_splits
-from slmtune.models import add_lora, load_classifier, load_tokenizer
+from slmtune.models.build import add_lora, load_classifier, load_tokenizer
 from slmtune.precision import cpu_bf16_support
 
 

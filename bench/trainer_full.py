@@ -27,7 +27,7 @@ import torch
 from slmtune.config import load_config
 from slmtune.data import load_splits
 from slmtune.data.splits import TEST_SEED, stratified_indices
-from slmtune.models import load_tokenizer, resolve_model
+from slmtune.models.build import load_tokenizer, resolve_model
 
 
 def run_seed(seed: int, overrides: list[str]) -> dict[str, float]:

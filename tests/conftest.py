@@ -49,7 +49,7 @@ def write_csv(path: Path, rows, header=("text", "label")) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
-    from slmtune.models import resolve_model
+    from slmtune.models.build import resolve_model
 
     return resolve_model("minilm-l6")
 

@@ -18,7 +18,8 @@ _EXPORTS = {
     "slmtune.data": ["TextDataset", "clean_text", "load_ag_news", "load_splits", "load_table"],
     "slmtune.errors": ["SlmtuneError"],
     "slmtune.evaluate": ["classification_metrics", "compute_metrics", "predict_proba"],
-    "slmtune.inference": ["evaluate_run", "load_run", "predict", "predict_file"],
+    "slmtune.serve.inference": ["evaluate_run", "predict", "predict_file"],
+    "slmtune.serve.loading": ["load_run"],
     "slmtune.models": ["get_model", "load_classifier", "load_tokenizer"],
     "slmtune.train": ["RunResult", "train"],
 }

@@ -70,11 +70,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from slmtune import runs
     from slmtune.evaluate import classification_report_text
-    from slmtune.inference import evaluate_run
+    from slmtune.serve.inference import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.split, args.backend)
+    metrics = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
     print(classification_report_text(metrics))
-    rows = [("backend", f"{args.backend} ({metrics['precision']})"), ("split", f"{args.split} (n={metrics['n']})"),
+    rows = [("backend", f"{metrics['backend']} ({metrics['precision']})"),
+            ("split", f"{args.split} (n={metrics['n']})"),
             ("accuracy", _pct(metrics["accuracy"])), ("macro-F1", _pct(metrics["macro_f1"])),
             ("samples/s", f"{metrics['samples_per_second']:.1f}")]
     stored = runs.read_result(args.run_dir).get("metrics", {}).get(args.split)
@@ -83,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("accuracy change vs run", f"{change:+.4f} (run: {stored['accuracy']:.4f})"))
         metrics["accuracy_change_vs_run"] = change
     print(_table(rows, title="\nslmtune evaluate"))
-    path = Path(args.run_dir) / f"evaluation-{args.split}-{args.backend}.json"
+    path = Path(args.run_dir) / f"evaluation-{args.split}-{metrics['backend']}.json"
     runs.write_json(path, metrics)
     print(f"  written to {path}")
     return 0
@@ -107,15 +108,16 @@ def _read_input_texts(path: str, column: str | None) -> tuple[list[str], list[di
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from slmtune.inference import predict, predict_file
+    from slmtune.serve.inference import predict, predict_file
 
     if bool(args.text) == bool(args.input):
         raise SlmtuneError("give --text (one or more) or --input FILE")
     if args.input:
-        output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend)
+        output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend,
+                                    max_change=args.max_change)
         print(f"{rows} predictions written to {output}")
         return 0
-    preds = predict(args.run_dir, args.text, backend=args.backend)
+    preds = predict(args.run_dir, args.text, backend=args.backend, max_change=args.max_change)
     if args.output:
         labels = list(preds[0]["probabilities"])
         try:
@@ -135,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from slmtune.export import export_run
+    from slmtune.serve.export import export_run
 
     out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
     print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
@@ -358,7 +360,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     env = runs.environment()
     try:
-        from slmtune.models import resolve_model
+        from slmtune.models.build import resolve_model
 
         model = f"found and verified: {resolve_model('minilm-l6')}"
     except SlmtuneError as exc:
@@ -440,13 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=1")
     p.set_defaults(func=cmd_train)
 
-    backend = {"choices": ["torch", "onnx", "onnx-int8"], "default": "torch",
-               "help": "inference engine: torch (default), onnx = ONNX Runtime fused fp32, "
-                       "onnx-int8 = quantized (faster, may lose accuracy)"}
+    backend = {"choices": ["auto", "torch", "torch-fp32", "onnx", "onnx-int8"], "default": "torch",
+               "help": "inference engine: torch (default: the run's precision, bf16 on CPUs that have it), torch-fp32, "
+                       "onnx (ONNX Runtime, fused fp32), onnx-int8 (quantized), or auto: the fastest of these whose "
+                       "predictions stay within --max-change of fp32 torch's (measured once, kept in the run folder)"}
+    max_change = {"type": float, "default": 0.005,
+                  "help": "auto: the largest share of predictions allowed to differ from fp32 torch's, on the run's "
+                          "own validation and training rows (default 0.005)"}
     p = sub.add_parser("evaluate", help="re-evaluate a run's best model on a split")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
     p.add_argument("--backend", **backend)
+    p.add_argument("--max-change", **max_change)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and class probabilities for new text")
@@ -457,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--output", help="CSV to write (default with --input: <input>.predictions.csv)")
     p.add_argument("--backend", **backend)
+    p.add_argument("--max-change", **max_change)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="merged model folder that transformers.pipeline() loads")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +23,7 @@ from transformers import (
     set_seed,
 )
 
-from slmtune import fast_dropout, runs
+from slmtune import runs
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.evaluate import (
@@ -37,15 +34,14 @@ from slmtune.evaluate import (
     predict_logits,
     softmax,
 )
-from slmtune.head_init import probe_head
-from slmtune.models import add_lora, load_classifier, load_tokenizer, param_counts
-from slmtune.pooling import first_token_only, is_mean_pooled
+from slmtune.models import fast_dropout
+from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
+from slmtune.models.head_init import probe_head
+from slmtune.models.pooling import first_token_only, is_mean_pooled
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised on SIGTERM so a killed run ends like a Ctrl-C: status `interrupted`, files intact."""
+from slmtune.runs.predictions import write_predictions
+from slmtune.runs.recorder import RunRecorder
 
 
 @dataclass
@@ -225,18 +221,6 @@ def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, preci
     )
 
 
-def _write_predictions(path: Path, data: TextDataset, probs: np.ndarray) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    names = data.label_names
-    writer.writerow(["id", "gold", "predicted", "correct", *[f"p_{n}" for n in names], "text"])
-    predicted = probs.argmax(axis=1)
-    for i, (text, gold) in enumerate(zip(data.texts, data.labels)):
-        writer.writerow([i, names[gold], names[predicted[i]], int(predicted[i] == gold),
-                         *[f"{p:.5f}" for p in probs[i]], text])
-    runs.atomic_write(path, buffer.getvalue())
-
-
 def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig,
                     precision: Precision | None = None) -> tuple[dict, np.ndarray, float]:
     start = time.perf_counter()
@@ -262,29 +246,15 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model;
     `overwrite` empties a run folder that already holds a run (else such a folder is refused).
     """
-    started = time.perf_counter()
     splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
     precision = resolve_precision(config.train.precision, config.train.device)
-    run_dir = runs.make_run_dir(config.name, str(run_dir) if run_dir else config.output_dir, overwrite)
-    runs.atomic_write(run_dir / "config.yaml", dump_yaml(config))
+    recorder = RunRecorder(config.name, run_dir or config.output_dir, dump_yaml(config), overwrite=overwrite,
+                           compute=precision.as_dict(),
+                           result={"name": config.name, "method": config.model.method, "model": config.model.name,
+                                   "seed": config.seed, "precision": precision.name})
     set_threads(config.train.threads)
-    runs.write_json(run_dir / "env.json", {**runs.environment(), "compute": precision.as_dict()})
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
-    result: dict[str, Any] = {"status": "running", "name": config.name, "method": config.model.method,
-                              "model": config.model.name, "seed": config.seed, "precision": precision.name}
-    runs.write_json(run_dir / runs.RESULT, result)
-
-    previous_handler = signal.getsignal(signal.SIGTERM)
-
-    def _on_term(signum, frame):
-        raise Interrupted()
-
-    try:
-        signal.signal(signal.SIGTERM, _on_term)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        previous_handler = None
-    seconds: dict[str, float] = {}
-    try:
+    run_dir, result, seconds = recorder.dir, recorder.result, recorder.seconds
+    with recorder:
         result["label_names"] = splits.label_names
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
         tokenizer = load_tokenizer(config.model.name)
@@ -321,7 +291,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             compute_metrics=_selection_metrics(config.train.metric),
             callbacks=[
                 EarlyStoppingCallback(config.train.patience, config.train.threshold),
-                _MetricsCallback(log),
+                _MetricsCallback(recorder.log),
                 *(callbacks or []),
                 *([final_test] if final_test else []),
             ],
@@ -345,38 +315,20 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config, precision)
         test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config, precision)
         seconds["eval"] = time.perf_counter() - t0
-        _write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
+        write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
         runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")
-        seconds["total"] = time.perf_counter() - started
         metrics = {"validation": val_metrics, "test": test_metrics}
         if final_test and final_test.metrics:
             metrics["test_final"] = final_test.metrics
-        result.update(
-            status="success",
-            metrics=metrics,
-            seconds={k: round(v, 2) for k, v in seconds.items()},
-            samples_per_second={"train": round(len(train_ids) * (state.epoch or 0) / seconds["train"], 2),
-                                "eval": round(len(splits.test) / test_seconds, 2)},
-        )
-        log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
-        _plot(run_dir, log, test_metrics, splits.label_names, len(splits.validation))
-        runs.write_json(run_dir / runs.RESULT, result)
+        recorder.log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
+        from slmtune.runs.figures import plot_run  # matplotlib: loaded only once a run has figures to draw
+
+        plot_run(run_dir, recorder.log.read(), test_metrics, splits.label_names, len(splits.validation))
+        recorder.finish(metrics=metrics,
+                        samples_per_second={"train": round(len(train_ids) * (state.epoch or 0) / seconds["train"], 2),
+                                            "eval": round(len(splits.test) / test_seconds, 2)})
         return RunResult(run_dir, "success", result["metrics"], result["seconds"], result["params"],
                          model if keep_model else None, tokenizer if keep_model else None)
-    except KeyboardInterrupt:
-        seconds["total"] = time.perf_counter() - started
-        result.update(status="interrupted", seconds={k: round(v, 2) for k, v in seconds.items()})
-        runs.write_json(run_dir / runs.RESULT, result)
-        raise
-    except BaseException as exc:
-        seconds["total"] = time.perf_counter() - started
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
-                      seconds={k: round(v, 2) for k, v in seconds.items()})
-        runs.write_json(run_dir / runs.RESULT, result)
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _step_of(checkpoint: str | None) -> int | None:
@@ -386,11 +338,3 @@ def _step_of(checkpoint: str | None) -> int | None:
         return int(Path(checkpoint).name.rsplit("-", 1)[-1])
     except ValueError:
         return None
-
-
-def _plot(run_dir: Path, log: runs.MetricsLog, test_metrics: dict, label_names: list[str], n_val: int) -> None:
-    from slmtune.plots import confusion_matrix_png, training_curves_png
-
-    title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
-    confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png", title=title)
-    training_curves_png(log.read(), run_dir / "training_curves.png", n_validation=n_val)

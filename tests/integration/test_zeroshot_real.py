@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from slmtune.embeddings import embed, load_encoder
-from slmtune.experiments.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
+from slmtune.methods.embeddings import embed, load_encoder
+from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
 
 pytestmark = pytest.mark.integration
 

@@ -7,15 +7,8 @@ import pytest
 
 from conftest import tiny_overrides
 from slmtune.data import TextDataset
-from slmtune.experiments.active import (
-    STRATEGIES,
-    ActiveConfig,
-    area_under_curve,
-    entropy,
-    least_confidence,
-    margin,
-    run_active,
-)
+from slmtune.experiments.active import ActiveConfig, area_under_curve, run_active
+from slmtune.methods.query import STRATEGIES, entropy, least_confidence, margin
 
 PROBS = np.array([
     [0.97, 0.01, 0.01, 0.01],  # 0 confident

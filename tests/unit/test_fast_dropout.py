@@ -2,7 +2,7 @@
 
 import torch
 
-from slmtune.fast_dropout import FastDropout, install, keep_mask
+from slmtune.models.fast_dropout import FastDropout, install, keep_mask
 
 
 def test_keep_mask_rate_and_seeding():
@@ -33,7 +33,7 @@ def test_forward_backward_match_dropout_semantics():
 
 def test_install_swaps_every_dropout_of_a_lora_model(tiny_models):
     from slmtune.config import LoraConfig
-    from slmtune.models import add_lora, load_classifier
+    from slmtune.models.build import add_lora, load_classifier
 
     model = add_lora(load_classifier(tiny_models["bert"], ["a", "b"]), LoraConfig())
     before = sum(type(m) is torch.nn.Dropout for m in model.modules())

@@ -105,8 +105,8 @@ def test_fewshot_bad_prior_rows_is_a_one_line_error(capsys, tmp_path):
 def test_prompt_head_starts_as_the_zero_shot_classifier(tiny_models):
     import numpy as np
 
-    from slmtune import prompt_head
-    from slmtune.embeddings import embed, load_encoder
+    from slmtune.methods import prompt_head
+    from slmtune.methods.embeddings import embed, load_encoder
 
     texts = ["match goal team coach", "stock market shares profit", "software internet chip network"]
     name = tiny_models["bert"]
@@ -129,8 +129,8 @@ def test_prompt_head_ends_with_class_mean_prototypes(tiny_models):
     import numpy as np
     import torch
 
-    from slmtune import prompt_head
     from slmtune.errors import SlmtuneError
+    from slmtune.methods import prompt_head
 
     name = tiny_models["bert"]
     texts = ["match goal team coach", "stock market shares", "software chip", "league final win", "bank profit"]
@@ -168,8 +168,8 @@ def test_prompt_head_can_freeze_the_word_embeddings(tiny_models):
     import torch
     from transformers import AutoModel
 
-    from slmtune import prompt_head
-    from slmtune.models import _load
+    from slmtune.methods import prompt_head
+    from slmtune.models.build import _load
 
     name = tiny_models["bert"]
     before = _load(AutoModel, name).get_input_embeddings().weight.detach().clone()
@@ -188,7 +188,7 @@ def test_prompt_head_sub_batches_keep_the_batch_gradient(tiny_models, tmp_path):
     import numpy as np
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from slmtune import prompt_head
+    from slmtune.methods import prompt_head
 
     ids = [[0] * n for n in (3, 9, 4, 7, 12)]
     assert prompt_head.split_by_length([0, 1, 2, 3, 4], ids, 2) == [[0, 2, 3], [1, 4]]

@@ -5,9 +5,10 @@ import pytest
 
 from conftest import tiny_overrides
 from slmtune.config import from_dict
-from slmtune.evaluate import encode, predict_logits
-from slmtune.head_init import head_features, output_layer, probe_head
-from slmtune.models import load_classifier, load_tokenizer
+from slmtune.data.tokenize import encode
+from slmtune.evaluate import predict_logits
+from slmtune.models.build import load_classifier, load_tokenizer
+from slmtune.models.head_init import head_features, output_layer, probe_head
 from slmtune.train import _BucketTrainer, layer_depth, train
 
 TEXTS = ["goal match team win", "stock market shares profit", "team season coach game", "bank profit quarter",

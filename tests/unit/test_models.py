@@ -3,7 +3,7 @@ import torch
 
 from slmtune.config import LoraConfig
 from slmtune.errors import SlmtuneError
-from slmtune.models import (
+from slmtune.models.build import (
     MINILM_SHA256,
     add_lora,
     get_model,

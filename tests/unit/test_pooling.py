@@ -8,8 +8,8 @@ import torch
 
 from conftest import tiny_overrides
 from slmtune.config import from_dict
-from slmtune.models import add_lora, load_classifier, param_counts
-from slmtune.pooling import LAYOUTS, SCALE, _layers
+from slmtune.models.build import add_lora, load_classifier, param_counts
+from slmtune.models.pooling import LAYOUTS, SCALE, _layers
 
 
 def _assert_first_token_is_the_masked_mean(model, input_ids, attention_mask):
@@ -42,8 +42,8 @@ def test_first_token_holds_the_masked_mean(tiny_models, kind):
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
     from slmtune.evaluate import predict_logits
-    from slmtune.models import load_tokenizer
-    from slmtune.pooling import first_token_only
+    from slmtune.models.build import load_tokenizer
+    from slmtune.models.pooling import first_token_only
 
     model = load_classifier(tiny_models[kind], list("abcd"), pooling="mean").eval()
     model.set_attn_implementation(attention)
@@ -80,7 +80,7 @@ def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
 def test_other_bert_layouts_pool_too(tmp_path, kind):
     import transformers
 
-    from slmtune.pooling import add_mean_pooling
+    from slmtune.models.pooling import add_mean_pooling
 
     config_class, model_class = {"roberta": ("RobertaConfig", "RobertaForSequenceClassification"),
                                  "electra": ("ElectraConfig", "ElectraForSequenceClassification")}[kind]
@@ -125,8 +125,8 @@ def test_mean_pooled_run_trains_predicts_and_exports(tiny_models, synthetic_file
     from transformers import pipeline
 
     from slmtune.experiments.common import run_identity
-    from slmtune.export import export_run
-    from slmtune.inference import evaluate_run, predict
+    from slmtune.serve.export import export_run
+    from slmtune.serve.inference import evaluate_run, predict
     from slmtune.train import train
 
     values = tiny_overrides(tiny_models[kind], synthetic_files, **{"model.method": method, "model.pooling": "mean",
@@ -153,7 +153,7 @@ def test_validation_step_scores_like_the_whole_pooling_layer(tiny_models, tmp_pa
     """The Trainer's validation passes use `first_token_only` and still give the full layer's logits and loss."""
     from transformers import TrainingArguments
 
-    from slmtune.models import load_tokenizer
+    from slmtune.models.build import load_tokenizer
     from slmtune.train import _BucketTrainer
 
     model = load_classifier(tiny_models["bert"], ["World", "Sports", "Business", "Sci/Tech"], pooling="mean").eval()

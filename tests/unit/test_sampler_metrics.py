@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from slmtune.evaluate import classification_metrics, compute_metrics, pad_batch, sorted_batches
+from slmtune.data.tokenize import pad_batch, sorted_batches
+from slmtune.evaluate import classification_metrics, compute_metrics
 from slmtune.train import LengthBucketSampler
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import synthetic_rows, tiny_overrides, write_csv
 from slmtune import runs
 from slmtune.config import from_dict
-from slmtune.inference import evaluate_run, load_run, predict
+from slmtune.serve.inference import evaluate_run, load_run, predict
 from slmtune.train import train
 
 ARTIFACTS = ["config.yaml", "env.json", "metrics.jsonl", "result.json", "predictions.csv", "confusion_matrix.png",
@@ -98,7 +98,7 @@ def test_predict_and_evaluate_from_the_run_folder(lora_run):
 def test_export_loads_in_plain_pipeline_and_agrees(lora_run, tmp_path):
     from transformers import pipeline
 
-    from slmtune.export import export_run
+    from slmtune.serve.export import export_run
 
     out = export_run(lora_run.run_dir, tmp_path / "export")
     card = (out / "README.md").read_text()
@@ -251,7 +251,7 @@ def test_report_to_passes_through(tmp_path):
 def test_predict_file_streams_keeps_columns_and_resumes(lora_run, tmp_path, monkeypatch):
     import csv
 
-    from slmtune import inference
+    from slmtune.serve import inference
 
     rows = [(f"id-{i}", text) for i, (text, _) in enumerate(synthetic_rows(8, seed=3))]  # 32 rows
     source = write_csv(tmp_path / "in.csv", rows, header=("id", "text"))
@@ -307,7 +307,7 @@ def test_output_dir_with_a_run_is_refused_unless_overwrite(tiny_models, syntheti
 
 def test_export_into_a_used_folder_is_refused(lora_run, tmp_path):
     from slmtune.errors import SlmtuneError
-    from slmtune.export import export_run
+    from slmtune.serve.export import export_run
 
     export_run(lora_run.run_dir, tmp_path / "e")
     with pytest.raises(SlmtuneError, match="already holds an export"):
@@ -319,3 +319,19 @@ def test_export_into_a_used_folder_is_refused(lora_run, tmp_path):
     (tmp_path / "mine" / "a.txt").write_text("x")
     with pytest.raises(SlmtuneError, match="holds no slmtune export"):
         export_run(lora_run.run_dir, tmp_path / "mine", overwrite=True)
+
+
+def test_auto_backend_is_the_fastest_within_the_budget(lora_run, capsys):
+    pytest.importorskip("onnxruntime")
+    from slmtune.serve.backends import CHOICE_FILE, choose_backend
+
+    (lora_run.run_dir / CHOICE_FILE).unlink(missing_ok=True)
+    choice = choose_backend(lora_run.run_dir, max_change=0.0)
+    table = {row["backend"]: row for row in choice["candidates"]}
+    assert {"torch-fp32", "onnx", "onnx-int8"} <= set(table) and table["torch-fp32"]["changed"] == 0
+    allowed = [row for row in table.values() if row["changed"] == 0]
+    assert choice["chosen"] == max(allowed, key=lambda row: row["rows_per_s"])["backend"]
+    assert "slmtune: backend" in capsys.readouterr().out
+    assert choose_backend(lora_run.run_dir, max_change=0.0) == choice  # kept: measured once per budget and machine
+    metrics = evaluate_run(lora_run.run_dir, "test", backend="auto", max_change=0.0)
+    assert metrics["backend"] == choice["chosen"]

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import tiny_overrides
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.zeroshot import ZeroShotConfig, label_prompts, run_zeroshot
+from slmtune.experiments.zeroshot import ZeroShotConfig, run_zeroshot
+from slmtune.methods.zeroshot import label_prompts
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,6 @@
 """Pool-based active learning: train on a labelled seed set, score the unlabelled pool, query a batch,
-retrain, until each labelling checkpoint; strategies compared against random on the same seeds.
-
-A strategy is anything with `query(model, pool, labeled, n, rng) -> list[int]`: `model` has
-`predict_proba(texts) -> (rows, classes)`, `pool` is the `TextDataset` every index refers to,
-`labeled` the indices labelled so far; it returns `n` indices from the rest. Register your own with
-`STRATEGIES["name"] = MyStrategy()`.
+retrain, until each labelling checkpoint; strategies (slmtune.methods.query) compared against random on the
+same seeds.
 """
 
 from __future__ import annotations
@@ -12,69 +8,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from slmtune import runs, stats
 from slmtune.config import RunConfig, replace
-from slmtune.data import Splits, TextDataset, stratified_indices
+from slmtune.data import Splits, stratified_indices
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
-
-
-class QueryStrategy(Protocol):
-    def query(self, model, pool: TextDataset, labeled: list[int], n: int, rng: np.random.Generator) -> list[int]: ...
-
-
-def least_confidence(probs: np.ndarray) -> np.ndarray:
-    """1 - max probability: higher is more uncertain."""
-    return 1.0 - probs.max(axis=1)
-
-
-def margin(probs: np.ndarray) -> np.ndarray:
-    """Minus the gap between the two most probable classes: higher is more uncertain."""
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return -(top2[:, 1] - top2[:, 0])
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy of the predicted distribution: higher is more uncertain."""
-    p = np.clip(probs, 1e-12, 1.0)
-    return -(p * np.log(p)).sum(axis=1)
-
-
-def top_uncertain(scores: np.ndarray, n: int, tiebreak: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Positions of the n highest scores; equal scores go by `tiebreak` (higher first), then at random."""
-    order = np.lexsort((rng.random(len(scores)), -np.round(tiebreak, 12), -np.round(scores, 12)))
-    return order[:n]
-
-
-class RandomStrategy:
-    def query(self, model, pool, labeled, n, rng):
-        rest = np.setdiff1d(np.arange(len(pool)), labeled)
-        return sorted(int(i) for i in rng.choice(rest, size=min(n, len(rest)), replace=False))
-
-
-@dataclass
-class UncertaintyStrategy:
-    """Query the rows the model is least sure of, by `score` (ties broken by entropy, then at random)."""
-
-    score: Any
-
-    def query(self, model, pool, labeled, n, rng):
-        rest = np.setdiff1d(np.arange(len(pool)), labeled)
-        probs = model.predict_proba([pool.texts[i] for i in rest])
-        chosen = top_uncertain(self.score(probs), min(n, len(rest)), entropy(probs), rng)
-        return sorted(int(rest[i]) for i in chosen)
-
-
-STRATEGIES: dict[str, QueryStrategy] = {
-    "random": RandomStrategy(),
-    "least_confidence": UncertaintyStrategy(least_confidence),
-    "margin": UncertaintyStrategy(margin),
-    "entropy": UncertaintyStrategy(entropy),
-}
+from slmtune.methods.query import STRATEGIES
 
 
 class RunScorer:
@@ -82,18 +25,20 @@ class RunScorer:
 
     def __init__(self, run_dir: str | Path, backend: str = "torch"):
         self.run_dir, self.backend, self.seconds = run_dir, backend, 0.0
-        self.run = self.model = None
+        self.run = self.engine = None
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Loads the model on first use, so strategies that never score (random) cost nothing."""
         from slmtune.evaluate import predict_proba
-        from slmtune.inference import load_run, runner
+        from slmtune.serve.backends import engine
+        from slmtune.serve.inference import load_run
 
         clock = Clock()
-        if self.model is None:
-            self.run, self.model = load_run(self.run_dir), runner(self.run_dir, self.backend)
-        probs = predict_proba(self.model, self.run.tokenizer, texts, batch_size=self.run.config.train.eval_batch_size,
-                              max_length=self.run.config.data.max_length, precision=self.run.precision)
+        if self.engine is None:
+            self.run, self.engine = load_run(self.run_dir), engine(self.run_dir, self.backend)
+        probs = predict_proba(self.engine.model, self.run.tokenizer, texts,
+                              batch_size=self.run.config.train.eval_batch_size,
+                              max_length=self.run.config.data.max_length, precision=self.engine.precision)
         self.seconds += clock.elapsed
         return probs
 

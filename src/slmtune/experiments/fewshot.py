@@ -105,7 +105,7 @@ def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
         raise SlmtuneError("the setfit method needs SetFit: pip install 'slmtune[setfit]'") from None
     from datasets import Dataset
 
-    from slmtune.models import resolve_model
+    from slmtune.models.build import resolve_model
 
     clock = Clock()
     splits = study.splits(config)
@@ -122,10 +122,10 @@ def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 
 
 def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
-    from slmtune import prompt_head
-    from slmtune.embeddings import load_encoder
-    from slmtune.experiments.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
-    from slmtune.models import resolve_model
+    from slmtune.methods import prompt_head
+    from slmtune.methods.embeddings import load_encoder
+    from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
+    from slmtune.models.build import resolve_model
 
     clock = Clock()
     splits = study.splits(config)
@@ -148,7 +148,7 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    from slmtune.embeddings import embed, load_encoder
+    from slmtune.methods.embeddings import embed, load_encoder
 
     clock = Clock()
     splits = study.splits(config)

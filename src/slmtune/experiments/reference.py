@@ -151,7 +151,7 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int
     if kind == "fewshot":
         from slmtune.experiments.common import row_file
         from slmtune.experiments.fewshot import OWN_LOOP, draw_config, kept_row
-        from slmtune.prompt_head import steps_for
+        from slmtune.methods.prompt_head import steps_for
 
         out, extra, probe_left = [], 0.0, False
         for k in cfg.shots:
@@ -192,10 +192,10 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: s
             return cached
     import torch
 
-    from slmtune import fast_dropout
     from slmtune.data import load_ag_news
     from slmtune.evaluate import predict_proba
-    from slmtune.models import get_model, load_tokenizer, resolve_model
+    from slmtune.models import fast_dropout
+    from slmtune.models.build import get_model, load_tokenizer, resolve_model
 
     clock = Clock()
     _, test = load_ag_news(None)

@@ -12,18 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_logits
 from slmtune.experiments.common import Clock, Study, load_run_config
+from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, label_prompts, nli_predict, prompt_classifier
 
-# Short descriptions of AG News labels; other datasets use their label names unless given some.
-DESCRIPTIONS = {"World": "world news and politics", "Sports": "sports", "Business": "business and the economy",
-                "Sci/Tech": "science and technology"}
-TEMPLATES = ["This is a news article about {}.", "A news story about {}.", "{}"]
 PROMPT_SETS = {
     "names": (["{}"], False),              # bare label names
     "descriptions": (["{}"], True),        # label descriptions
@@ -46,45 +41,6 @@ class ZeroShotConfig:
     nli_model: str | None = None
     """An NLI model (Hub id or folder) for the `nli` method."""
     hypothesis_template: str = "This example is about {}."
-
-
-def label_prompts(label_names: list[str], templates: list[str], descriptions: dict[str, str] | None) -> list[list[str]]:
-    """Per label, its prompts (one per template)."""
-    described = [(descriptions or {}).get(n, n) for n in label_names]
-    return [[t.format(d) for t in templates] for d in described]
-
-
-def prompt_classifier(encoder, label_names: list[str], templates: list[str],
-                      descriptions: dict[str, str] | None) -> np.ndarray:
-    """(labels x hidden) matrix of normalised mean prompt embeddings."""
-    from slmtune.embeddings import embed
-
-    prompts = label_prompts(label_names, templates, descriptions)
-    flat = [p for group in prompts for p in group]
-    vectors = embed(encoder, flat)
-    centroids, start = [], 0
-    for group in prompts:
-        centroids.append(vectors[start: start + len(group)].mean(axis=0))
-        start += len(group)
-    matrix = np.stack(centroids)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-def nli_predict(model_name: str, texts: list[str], label_names: list[str], hypothesis_template: str,
-                descriptions: dict[str, str] | None, batch_size: int = 16) -> np.ndarray:
-    from transformers import pipeline
-
-    from slmtune.models import resolve_model
-
-    candidates = [(descriptions or {}).get(n, n) for n in label_names]
-    try:
-        pipe = pipeline("zero-shot-classification", model=resolve_model(model_name))
-    except OSError:
-        raise SlmtuneError(f"cannot load the NLI model {model_name!r} (not a folder, and not on the Hub now)") from None
-    outputs = pipe(texts, candidate_labels=candidates, hypothesis_template=hypothesis_template,
-                   batch_size=batch_size)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    return np.array([candidates.index(o["labels"][0]) for o in outputs])
 
 
 def label_descriptions(cfg: ZeroShotConfig, label_names: list[str]) -> dict[str, str] | None:
@@ -125,7 +81,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
         if method == "untrained-head":
             from transformers import set_seed
 
-            from slmtune.models import load_classifier, load_tokenizer
+            from slmtune.models.build import load_classifier, load_tokenizer
 
             set_seed(base.seed)
             model, tokenizer = load_classifier(base.model.name, names), load_tokenizer(base.model.name)
@@ -136,7 +92,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
             predicted = nli_predict(cfg.nli_model, test.texts, names, cfg.hypothesis_template, descriptions)
             note = f"NLI model {cfg.nli_model}, hypothesis {cfg.hypothesis_template!r}"
         else:
-            from slmtune.embeddings import embed, load_encoder
+            from slmtune.methods.embeddings import embed, load_encoder
 
             encoder = encoder or load_encoder(base.model.name)
             texts = embed(encoder, test.texts, batch_size=base.train.eval_batch_size,
@@ -159,7 +115,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
         rows.append(row)
         progress(f"  {method:<15} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
                  f"({took})  {row['note']}")
-    from slmtune.plots import confusion_matrix_png
+    from slmtune.runs.figures import confusion_matrix_png
 
     for method, matrix in matrices.items():
         row = next(r for r in rows if r["method"] == method)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from slmtune.plots import plt, save_figure
+from slmtune.runs.figures import plt, save_figure
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
 SHORT = {"train.learning_rate": "learning rate", "train.weight_decay": "weight decay", "lora.r": "LoRA rank",

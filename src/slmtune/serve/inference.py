@@ -1,80 +1,29 @@
-"""Use a finished run: load its best model, predict labels and probabilities, re-evaluate a split."""
+"""Use a finished run: predict labels and probabilities (texts or whole files, streamed), re-evaluate a split."""
 
 from __future__ import annotations
 
-import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from slmtune import runs
-from slmtune.config import RunConfig, load_config
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_proba
-from slmtune.models import load_classifier, load_tokenizer
-from slmtune.precision import Precision
-from slmtune.precision import resolve as resolve_precision
-
-
-@dataclass
-class LoadedRun:
-    config: RunConfig
-    model: Any
-    tokenizer: Any
-    label_names: list[str]
-    precision: Precision
-    """What inference computes in on this machine: the run's `train.precision`, resolved for the CPU."""
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
-    path = runs.require_run_dir(run_dir)
-    result = runs.read_result(path)
-    if result.get("status") != "success":
-        raise SlmtuneError(f"{path} did not finish (status {result.get('status')!r}); it has no model to use")
-    model_dir = path / "model"
-    if not model_dir.is_dir():
-        raise SlmtuneError(f"{path} has no model/ folder")
-    config = load_config(path / "config.yaml")
-    label_names = result["label_names"]
-    tokenizer = load_tokenizer(str(model_dir))
-    try:
-        if (model_dir / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
-            model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
-        else:
-            model = load_classifier(str(model_dir), label_names)
-    except SlmtuneError:
-        raise
-    except Exception as exc:  # a truncated or damaged safetensors file, a config that does not match the weights
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise SlmtuneError(f"cannot load the model in {model_dir}: its files are damaged or incomplete ({reason}); "
-                           "retrain the run or restore the folder") from None
-    model.eval()
-    return LoadedRun(config, model, tokenizer, label_names, resolve_precision(config.train.precision, "cpu"))
-
-
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """The run's best model (LoRA merged into plain weights), its tokenizer, config and label names."""
-    path = Path(run_dir)
-    marker = path / runs.RESULT
-    return _load_cached(str(path.resolve()), marker.stat().st_mtime if marker.exists() else 0.0)
+from slmtune.serve.backends import Engine, engine
+from slmtune.serve.loading import LoadedRun, load_run
 
 
 def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = None,
-            backend: str = "torch") -> list[dict[str, Any]]:
+            backend: str = "torch", max_change: float = 0.005) -> list[dict[str, Any]]:
     """Label and class probabilities per text, cleaned as the run's training data was."""
     if isinstance(texts, str):
         texts = [texts]
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise SlmtuneError("predict needs non-empty texts")
     run = load_run(run_dir)
-    probs = _probabilities(run, runner(run_dir, backend), texts, clean, progress=len(texts) > 2000)
+    probs = _probabilities(run, engine(run_dir, backend, max_change), texts, clean, progress=len(texts) > 2000)
     return [
         {"label": run.label_names[int(np.argmax(p))], "score": float(np.max(p)),
          "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
@@ -82,26 +31,27 @@ def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = No
     ]
 
 
-def _probabilities(run: LoadedRun, model, texts: list[str], clean: bool | None, progress: bool = False,
+def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool | None, progress: bool = False,
                    cache: bool = True) -> np.ndarray:
     if clean if clean is not None else run.config.data.clean:
         from slmtune.data.clean import clean_texts
 
         texts = clean_texts(texts)
-    return predict_proba(model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
-                         max_length=run.config.data.max_length, progress=progress, precision=run.precision,
+    return predict_proba(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
+                         max_length=run.config.data.max_length, progress=progress, precision=used.precision,
                          cache=cache)
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path | None = None,
                  text_column: str | None = None, backend: str = "torch", clean: bool | None = None,
-                 chunk_rows: int = 5000, progress: bool = True) -> tuple[Path, int]:
+                 max_change: float = 0.005, chunk_rows: int = 5000, progress: bool = True) -> tuple[Path, int]:
     """Predict every row of a CSV / TSV / JSONL / Parquet file into a CSV, streaming: memory stays bounded
     whatever the file's size, rows are written as they are done, and the input's own columns are kept, with
     `predicted`, `score` and one `p_<label>` column per class after them.
 
     Rows go to OUTPUT.partial (its progress in OUTPUT.partial.json) and the file is renamed to OUTPUT at the
-    end; an interrupted call, rerun the same way, continues after the last finished chunk. Returns (path, rows)."""
+    end; an interrupted call, rerun the same way, continues after the last finished chunk. `backend` and
+    `max_change` as in slmtune.serve.backends.engine. Returns (path, rows)."""
     import csv
     import io
     import os
@@ -115,7 +65,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     if output.resolve() == input_path.resolve():
         raise SlmtuneError(f"--output {output} is the input file; choose another name")
     run = load_run(run_dir)
-    model = runner(run_dir, backend)
+    used = engine(run_dir, backend, max_change)
     partial, state_file = output.with_name(output.name + ".partial"), output.with_name(output.name + ".partial.json")
     done_rows, done_bytes = 0, 0
     key = {"run": str(Path(run_dir).resolve()), "input": str(input_path.resolve()),
@@ -150,7 +100,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
             if empty is not None:
                 raise SlmtuneError(f"{input_path}: empty text at row {rows - len(texts) + empty + 1}; "
                                    f"{rows - len(texts)} rows before it are in {partial}")
-            probs = _probabilities(run, model, texts, clean, cache=False)
+            probs = _probabilities(run, used, texts, clean, cache=False)
             out = frame.copy()
             names = _output_names(list(map(str, frame.columns)), run.label_names)
             out[names[0]] = [run.label_names[i] for i in probs.argmax(axis=1)]
@@ -177,18 +127,8 @@ def _output_names(columns: list[str], label_names: list[str]) -> list[str]:
     return [f"slmtune_{n}" if n in columns else n for n in names]
 
 
-def runner(run_dir: str | Path, backend: str = "torch"):
-    """What runs inference for a run: its torch model, or its ONNX export (`onnx` fused fp32, `onnx-int8`)."""
-    if backend == "torch":
-        return load_run(run_dir).model
-    if backend in ("onnx", "onnx-int8"):
-        from slmtune.export import onnx_for_run
-
-        return onnx_for_run(run_dir, int8=backend == "onnx-int8")
-    raise SlmtuneError(f"unknown backend {backend!r}: use torch, onnx or onnx-int8")
-
-
-def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch") -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch",
+                 max_change: float = 0.005) -> dict[str, Any]:
     """Re-evaluate the run's best model on its own split (the same rows the run drew)."""
     from slmtune.data import load_splits
 
@@ -196,13 +136,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
         raise SlmtuneError(f"unknown split {split!r}: use test, validation or train")
     run = load_run(run_dir)
     data = getattr(load_splits(run.config.data, run.config.seed), split)
-    model = runner(run_dir, backend)
+    used = engine(run_dir, backend, max_change)
     start = time.perf_counter()
-    probs = predict_proba(model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
-                          max_length=run.config.data.max_length, progress=True, precision=run.precision)
+    probs = predict_proba(used.model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
+                          max_length=run.config.data.max_length, progress=True, precision=used.precision)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(data.labels, probs.argmax(axis=1), data.label_names)
-    metrics.update(backend=backend, split=split, seconds=round(seconds, 2),
-                   precision=run.precision.name if backend == "torch" else "fp32" if backend == "onnx" else "int8",
+    metrics.update(backend=used.name, split=split, seconds=round(seconds, 2),
+                   precision="int8" if used.name == "onnx-int8" else used.precision.name,
                    samples_per_second=round(len(data) / seconds, 2))
     return metrics

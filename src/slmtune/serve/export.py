@@ -1,4 +1,4 @@
-"""Export a run: a merged transformers folder that `pipeline()` loads, and optional ONNX (fp32 fused / int8)."""
+"""Export a run: a merged transformers folder with a model card that `pipeline()` loads, optional ONNX."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from slmtune import runs
 from slmtune.errors import SlmtuneError
-from slmtune.inference import load_run
+from slmtune.serve.loading import load_run
 
 ONNX_FILES = {False: "model.onnx", True: "model.int8.onnx"}
 
@@ -102,7 +101,7 @@ def model_card(run, result: dict) -> str:
         f"{config.data.max_length} tokens in training; `slmtune predict` applies the same cleaning.", ""])
 
 
-def _require_onnx():
+def require_onnx():
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -121,7 +120,7 @@ class _LogitsOnly(torch.nn.Module):
 def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
     """model.onnx with ONNX Runtime's fused transformer ops (fp32); with `int8` also model.int8.onnx
     (dynamic int8 weights: faster on CPU, at some accuracy cost that `slmtune evaluate` reports)."""
-    _require_onnx()
+    require_onnx()
     out = Path(out_dir)
     fp32 = out / ONNX_FILES[False]
     model = model.float().eval().cpu()
@@ -153,34 +152,3 @@ def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
     except Exception:  # an architecture the fuser does not know: keep the plain graph, still correct
         shutil.move(str(raw), str(fp32))
     return fp32
-
-
-class OnnxClassifier:
-    """An ONNX Runtime session that `slmtune.evaluate.predict_logits` runs like a model."""
-
-    def __init__(self, path: str | Path, num_labels: int, threads: int | None = None):
-        _require_onnx()
-        import os
-
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
-        self.config = type("Config", (), {"num_labels": num_labels})()
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feeds = {k: v.numpy() for k, v in batch.items() if k in self.inputs}
-        return self.session.run(["logits"], feeds)[0]
-
-
-def onnx_for_run(run_dir: str | Path, int8: bool = False) -> OnnxClassifier:
-    """The run's ONNX model, exported into RUN_DIR/onnx/ on first use."""
-    run = load_run(run_dir)
-    folder = Path(run_dir) / "onnx"
-    path = folder / ONNX_FILES[int8]
-    if not path.is_file():
-        folder.mkdir(exist_ok=True)
-        export_onnx(copy.deepcopy(run.model), folder, int8=int8)
-    return OnnxClassifier(path, len(run.label_names), threads=run.config.train.threads)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from slmtune.evaluate import encode, sorted_batches
-from slmtune.models import _load, load_tokenizer
+from slmtune.data.tokenize import encode, sorted_batches
+from slmtune.models.build import _load, load_tokenizer
 
 _ENCODERS: dict[str, tuple] = {}
 

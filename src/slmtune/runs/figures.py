@@ -75,3 +75,10 @@ def training_curves_png(records: list[dict], path: str | Path, n_validation: int
     right.grid(alpha=0.3)
     fig.suptitle("Training curves")
     save_figure(fig, Path(path))
+
+
+def plot_run(run_dir: Path, metrics_log: list[dict], test_metrics: dict, label_names: list[str], n_val: int) -> None:
+    """A finished run's own figures: the test confusion matrix and the training curves."""
+    title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
+    confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png", title=title)
+    training_curves_png(metrics_log, run_dir / "training_curves.png", n_validation=n_val)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from slmtune.data.tokenize import sorted_batches
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import sorted_batches
-from slmtune.pooling import first_token_only
+from slmtune.models.pooling import first_token_only
 
 
 def output_layer(model: torch.nn.Module) -> torch.nn.Linear:

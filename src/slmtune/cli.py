@@ -27,28 +27,17 @@ def _pct(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def method_defaults(config_path: str | None, method: str | None, overrides: list[str]) -> list[str]:
-    """`--method` that differs from the config file's: clear the file's per-method values (learning rate,
-    pooling) so the new method's defaults apply, unless the user's overrides set them."""
-    from slmtune.config import METHOD_DEFAULTED, load_config
-
-    if not (config_path and method) or load_config(config_path).model.method == method:
-        return []
-    given = {item.partition("=")[0] for item in overrides}
-    return [f"{key}=null" for key in METHOD_DEFAULTED if key not in given]
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from slmtune.config import load_config
     from slmtune.train import train
 
     flags = {
-        "model.name": args.model, "model.method": args.method, "data.data_dir": args.data_dir,
+        "model.name": args.model, "data.data_dir": args.data_dir,
         "data.dataset": args.dataset, "data.test_file": args.test_file, "data.text_column": args.text_column,
         "data.label_column": args.label_column, "output_dir": args.output_dir, "name": args.name, "seed": args.seed,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
-    config = load_config(args.config, method_defaults(args.config, args.method, args.overrides) + overrides)
+    config = load_config(args.config, overrides, method=args.method)
     if args.method and config.name == "agnews-lora" and args.method == "full" and not args.name:
         config.name = "agnews-full"
     result = train(config, overwrite=args.overwrite)
@@ -164,148 +153,39 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import load_study_config
-    from slmtune.experiments.sweep import SweepConfig, run_sweep
-
-    cfg = load_study_config(SweepConfig, args.config, name=args.name, space=args.space, search=args.search,
-                            storage=args.storage, recipe=args.recipe)
-    if args.method:
-        cfg.run = {**cfg.run, "model": {**cfg.run.get("model", {}), "method": args.method}}
-        if not args.name and not args.config:
-            cfg.name = f"sweep-{args.space or cfg.space}-{args.method}"
-    summary = run_sweep(cfg, args.study_dir, list(args.overrides), worker=args.worker)
-    best = summary["best"]
-    print(_table([("trials", str(summary["trials"])), ("best params", str(best["params"])),
-                  ("best validation accuracy", _pct(best["validation_accuracy"])),
-                  ("its test accuracy", _pct(best["test_accuracy"])), ("best config", best["config"])],
-                 title=f"\nslmtune sweep {summary['name']}: done"))
-    return 0
-
-
-def cmd_seeds(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import load_study_config
-    from slmtune.experiments.seeds import SeedsConfig, run_seeds
-
-    cfg = load_study_config(SeedsConfig, args.config, name=args.name, seeds=_int_list(args.seeds, "--seeds"),
-                            num_runs=args.num_runs,
-                            compare=args.compare, recipe=args.recipe)
-    summary = run_seeds(cfg, args.study_dir, list(args.overrides))
-    print("\nslmtune seeds: done")
-    print(f"  {'model':<28}{'accuracy':>20}{'macro-F1':>20}{'trainable':>14}{'train s':>10}")
-    for row in summary["table"]:
-        print(f"  {row['model']:<28}{row['accuracy']:>20}{row['macro_f1']:>20}"
-              f"{row['trainable_percent']:>13.2f}%{row['train_seconds']:>10.1f}")
-    if "comparison" in summary:
-        print(f"  {summary['comparison']['verdict']}")
-    return 0
-
-
-def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import load_study_config
-    from slmtune.experiments.zeroshot import ZeroShotConfig, run_zeroshot
-
-    methods = args.method
-    if args.template and not methods:
-        methods = ["untrained-head", "names", "descriptions", "templates", "custom"]
-    if args.nli_model and not methods:
-        methods = ["untrained-head", "templates", "nli"]
-    cfg = load_study_config(ZeroShotConfig, args.config, name=args.name, methods=methods, templates=args.template,
-                            nli_model=args.nli_model, recipe=args.recipe)
-    summary = run_zeroshot(cfg, args.study_dir, list(args.overrides))
-    print(f"\nslmtune zeroshot: done (n={summary['rows'][0]['n']} test rows, chance {summary['chance']:.2f})")
-    for row in summary["rows"]:
-        print(f"  {row['method']:<16}accuracy {row['accuracy']:.4f}   macro-F1 {row['macro_f1']:.4f}")
-    return 0
-
-
-def _int_list(text: str | None, flag: str) -> list[int] | None:
-    if not text:
-        return None
+def _parse_flag(flag, value, option: str):
+    """A study flag's text as its config value (see slmtune.experiments.registry.Flag.parse)."""
+    if value is None or flag.parse in ("str", "int", "append", "switch"):
+        return value
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if flag.parse == "words":
+        return items
+    kind = int if flag.parse == "ints" else float
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [kind(v) for v in items]
     except ValueError:
-        raise SlmtuneError(f"{flag} takes integers separated by commas, got {text!r}") from None
+        what = "integers" if kind is int else "numbers"
+        raise SlmtuneError(f"{option} takes {what} separated by commas, got {value!r}") from None
 
 
-def cmd_fewshot(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import load_study_config
-    from slmtune.experiments.fewshot import FewShotConfig, run_fewshot
-
-    cfg = load_study_config(FewShotConfig, args.config, name=args.name, shots=_int_list(args.shots, "--shots"),
-                            draws=args.draws, methods=args.methods.split(",") if args.methods else None,
-                            recipe=args.recipe)
-    summary = run_fewshot(cfg, args.study_dir, list(args.overrides))
-    print("\nslmtune fewshot: done (test accuracy, mean ± std over draws)")
-    for method, points in summary["curves"].items():
-        cells = "  ".join(f"{k}: {p['mean']:.3f}±{p['std']:.3f}" for k, p in points.items())
-        print(f"  {method:<8}{cells}")
-    return 0
-
-
-def cmd_scaling(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import load_study_config
-    from slmtune.experiments.scaling import ScalingConfig, run_scaling
-
-    cfg = load_study_config(ScalingConfig, args.config, name=args.name, sizes=_int_list(args.sizes, "--sizes"),
-                            seeds=_int_list(args.seeds, "--seeds"), recipe=args.recipe)
-    summary = run_scaling(cfg, args.study_dir, list(args.overrides))
-    fit = summary["fit"]
-    print(f"\nslmtune scaling: error = {fit['a']:.3f} n^-{fit['b']:.3f} + {fit['c']:.4f}  (R² {fit['r2']:.3f})")
-    for p in summary["predictions"]:
-        print(f"  predicted accuracy at {p['n']:>7,} rows: {p['accuracy']:.4f} [{p['low']:.4f}, {p['high']:.4f}]")
-    print(f"  diminishing returns (< {summary['diminishing_returns']['threshold_per_doubling']} per doubling) "
-          f"from ~{summary['diminishing_returns']['size']:,.0f} rows")
-    return 0
-
-
-def _float_list(text: str | None, flag: str) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SlmtuneError(f"{flag} takes numbers separated by commas, got {text!r}") from None
-
-
-def cmd_augment(args: argparse.Namespace) -> int:
-    from slmtune.config import EDA_OPS
-    from slmtune.experiments.augmentation import AugmentStudyConfig, run_augmentation
+def cmd_study_kind(args: argparse.Namespace) -> int:
+    """Any registered study: its flags onto its config, its `run`, its `report`."""
     from slmtune.experiments.common import load_study_config
 
-    operations = None
-    if args.ops:
-        operations = {name: list(EDA_OPS) if name == "eda" else name.split("+") for name in args.ops.split(",") if name}
-    cfg = load_study_config(AugmentStudyConfig, args.config, name=args.name, recipe=args.recipe,
-                            ratios=_float_list(args.ratios, "--ratios"), sizes=_int_list(args.sizes, "--sizes"),
-                            seeds=_int_list(args.seeds, "--seeds"), operations=operations,
-                            back_translation=args.back_translation)
-    summary = run_augmentation(cfg, args.study_dir, list(args.overrides))
-    print("\nslmtune augment: done (test accuracy; difference to the ratio-0 control, paired by seed)")
-    for size, ops in summary["curves"].items():
-        for op, points in ops.items():
-            cells = "  ".join(f"x{p['ratio']:g} {p['mean']:.4f}"
-                              + (f" ({p['vs_control']['mean_difference']:+.4f}, p={p['vs_control']['t_pvalue']:.2g})"
-                                 if p["vs_control"] else "") for p in points)
-            print(f"  {size:>6} rows  {op:<23}{cells}")
-    return 0
-
-
-def cmd_active(args: argparse.Namespace) -> int:
-    from slmtune.experiments.active import ActiveConfig, run_active
-    from slmtune.experiments.common import load_study_config
-
-    cfg = load_study_config(ActiveConfig, args.config, name=args.name, recipe=args.recipe,
-                            strategies=args.strategies.split(",") if args.strategies else None,
-                            checkpoints=_int_list(args.checkpoints, "--checkpoints"),
-                            seeds=_int_list(args.seeds, "--seeds"), pool_size=args.pool_size, backend=args.backend)
-    summary = run_active(cfg, args.study_dir, list(args.overrides))
-    print("\nslmtune active: done (area under the learning curve = mean test accuracy over the budget)")
-    for row in summary["aulc"]:
-        versus = row["vs_random"]
-        extra = (f"  vs random {versus['mean_difference']:+.4f} [{versus['boot_low']:+.4f}, {versus['boot_high']:+.4f}]"
-                 f" p={versus['t_pvalue']:.2g}") if versus else ""
-        print(f"  {row['strategy']:<18}AULC {row['aulc']['mean']:.4f} ± {row['aulc']['std']:.4f}{extra}")
+    kind = args.study_kind
+    module = kind.load()
+    values, options = {"name": args.name, "recipe": args.recipe}, {}
+    for flag in kind.flags:
+        value = _parse_flag(flag, getattr(args, flag.field + "_flag"), flag.option)
+        if value is not None and value is not False:
+            (options if flag.to_run else values)[flag.field] = value
+    values = {k: v for k, v in values.items() if v is not None}
+    if hasattr(module, "from_cli"):
+        values = module.from_cli(values, from_file=bool(args.config))
+    cfg = load_study_config(module.CONFIG, args.config, **values)
+    summary = module.run(cfg, args.study_dir, list(args.overrides), **options)
+    print(f"\nslmtune {kind.cli} {getattr(cfg, 'name', '')}: done")
+    print("\n".join(module.report(summary)))
     return 0
 
 
@@ -475,59 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     p.set_defaults(func=cmd_export)
 
-    p = _study_parser(sub, "sweep", "hyperparameter sweep (Optuna; resumable; shareable by workers)",
-                      "configs/studies/sweep-*.yaml")
-    p.add_argument("--space", help="lr, wd, grid (5x5), rank, alpha, batch or epochs")
-    p.add_argument("--method", choices=["lora", "full"])
-    p.add_argument("--search", type=int, help="TPE search with N trials instead of a grid")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder)")
-    p.add_argument("--worker", action="store_true", help="join an existing sweep and take its open trials")
-    p.set_defaults(func=cmd_sweep)
+    from slmtune.experiments.registry import STUDIES
 
-    p = _study_parser(sub, "seeds", "repeat a recipe over seeds; compare two recipes pairwise",
-                      "configs/studies/seeds.yaml")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 42,123,456")
-    p.add_argument("--num-runs", type=int, help="draw this many seeds instead")
-    p.add_argument("--compare", help="second recipe run on the same seeds, e.g. configs/agnews-full.yaml")
-    p.set_defaults(func=cmd_seeds)
-
-    p = _study_parser(sub, "zeroshot", "zero-shot baselines: untrained head, label-prompt embeddings, NLI",
-                      "configs/studies/zeroshot.yaml")
-    p.add_argument("--method", action="append",
-                   help="untrained-head, names, descriptions, templates, custom, nli (repeatable)")
-    p.add_argument("--template", action="append", help='your own template, e.g. "A story on {}." (repeatable)')
-    p.add_argument("--nli-model", help="an NLI model id or folder for the nli method")
-    p.set_defaults(func=cmd_zeroshot)
-
-    p = _study_parser(sub, "fewshot", "k rows per class, several draws: probe, prompt-initialised, LoRA, full",
-                      "configs/studies/fewshot.yaml")
-    p.add_argument("--shots", help="rows per class, e.g. 1,2,5,10,20,50,100")
-    p.add_argument("--draws", type=int, help="random draws per size")
-    p.add_argument("--methods", help="comma-separated: probe,prompt,lora,full,setfit")
-    p.set_defaults(func=cmd_fewshot)
-
-    p = _study_parser(sub, "scaling", "accuracy vs training rows with a power-law fit", "configs/studies/scaling.yaml")
-    p.add_argument("--sizes", help="training rows, e.g. 10,50,100,200,500,1000,2000,5000,10000")
-    p.add_argument("--seeds", help="e.g. 42,123,456")
-    p.set_defaults(func=cmd_scaling)
-
-    p = _study_parser(sub, "augment", "augmentation ratios x operations vs the no-augmentation control",
-                      "configs/studies/augmentation.yaml")
-    p.add_argument("--ratios", help="augmented rows per row, e.g. 0,0.25,0.5,0.75,1")
-    p.add_argument("--ops", help="operation sets, comma-separated; join operations with +, e.g. eda,synonym+swap,"
-                                 "backtranslate (eda = synonym+insert+delete+swap)")
-    p.add_argument("--sizes", help="training rows, e.g. 200,2400")
-    p.add_argument("--seeds", help="e.g. 42,123,456")
-    p.add_argument("--back-translation", help="apertium[:eng-spa] or marian[:<forward>,<backward>]")
-    p.set_defaults(func=cmd_augment)
-
-    p = _study_parser(sub, "active", "active learning: random vs uncertainty sampling", "configs/studies/active.yaml")
-    p.add_argument("--strategies", help="comma-separated: random,least_confidence,margin,entropy")
-    p.add_argument("--checkpoints", help="labelled rows, e.g. 100,500,1000")
-    p.add_argument("--seeds", help="e.g. 42,123,456")
-    p.add_argument("--pool-size", type=int, help="unlabelled pool size")
-    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="pool scoring backend")
-    p.set_defaults(func=cmd_active)
+    for kind in STUDIES.values():
+        if not kind.cli:
+            continue
+        p = _study_parser(sub, kind.cli, kind.help, kind.config_file)
+        for flag in kind.flags:
+            extra = {"switch": {"action": "store_true"}, "append": {"action": "append"}, "int": {"type": int}}
+            extra = extra.get(flag.parse, {}) | ({"choices": flag.choices} if flag.choices else {})
+            if flag.parse != "switch" and not flag.choices:
+                extra["metavar"] = flag.option.lstrip("-").upper().replace("-", "_")
+            p.add_argument(flag.option, dest=flag.field + "_flag", help=flag.help, **extra)
+        p.set_defaults(func=cmd_study_kind, study_kind=kind)
 
     p = sub.add_parser("study", help="the whole reference study (every part), resumable, with a plan first")
     p.add_argument("config_file", nargs="?", metavar="CONFIG", help="shortcut for --config")

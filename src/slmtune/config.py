@@ -362,12 +362,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
-    """Config from an optional YAML file plus overrides (``key=value`` strings or a nested dict)."""
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+                method: str | None = None) -> RunConfig:
+    """Config from an optional YAML file plus overrides (``key=value`` strings or a nested dict).
+
+    `method` (`--method`) switches the method: where it differs from the file's, the file's method-defaulted
+    values (learning rate, pooling) give way to the new method's defaults unless an override sets them."""
     values = load_yaml(path) if path else {}
-    if overrides:
-        values = merge(values, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
-    return from_dict(values)
+    given = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    if method is not None:
+        if method != values.get("model", {}).get("method", ModelConfig.method):
+            for key in METHOD_DEFAULTED:
+                section, name = key.split(".")
+                if name not in given.get(section, {}):
+                    values.get(section, {}).pop(name, None)
+        given = merge(given, {"model": {"method": method}})
+    return from_dict(merge(values, given))
 
 
 def replace(config: RunConfig, **changes: Any) -> RunConfig:

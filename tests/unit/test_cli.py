@@ -85,17 +85,15 @@ def test_clean_needs_input(capsys):
 
 
 def test_method_flag_takes_its_own_defaults_over_another_methods_file():
-    from slmtune.cli import method_defaults
     from slmtune.config import DEFAULT_LR, load_config
 
     lora_file = "configs/agnews-lora.yaml"  # sets learning_rate 1e-3 for LoRA
-    extra = method_defaults(lora_file, "full", [])
-    config = load_config(lora_file, extra + ["model.method=full"])
+    config = load_config(lora_file, [], method="full")
     assert (config.train.learning_rate, config.model.pooling) == (DEFAULT_LR["full"], "mean")
-    mine = ["train.learning_rate=2e-5"]  # the user's own value still wins
-    config = load_config(lora_file, method_defaults(lora_file, "full", mine) + ["model.method=full", *mine])
+    config = load_config(lora_file, ["train.learning_rate=2e-5"], method="full")  # the user's own value wins
     assert (config.train.learning_rate, config.model.pooling) == (2e-5, "mean")
-    assert method_defaults(lora_file, "lora", []) == [] and method_defaults(None, "full", []) == []
+    assert load_config(lora_file, [], method="lora").train.learning_rate == 1e-3
+    assert load_config(None, [], method="full").train.learning_rate == DEFAULT_LR["full"]
 
 
 def test_config_reference_is_current_and_documents_every_field(capsys):

@@ -90,7 +90,7 @@ def test_plan_counts_kept_rows_as_done(recipes, tmp_path):
         "zeroshot": {"methods": ["untrained-head", "templates"]},
         "fewshot": {"shots": [2], "draws": 2, "methods": ["probe", "prompt"], "prompt_min_steps": 2}})
     before = make_plan(cfg, tmp_path, None, 1.0).parts
-    from slmtune.experiments.reference import EVAL_RATE
+    from slmtune.experiments.common import EVAL_RATE
 
     assert before["zeroshot"]["seconds"] == pytest.approx(2 * 7600 / EVAL_RATE)  # untrained head + embeddings
     assert before["fewshot"]["seconds"] > 7600 / EVAL_RATE  # the probe's test embedding and two prompt draws

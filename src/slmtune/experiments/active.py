@@ -169,3 +169,37 @@ def summarize_active(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]
     summary["plots"] = [active_plot(curves, study.root / "plots" / "active.png")]
     study.write_summary(rows, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = ActiveConfig
+run = run_active
+
+
+def shares_runs(cfg: ActiveConfig) -> bool:
+    return False  # later rounds train on queried rows: their configs do not name their runs
+
+
+def plan(cfg: ActiveConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    """Planned by size only (what is queried is not known in advance); a finished part (summary.json) is done."""
+    from slmtune.experiments.common import EVAL_RATE
+
+    if root is not None and (root / "summary.json").is_file():
+        return [], 0.0
+    out = []
+    for seed in cfg.seeds:
+        sizes = cfg.checkpoints[:1] + cfg.checkpoints[1:] * len(cfg.strategies)  # the seed set is shared
+        out += [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps) for n in sizes]
+    scoring = len(cfg.seeds) * len(cfg.strategies) * (len(cfg.checkpoints) - 1) * cfg.pool_size
+    return out, scoring / EVAL_RATE
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    lines = ["  area under the learning curve = mean test accuracy over the budget"]
+    for row in summary["aulc"]:
+        versus = row["vs_random"]
+        extra = (f"  vs random {versus['mean_difference']:+.4f} [{versus['boot_low']:+.4f}, "
+                 f"{versus['boot_high']:+.4f}] p={versus['t_pvalue']:.2g}") if versus else ""
+        lines.append(f"  {row['strategy']:<18}AULC {row['aulc']['mean']:.4f} ± {row['aulc']['std']:.4f}{extra}")
+    return lines

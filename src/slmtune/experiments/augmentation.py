@@ -146,3 +146,34 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
     summary["plots"] = [augmentation_plot(curves, study.root / "plots" / "augmentation.png")]
     study.write_summary(rows, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = AugmentStudyConfig
+run = run_augmentation
+
+
+def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
+    """`--ops eda,synonym+swap` -> {"eda": [synonym, insert, delete, swap], "synonym+swap": [synonym, swap]}."""
+    from slmtune.config import EDA_OPS
+
+    if isinstance(values.get("operations"), str):
+        values["operations"] = {name: list(EDA_OPS) if name == "eda" else name.split("+")
+                                for name in values["operations"].split(",") if name}
+    return values
+
+
+def plan(cfg: AugmentStudyConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    return [c for _, c in _plan(cfg, base)], 0.0
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    lines = ["  test accuracy; difference to the ratio-0 control, paired by seed"]
+    for size, ops in summary["curves"].items():
+        for op, points in ops.items():
+            cells = "  ".join(f"x{p['ratio']:g} {p['mean']:.4f}"
+                              + (f" ({p['vs_control']['mean_difference']:+.4f}, p={p['vs_control']['t_pvalue']:.2g})"
+                                 if p["vs_control"] else "") for p in points)
+            lines.append(f"  {size:>6} rows  {op:<23}{cells}")
+    return lines

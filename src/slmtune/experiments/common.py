@@ -23,6 +23,10 @@ from slmtune.train import train
 # (slmtune.experiments.reference): a default `slmtune train` (LoRA); full fine-tuning's morning run scaled by the
 # LoRA run's morning-to-then ratio (0.95). Refined from finished runs of a study.
 PRIOR_SAMPLES_PER_SECOND = {"lora": {"train": 64.0, "eval": 221.0}, "full": {"train": 47.5, "eval": 218.0}}
+EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
+FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
+# SetFit 1.2.0 contrastive pairs per second on the reference CPU (16 rows a class: 3,072 pairs in 189 s a draw).
+SETFIT_PAIRS_PER_SECOND = 16.3
 
 
 def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:

@@ -238,3 +238,42 @@ def summarize_fewshot(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any
     study.write_summary(rows, summary)
     return summary
 
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = FewShotConfig
+run = run_fewshot
+
+
+def plan(cfg: FewShotConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    """Runs of the lora and full methods; seconds of the methods with their own loops (kept rows count as done)."""
+    from slmtune.experiments.common import EVAL_RATE, FULL_TRAIN_RATE, SETFIT_PAIRS_PER_SECOND, row_file
+    from slmtune.methods.prompt_head import steps_for
+
+    out, extra, probe_left = [], 0.0, False
+    for k in cfg.shots:
+        for draw in range(cfg.draws):
+            for method in cfg.methods:
+                if method in OWN_LOOP and root is not None:
+                    if row_file(root, *kept_row(cfg, draw_config(cfg, base, k, draw, method), k, draw,
+                                                method)).exists():
+                        continue  # kept from an earlier run of this part
+                probe_left = probe_left or method == "probe"
+                if method == "prompt":
+                    steps = steps_for(4 * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
+                    extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
+                if method == "setfit":  # SetFit's default oversampling: 2 x max(same-, cross-class) pairs
+                    same, cross = 4 * k * (k - 1) // 2, 6 * k * k
+                    extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + 7600 / EVAL_RATE
+                if method not in ("lora", "full"):
+                    continue
+                out.append(with_min_steps(draw_config(cfg, base, k, draw, method), 4 * k, cfg.min_steps))
+    return out, extra + (7600 / EVAL_RATE if probe_left else 0.0)  # the probe embeds the test set once
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    lines = ["  test accuracy, mean ± std over draws"]
+    for method, points in summary["curves"].items():
+        cells = "  ".join(f"{k}: {p['mean']:.3f}±{p['std']:.3f}" for k, p in points.items())
+        lines.append(f"  {method:<8}{cells}")
+    return lines

@@ -23,25 +23,18 @@ from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     PRIOR_SAMPLES_PER_SECOND,
     Clock,
-    Study,
-    flat_metrics,
     format_duration,
     load_run_config,
     run_key,
     run_seconds,
-    with_min_steps,
 )
+from slmtune.experiments.registry import STUDIES
 
-KINDS = ("train", "seeds", "sweep", "augmentation", "active", "zeroshot", "fewshot", "scaling")
 # Disk per finished run of the default model (`du -sh` of run folders: LoRA 3.3 MB, full fine-tuning 90 MB).
 DISK_MB = {"lora": 3.3, "full": 90.0}
 # What calibrate() below measured on the 2-core reference CPU (mean of three, 2026-11-26, in the same hour as
 # PRIOR_SAMPLES_PER_SECOND); a machine twice as fast measures twice these and gets half the estimate.
 CALIBRATION_REFERENCE = {"train": 37.6, "eval": 201.3}
-EVAL_RATE = PRIOR_SAMPLES_PER_SECOND["lora"]["eval"]
-FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
-# SetFit 1.2.0 contrastive pairs per second on the reference CPU (16 rows a class: 3,072 pairs in 189 s a draw).
-SETFIT_PAIRS_PER_SECOND = 16.3
 
 
 @dataclass
@@ -55,52 +48,19 @@ class ReferenceConfig:
 
 def part_kind(name: str, settings: dict[str, Any]) -> str:
     kind = settings.get("kind") or name.split("-")[0]
-    if kind not in KINDS:
-        raise SlmtuneError(f"part {name!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind not in STUDIES:
+        raise SlmtuneError(f"part {name!r}: unknown kind {kind!r}; known: {', '.join(STUDIES)}")
     return kind
 
 
 def _study_cfg(kind: str, name: str, settings: dict[str, Any], recipe: str):
-    from slmtune.experiments.active import ActiveConfig
-    from slmtune.experiments.augmentation import AugmentStudyConfig
-    from slmtune.experiments.fewshot import FewShotConfig
-    from slmtune.experiments.scaling import ScalingConfig
-    from slmtune.experiments.seeds import SeedsConfig
-    from slmtune.experiments.sweep import SweepConfig
-    from slmtune.experiments.zeroshot import ZeroShotConfig
-
-    classes = {"train": TrainPartConfig, "seeds": SeedsConfig, "sweep": SweepConfig,
-               "augmentation": AugmentStudyConfig, "active": ActiveConfig, "zeroshot": ZeroShotConfig,
-               "fewshot": FewShotConfig, "scaling": ScalingConfig}
     values = {k: v for k, v in settings.items() if k != "kind"}
     values.setdefault("name", name)
     values.setdefault("recipe", recipe)
     try:
-        return classes[kind](**values)
+        return STUDIES[kind].load().CONFIG(**values)
     except TypeError as exc:
         raise SlmtuneError(f"part {name!r}: {exc}".replace("__init__() ", "")) from None
-
-
-@dataclass
-class TrainPartConfig:
-    name: str = "train"
-    recipe: str | None = None
-    run: dict[str, Any] = field(default_factory=dict)
-    recipes: list[str] = field(default_factory=lambda: ["configs/agnews-full.yaml", "configs/agnews-lora.yaml"])
-    """One run per recipe: the baseline (full fine-tuning) and LoRA."""
-
-
-def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[str] | None, progress=print) -> dict:
-    study = Study(study_dir)
-    rows = []
-    for recipe in cfg.recipes:
-        config = load_run_config(recipe, cfg.run, cli_overrides)
-        row = {"recipe": recipe, "method": config.model.method, **flat_metrics(study.run(config))}
-        rows.append(row)
-        progress(f"  {recipe}: test accuracy {row['test_accuracy']:.4f}{' (reused)' if row['reused'] else ''}")
-    summary = {"study": "train", "rows": rows}
-    study.write_summary(rows, summary)
-    return summary
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -109,74 +69,10 @@ def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[st
 def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int,
                  root: Path | None = None) -> tuple[list[RunConfig], float]:
     """The training runs a part will ask for, and the seconds (on the reference CPU) of the work it does outside
-    them: embedding, pool scoring, the prompt method's training. `root` (the part's folder) lets results it
-    already keeps (zero-shot and few-shot rows) count as done.
-
-    Active learning's later rounds depend on what is queried, so they are planned by size only."""
-    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
-    if kind == "train":
-        return [load_run_config(r, cfg.run, cli_overrides) for r in cfg.recipes], 0.0
-    if kind == "seeds":
-        from slmtune.experiments.seeds import resolve_seeds
-
-        configs = [base] + ([load_run_config(cfg.compare, cfg.compare_run, cli_overrides)] if cfg.compare else [])
-        return [replace(c, seed=s) for c in configs for s in resolve_seeds(cfg.seeds, cfg.num_runs)], 0.0
-    if kind == "sweep":
-        from slmtune.experiments.sweep import grid_points
-
-        if cfg.search:
-            return [base] * cfg.search, 0.0
-        return [replace(base, **point) for point in grid_points(cfg.resolved_space())], 0.0
-    if kind == "augmentation":
-        from slmtune.experiments.augmentation import _plan
-
-        return [c for _, c in _plan(cfg, base)], 0.0
-    if kind == "active":
-        out = []
-        for seed in cfg.seeds:
-            sizes = cfg.checkpoints[:1] + cfg.checkpoints[1:] * len(cfg.strategies)  # the seed set is shared
-            out += [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps) for n in sizes]
-        scoring = len(cfg.seeds) * len(cfg.strategies) * (len(cfg.checkpoints) - 1) * cfg.pool_size
-        return out, scoring / EVAL_RATE
-    if kind == "zeroshot":  # one pass over the test set for the untrained head, one for the embeddings
-        left = set(cfg.methods) - {"nli"}
-        if root is not None and (root / "rows").is_dir():
-            from slmtune.data import load_splits
-            from slmtune.experiments.common import row_file
-            from slmtune.experiments.zeroshot import kept_row, label_descriptions
-
-            descriptions = label_descriptions(cfg, load_splits(base.data, base.seed).test.label_names)
-            left = {m for m in left if not row_file(root, *kept_row(cfg, base, m, descriptions)).exists()}
-        return [], 7600 / EVAL_RATE * (("untrained-head" in left) + bool(left - {"untrained-head"}))
-    if kind == "fewshot":
-        from slmtune.experiments.common import row_file
-        from slmtune.experiments.fewshot import OWN_LOOP, draw_config, kept_row
-        from slmtune.methods.prompt_head import steps_for
-
-        out, extra, probe_left = [], 0.0, False
-        for k in cfg.shots:
-            for draw in range(cfg.draws):
-                for method in cfg.methods:
-                    if method in OWN_LOOP and root is not None:
-                        if row_file(root, *kept_row(cfg, draw_config(cfg, base, k, draw, method), k, draw,
-                                                    method)).exists():
-                            continue  # kept from an earlier run of this part
-                    probe_left = probe_left or method == "probe"
-                    if method == "prompt":
-                        steps = steps_for(4 * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
-                        extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
-                    if method == "setfit":  # SetFit's default oversampling: 2 x max(same-, cross-class) pairs
-                        same, cross = 4 * k * (k - 1) // 2, 6 * k * k
-                        extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + 7600 / EVAL_RATE
-                    if method not in ("lora", "full"):
-                        continue
-                    out.append(with_min_steps(draw_config(cfg, base, k, draw, method), 4 * k, cfg.min_steps))
-        return out, extra + (7600 / EVAL_RATE if probe_left else 0.0)  # the probe embeds the test set once
-    if kind == "scaling":
-        sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
-        return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
-                for n in sizes for seed in cfg.seeds], 0.0
-    raise SlmtuneError(f"unknown kind {kind!r}")
+    them: each study's own `plan` (slmtune.experiments.registry). `root` (the part's folder) lets results it
+    already keeps count as done."""
+    return STUDIES[kind].load().plan(cfg, load_run_config(cfg.recipe, cfg.run, cli_overrides), cli_overrides,
+                                     available, root)
 
 
 def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: str = "auto") -> dict[str, float]:
@@ -268,9 +164,8 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         kind, study_cfg = kinds[name], study_cfgs[name]
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available, root / name)
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0}
-        # Active rounds train on queried rows and search trials on sampled values: their configs do not name
-        # their runs, so they are neither shared nor found done by key.
-        shareable = kind != "active" and not (kind == "sweep" and study_cfg.search)
+        shares = getattr(STUDIES[kind].load(), "shares_runs", None)
+        shareable = shares(study_cfg) if shares else True  # configs that name their runs are shared by parts
         for config in configs:
             key = f"{config.model.method}-{run_key(config)}"
             if shareable:
@@ -283,10 +178,6 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
                 continue
             p["seconds"] += run_seconds(config, rates[config.model.method])
             p["disk_mb"] += DISK_MB[config.model.method]
-        if kind == "active":
-            summary = root / name / "summary.json"
-            if summary.is_file():
-                p["done"], p["seconds"], p["disk_mb"] = p["runs"], 0.0, 0.0
         parts[name] = p
         total += p["runs"]
         new += p["runs"] - p["done"]
@@ -359,14 +250,6 @@ def parse_budget(text: str) -> float:
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,
                   only: list[str] | None = None, budget: str | None = None, dry_run: bool = False,
                   progress=print) -> dict[str, Any]:
-    from slmtune.experiments.active import run_active
-    from slmtune.experiments.augmentation import run_augmentation
-    from slmtune.experiments.fewshot import run_fewshot
-    from slmtune.experiments.scaling import run_scaling
-    from slmtune.experiments.seeds import run_seeds
-    from slmtune.experiments.sweep import run_sweep
-    from slmtune.experiments.zeroshot import run_zeroshot
-
     if not cfg.parts:
         raise SlmtuneError("the reference study names no parts")
     for name, settings in cfg.parts.items():
@@ -392,14 +275,12 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
                             "estimate_seconds": round(p["seconds"])} for n, p in plan.parts.items()}}
     if dry_run:
         return record
-    runners = {"train": run_train_part, "seeds": run_seeds, "sweep": run_sweep, "augmentation": run_augmentation,
-               "active": run_active, "zeroshot": run_zeroshot, "fewshot": run_fewshot, "scaling": run_scaling}
     clock = Clock()
     seconds = {}
     for name, p in plan.parts.items():
         progress(f"\n== {name} ({p['kind']}): {p['runs'] - p['done']} runs to train, ~{format_duration(p['seconds'])}")
         start = clock.elapsed
-        runners[p["kind"]](p["cfg"], root / name, cli_overrides, progress=progress)
+        STUDIES[p["kind"]].load().run(p["cfg"], root / name, cli_overrides, progress=progress)
         seconds[name] = round(clock.elapsed - start, 1)
         runs.write_json(root / "reference.json", {**record, "seconds": seconds, "total_seconds": sum(seconds.values())})
     from slmtune.report.html import build_report

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune import stats
-from slmtune.config import replace
+from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
 
@@ -84,3 +84,25 @@ def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConf
     summary["plots"] = scaling_plots(points, fit, study.root / "plots", predictions)
     study.write_summary(rows, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = ScalingConfig
+run = run_scaling
+
+
+def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
+    return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
+            for n in sizes for seed in cfg.seeds], 0.0
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    fit = summary["fit"]
+    lines = [f"  error = {fit['a']:.3f} n^-{fit['b']:.3f} + {fit['c']:.4f}  (R² {fit['r2']:.3f})"]
+    lines += [f"  predicted accuracy at {p['n']:>7,} rows: {p['accuracy']:.4f} [{p['low']:.4f}, {p['high']:.4f}]"
+              for p in summary["predictions"]]
+    lines.append(f"  diminishing returns (< {summary['diminishing_returns']['threshold_per_doubling']} per "
+                 f"doubling) from ~{summary['diminishing_returns']['size']:,.0f} rows")
+    return lines

@@ -115,3 +115,24 @@ def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds
     summary["plots"] = seeds_plots(groups, study.root / "plots")
     study.write_summary([r for rows in groups.values() for r in rows], summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = SeedsConfig
+run = run_seeds
+
+
+def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    configs = [base] + ([load_run_config(cfg.compare, cfg.compare_run, cli_overrides)] if cfg.compare else [])
+    return [replace(c, seed=s) for c in configs for s in resolve_seeds(cfg.seeds, cfg.num_runs)], 0.0
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    lines = [f"  {'model':<28}{'accuracy':>20}{'macro-F1':>20}{'trainable':>14}{'train s':>10}"]
+    for row in summary["table"]:
+        lines.append(f"  {row['model']:<28}{row['accuracy']:>20}{row['macro_f1']:>20}"
+                     f"{row['trainable_percent']:>13.2f}%{row['train_seconds']:>10.1f}")
+    if "comparison" in summary:
+        lines.append(f"  {summary['comparison']['verdict']}")
+    return lines

@@ -49,11 +49,16 @@ class SweepConfig:
     """Number of TPE trials; null runs the grid of every listed value."""
     storage: str | None = None
     """Optuna storage URL; null is sqlite in the study folder."""
+    method: str | None = None
+    """`lora` or `full`: the method every trial trains (its own learning rate and pooling unless the recipe, `run`
+    or the space sets them); null keeps the recipe's."""
     heartbeat: int = 10
     """Seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its process was killed) is
     failed and its point run again. A live trial of another worker is never taken over."""
 
     def __post_init__(self) -> None:
+        if self.method not in (None, "lora", "full"):
+            raise SlmtuneError(f"method must be lora or full, got {self.method!r}")
         if not isinstance(self.heartbeat, int) or isinstance(self.heartbeat, bool) or self.heartbeat < 1:
             raise SlmtuneError(f"heartbeat must be a positive whole number of seconds, got {self.heartbeat!r}")
 
@@ -65,6 +70,11 @@ class SweepConfig:
         if not isinstance(self.space, dict) or not self.space:
             raise SlmtuneError("the sweep space is empty: give at least one field with values")
         return dict(self.space)
+
+
+def with_method(base: RunConfig, method: str | None) -> RunConfig:
+    """`base` training `method` instead (the method's defaulted fields re-resolve)."""
+    return replace(base, **{"model.method": method}) if method and method != base.model.method else base
 
 
 def grid_points(space: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,7 +208,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
 
     # ERROR: Optuna logs a stopped trial's traceback as a warning; slmtune says what happened in one line
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    base = with_method(load_run_config(cfg.recipe, cfg.run, cli_overrides), cfg.method)
     space = cfg.resolved_space()
     search = cfg.search is not None
     if search and cfg.search < 1:
@@ -229,7 +239,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         if requeued:
             progress(f"re-running {requeued} trial(s) stopped earlier")
         study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
-                                "space": space, "search": cfg.search, "storage": cfg.storage,
+                                "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
                                 "cli_overrides": cli_overrides or []})
 
     total = cfg.search if search else len(points)
@@ -326,3 +336,33 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
     summary["plots"] = sweep_plots(unique, list(space), study.root / "plots")
     study.write_summary(unique, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = SweepConfig
+run = run_sweep
+
+
+def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
+    if values.get("method") and "name" not in values and not from_file:
+        values["name"] = f"sweep-{values.get('space', 'lr')}-{values['method']}"
+    return values
+
+
+def shares_runs(cfg: SweepConfig) -> bool:
+    return not cfg.search  # search trials train sampled values: their configs are not known in advance
+
+
+def plan(cfg: SweepConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    base = with_method(base, cfg.method)
+    if cfg.search:
+        return [base] * cfg.search, 0.0
+    return [replace(base, **point) for point in grid_points(cfg.resolved_space())], 0.0
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    best = summary["best"]
+    return [f"  trials                    {summary['trials']}", f"  best params               {best['params']}",
+            f"  best validation accuracy  {best['validation_accuracy']:.4f}",
+            f"  its test accuracy         {best['test_accuracy']:.4f}", f"  best config               {best['config']}"]

@@ -125,3 +125,36 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
                "confusion_matrices": matrices, "descriptions": descriptions}
     study.write_summary(rows, summary)
     return {**summary, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------- study protocol
+
+CONFIG = ZeroShotConfig
+run = run_zeroshot
+
+
+def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
+    if values.get("templates") and not values.get("methods"):
+        values["methods"] = ["untrained-head", "names", "descriptions", "templates", "custom"]
+    if values.get("nli_model") and not values.get("methods"):
+        values["methods"] = ["untrained-head", "templates", "nli"]
+    return values
+
+
+def plan(cfg: ZeroShotConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+    """No training run: one pass over the test set for the untrained head, one for the embeddings (kept results
+    count as done)."""
+    from slmtune.experiments.common import EVAL_RATE, row_file
+
+    left = set(cfg.methods) - {"nli"}
+    if root is not None and (root / "rows").is_dir():
+        descriptions = label_descriptions(cfg, load_splits(base.data, base.seed).test.label_names)
+        left = {m for m in left if not row_file(root, *kept_row(cfg, base, m, descriptions)).exists()}
+    return [], 7600 / EVAL_RATE * (("untrained-head" in left) + bool(left - {"untrained-head"}))
+
+
+def report(summary: dict[str, Any]) -> list[str]:
+    lines = [f"  n={summary['rows'][0]['n']} test rows, chance {summary['chance']:.2f}"]
+    lines += [f"  {row['method']:<16}accuracy {row['accuracy']:.4f}   macro-F1 {row['macro_f1']:.4f}"
+              for row in summary["rows"]]
+    return lines

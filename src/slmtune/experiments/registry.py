@@ -1,0 +1,114 @@
+"""The one registry of studies, read by the CLI (one subcommand each), `slmtune study` (its parts) and the planner.
+
+Each study is a module of slmtune.experiments that follows one protocol:
+
+- `CONFIG`: its dataclass (fields with docstrings; `name`, `recipe` and `run` are shared by all);
+- `run(cfg, study_dir=None, cli_overrides=None, progress=print, **options) -> summary` (also written to
+  the study folder as summary.json), resumable: finished runs and kept results are reused;
+- `plan(cfg, base, cli_overrides, available, root) -> (run configs, seconds of work outside runs)`: what `run`
+  will train, for the estimate before a whole study starts;
+- `report(summary) -> lines`: what the CLI prints when it ends;
+- optional `shares_runs(cfg) -> bool` (default True: its configs name their runs, so parts share them) and
+  `from_cli(values) -> values` (turns flag values into config fields).
+
+The registry itself is plain data, so `slmtune --help` lists every study and its flags without importing torch.
+A new study is a module with those names and one `StudyKind` here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A CLI option of one study, mapped onto a field of its config (or an option of its `run`)."""
+
+    option: str
+    """The flag, e.g. `--seeds`."""
+    field: str
+    """The config field it sets (or the `run` keyword with `to_run`)."""
+    help: str
+    parse: str = "str"
+    """`str`, `int`, `ints` / `floats` / `words` (comma-separated lists), `append` (repeatable), `switch`."""
+    choices: tuple[str, ...] | None = None
+    to_run: bool = False
+    """Passed to `run(...)` as a keyword instead of setting a config field."""
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    name: str
+    """The kind, as `study:` in a study file and as a part's kind in `slmtune study`."""
+    module: str
+    """Module under slmtune.experiments that implements the protocol."""
+    help: str
+    command: str | None = None
+    """The CLI subcommand (default: the name; None: no subcommand of its own)."""
+    config_file: str = ""
+    """The shipped study config, shown in --help."""
+    flags: tuple[Flag, ...] = ()
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(f"slmtune.experiments.{self.module}")
+
+    @property
+    def cli(self) -> str | None:
+        return self.command if self.command is not None else self.name
+
+
+SEEDS = "comma-separated seeds, e.g. 42,123,456"
+STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
+    StudyKind("train", "train_part", "one run per recipe (the reference study's baseline part)", command=""),
+    StudyKind("sweep", "sweep", "hyperparameter sweep (Optuna; resumable; shareable by workers)",
+              config_file="configs/studies/sweep-*.yaml", flags=(
+                  Flag("--space", "space", "lr, wd, grid (5x5), rank, alpha, batch or epochs"),
+                  Flag("--method", "method", "lora or full: the method every trial trains", choices=("lora", "full")),
+                  Flag("--search", "search", "TPE search with N trials instead of a grid", parse="int"),
+                  Flag("--storage", "storage", "Optuna storage URL (default: sqlite in the study folder); "
+                                               "postgresql://... lets machines share one sweep"),
+                  Flag("--worker", "worker", "join an existing sweep and take its open trials", parse="switch",
+                       to_run=True))),
+    StudyKind("seeds", "seeds", "repeat a recipe over seeds; compare two recipes pairwise",
+              config_file="configs/studies/seeds.yaml", flags=(
+                  Flag("--seeds", "seeds", SEEDS, parse="ints"),
+                  Flag("--num-runs", "num_runs", "draw this many seeds instead", parse="int"),
+                  Flag("--compare", "compare", "second recipe run on the same seeds, e.g. configs/agnews-full.yaml"))),
+    StudyKind("zeroshot", "zeroshot", "zero-shot baselines: untrained head, label-prompt embeddings, NLI",
+              config_file="configs/studies/zeroshot.yaml", flags=(
+                  Flag("--method", "methods", "untrained-head, names, descriptions, templates, custom, nli "
+                                              "(repeatable)", parse="append"),
+                  Flag("--template", "templates", 'your own template, e.g. "A story on {}." (repeatable)',
+                       parse="append"),
+                  Flag("--nli-model", "nli_model", "an NLI model id or folder for the nli method"))),
+    StudyKind("fewshot", "fewshot", "k rows per class, several draws: probe, prompt, LoRA, full, SetFit",
+              config_file="configs/studies/fewshot.yaml", flags=(
+                  Flag("--shots", "shots", "rows per class, e.g. 1,2,5,10,20,50,100", parse="ints"),
+                  Flag("--draws", "draws", "random draws per size", parse="int"),
+                  Flag("--methods", "methods", "comma-separated: probe,prompt,lora,full,setfit", parse="words"))),
+    StudyKind("scaling", "scaling", "accuracy vs training rows with a power-law fit",
+              config_file="configs/studies/scaling.yaml", flags=(
+                  Flag("--sizes", "sizes", "training rows, e.g. 10,50,100,200,500,1000,2000,5000,10000",
+                       parse="ints"),
+                  Flag("--seeds", "seeds", SEEDS, parse="ints"))),
+    StudyKind("augmentation", "augmentation", "augmentation ratios x operations vs the no-augmentation control",
+              command="augment", config_file="configs/studies/augmentation.yaml", flags=(
+                  Flag("--ratios", "ratios", "augmented rows per row, e.g. 0,0.25,0.5,0.75,1", parse="floats"),
+                  Flag("--ops", "operations", "operation sets, comma-separated; join operations with +, e.g. "
+                                              "eda,synonym+swap,backtranslate (eda = synonym+insert+delete+swap)"),
+                  Flag("--sizes", "sizes", "training rows, e.g. 200,2400", parse="ints"),
+                  Flag("--seeds", "seeds", SEEDS, parse="ints"),
+                  Flag("--back-translation", "back_translation",
+                       "apertium[:eng-spa] or marian[:<forward>,<backward>]"))),
+    StudyKind("active", "active", "active learning: random vs uncertainty sampling",
+              config_file="configs/studies/active.yaml", flags=(
+                  Flag("--strategies", "strategies", "comma-separated: random,least_confidence,margin,entropy",
+                       parse="words"),
+                  Flag("--checkpoints", "checkpoints", "labelled rows, e.g. 100,500,1000", parse="ints"),
+                  Flag("--seeds", "seeds", SEEDS, parse="ints"),
+                  Flag("--pool-size", "pool_size", "unlabelled pool size", parse="int"),
+                  Flag("--backend", "backend", "pool scoring backend",
+                       choices=("torch", "torch-fp32", "onnx", "onnx-int8")))),
+)}

@@ -218,6 +218,35 @@ def test_report_of_a_single_run_and_bad_folders(reference_study, tmp_path, capsy
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "holds no run" in capsys.readouterr().err
+    assert main(["report", str(run), "--output", "/proc/no-such/r.html"]) == 2  # unwritable: one line, exit 2
+    assert "cannot write the report" in capsys.readouterr().err
+
+
+def test_report_says_when_a_run_or_study_did_not_finish(reference_study, tmp_path):
+
+    from slmtune import runs
+
+    run = tmp_path / "run"
+    shutil.copytree(next((reference_study["root"] / "train" / "runs").iterdir()), run)
+    runs.write_json(run / "result.json", {**runs.read_result(run), "status": "interrupted"})
+    assert main(["report", str(run)]) == 0
+    assert "Incomplete:</b> this run did not finish (status interrupted)" in (run / "report.html").read_text()
+    study = tmp_path / "study"
+    shutil.copytree(reference_study["root"] / "seeds", study)
+    stopped = next((study / "runs").iterdir())
+    runs.write_json(stopped / "result.json", {**runs.read_result(stopped), "status": "interrupted"})
+    assert main(["report", str(study)]) == 0
+    assert "some runs did not finish (1 interrupted)" in (study / "findings.md").read_text()
+
+
+def test_bad_budget_fails_before_the_calibration(recipes, tmp_path, capsys, monkeypatch):
+    from slmtune.experiments import reference
+
+    monkeypatch.setattr(reference, "calibrate", lambda *a, **k: pytest.fail("calibrated before checking --budget"))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "reference", "recipe": recipes["lora"], "parts": {"train": {}}}))
+    assert main(["study", "--config", str(path), "--study-dir", str(tmp_path / "x"), "--budget", "abc"]) == 2
+    assert "--budget takes a duration" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- main.py

@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_overrides
 from slmtune.cli import main
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
-from slmtune.experiments.sweep import SweepConfig, _requeue_missing, open_storage, run_sweep
+from slmtune.experiments.sweep import SweepConfig, _queue_missing, open_storage, run_sweep
 
 GRID = {"train.learning_rate": [0.01, 0.03], "train.weight_decay": [0.0, 0.01]}
 
@@ -170,9 +170,9 @@ def test_stopped_and_stale_trials_come_back_once(tmp_path):
     stopped.suggest_categorical("train.learning_rate", [0.01, 0.03])
     study.tell(stopped, state=TrialState.FAIL)
     live = study.ask()  # another process is training this one
-    assert _requeue_missing(study, points) == 1  # the stopped point, whole; the running one is left alone
+    assert _queue_missing(study, points) == 1  # the stopped point, whole; the running one is left alone
     assert study.trials[-1].system_attrs["fixed_params"] == points[0]
-    assert _requeue_missing(study, points) == 0
+    assert _queue_missing(study, points) == 0
     study._storage.record_heartbeat(live._trial_id)
     time.sleep(5)  # silent for longer than 3 heartbeats (the database clock counts whole seconds): taken as dead
     optuna.storages.fail_stale_trials(study)

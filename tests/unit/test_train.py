@@ -335,3 +335,26 @@ def test_auto_backend_is_the_fastest_within_the_budget(lora_run, capsys):
     assert choose_backend(lora_run.run_dir, max_change=0.0) == choice  # kept: measured once per budget and machine
     metrics = evaluate_run(lora_run.run_dir, "test", backend="auto", max_change=0.0)
     assert metrics["backend"] == choice["chosen"]
+
+
+def test_damaged_model_files_are_one_line(lora_run, tmp_path):
+    import shutil
+
+    from slmtune.errors import SlmtuneError
+
+    copy = tmp_path / "run"
+    shutil.copytree(lora_run.run_dir, copy)
+    weights = next((copy / "model").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut off halfway
+    with pytest.raises(SlmtuneError, match="damaged or incomplete"):
+        load_run(copy)
+
+
+def test_a_successful_run_warns_about_nothing(tiny_models, synthetic_files, tmp_path):
+    import warnings
+
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 1}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, run_dir=tmp_path / "run")
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]

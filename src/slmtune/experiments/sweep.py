@@ -150,9 +150,10 @@ def _retry_point(study, trial) -> None:
     study.enqueue_trial(_point(trial), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
 
 
-def _requeue_missing(study, points: list[dict[str, Any]]) -> int:
-    """Queue every grid point that has no finished, waiting or running trial (a trial stopped by Ctrl-C, SIGTERM
-    or an error is FAIL: its point comes back). Running trials are left to their owners' heartbeats."""
+def _queue_missing(study, points: list[dict[str, Any]]) -> int:
+    """Queue every grid point that has no finished, waiting or running trial: all of them on a new sweep; on a
+    rerun, those whose trial was stopped by Ctrl-C, SIGTERM or an error (Optuna marks it FAIL). Running trials
+    are left to their owners' heartbeats."""
     from optuna.trial import TrialState
 
     live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
@@ -160,7 +161,7 @@ def _requeue_missing(study, points: list[dict[str, Any]]) -> int:
     count = 0
     for point in points:
         if point not in held:
-            study.enqueue_trial(point, user_attrs={"requeued": True}, skip_if_exists=False)
+            study.enqueue_trial(point, skip_if_exists=False)
             count += 1
     return count
 
@@ -231,13 +232,10 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
             pruner=optuna.pruners.MedianPruner() if search else optuna.pruners.NopPruner(),
         )
         optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
-        if not optuna_study.user_attrs.get("enqueued") and points:
-            for point in points:
-                optuna_study.enqueue_trial(point, skip_if_exists=True)
-            optuna_study.set_user_attr("enqueued", True)
-        requeued = _requeue_missing(optuna_study, points)
-        if requeued:
-            progress(f"re-running {requeued} trial(s) stopped earlier")
+        fresh = not optuna_study.trials
+        queued = _queue_missing(optuna_study, points)
+        if queued and not fresh:
+            progress(f"re-running {queued} trial(s) stopped earlier")
         study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
                                 "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
                                 "cli_overrides": cli_overrides or []})
@@ -312,7 +310,7 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
     rows = []
     for trial in _completed(optuna_study):
         row = {"trial": trial.number, **trial.params}
-        row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of", "requeued")})
+        row.update({k: v for k, v in trial.user_attrs.items() if k != "retry_of"})
         rows.append(row)
     if not rows:
         raise SlmtuneError("the sweep has no finished trials yet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -35,9 +36,15 @@ LORA_TARGETS = {
 }
 HEADS = {"distilbert": ["pre_classifier", "classifier"]}  # everything else: ["classifier"]
 
-# PEFT reads transformers' deprecated `is_gradient_checkpointing` on every LoRA model (peft 0.18-0.21 with
-# transformers 5): a warning about their code, printed on every run; this one message only is silenced.
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model (peft 0.18-0.21 with
+    transformers 5): a warning about their code, printed on every LoRA run. This one message is silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @functools.cache
@@ -150,7 +157,8 @@ def add_lora(model: PreTrainedModel, lora: LoraConfig):
         task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=targets, modules_to_save=head, **layers,
     )
-    return get_peft_model(model, peft_config)
+    with quiet_peft():
+        return get_peft_model(model, peft_config)
 
 
 def get_model(name: str = "minilm-l6", label_names: list[str] | None = None, use_lora: bool = True,

@@ -10,7 +10,7 @@ from typing import Any
 from slmtune import runs
 from slmtune.config import RunConfig, load_config
 from slmtune.errors import SlmtuneError
-from slmtune.models.build import load_classifier, load_tokenizer
+from slmtune.models.build import load_classifier, load_tokenizer, quiet_peft
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
 
@@ -42,7 +42,8 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
             from peft import PeftModel
 
             base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
-            model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+            with quiet_peft():
+                model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
         else:
             model = load_classifier(str(model_dir), label_names)
     except SlmtuneError:

@@ -27,73 +27,54 @@ def _pct(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- commands
 
 
+TRAIN_FLAGS = {  # --flag: (config field, help)
+    "--model": ("model.name", "minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder"),
+    "--data-dir": ("data.data_dir", "AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)"),
+    "--dataset": ("data.dataset", "ag_news, or a CSV/TSV/JSONL/Parquet training file"),
+    "--test-file": ("data.test_file", "test rows for a custom dataset"),
+    "--text-column": ("data.text_column", "the text column of a custom dataset"),
+    "--label-column": ("data.label_column", "the label column of a custom dataset"),
+    "--output-dir": ("output_dir", "run folder (default runs/<name>-<timestamp>); must be new or empty"),
+    "--name": ("name", "run name"),
+    "--seed": ("seed", "seed of the data draw, batch order and initialisation"),
+}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from slmtune.config import load_config
     from slmtune.train import train
 
-    flags = {
-        "model.name": args.model, "data.data_dir": args.data_dir,
-        "data.dataset": args.dataset, "data.test_file": args.test_file, "data.text_column": args.text_column,
-        "data.label_column": args.label_column, "output_dir": args.output_dir, "name": args.name, "seed": args.seed,
-    }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in TRAIN_FLAGS.items()}
+    overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(args.overrides)
     config = load_config(args.config, overrides, method=args.method)
-    if args.method and config.name == "agnews-lora" and args.method == "full" and not args.name:
+    if args.method == "full" and config.name == "agnews-lora" and not args.name:
         config.name = "agnews-full"
     result = train(config, overwrite=args.overwrite)
-    test, val = result.metrics["test"], result.metrics["validation"]
+    test, val, p, sec = result.metrics["test"], result.metrics["validation"], result.params, result.seconds
     print(_table([
-        ("run folder", str(result.run_dir)),
-        ("model / method", f"{config.model.name} / {config.model.method}"),
-        ("trainable params", f"{result.params['trainable']:,} of {result.params['total']:,} "
-                             f"({result.params['percent']:.2f}%)"),
-        ("validation accuracy", _pct(val["accuracy"])),
-        ("test accuracy", f"{_pct(test['accuracy'])}  (n={test['n']})"),
+        ("run folder", str(result.run_dir)), ("model / method", f"{config.model.name} / {config.model.method}"),
+        ("trainable params", f"{p['trainable']:,} of {p['total']:,} ({p['percent']:.2f}%)"),
+        ("validation accuracy", _pct(val["accuracy"])), ("test accuracy", f"{_pct(test['accuracy'])}  (n={test['n']})"),
         ("test macro-F1", _pct(test["macro_f1"])),
-        ("seconds train / eval / total",
-         f"{result.seconds['train']:.0f} / {result.seconds['eval']:.0f} / {result.seconds['total']:.0f}"),
+        ("seconds train / eval / total", f"{sec['train']:.0f} / {sec['eval']:.0f} / {sec['total']:.0f}"),
     ], title="\nslmtune train: done"))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from slmtune import runs
     from slmtune.evaluate import classification_report_text
     from slmtune.serve.inference import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
-    print(classification_report_text(metrics))
-    rows = [("backend", f"{metrics['backend']} ({metrics['precision']})"),
-            ("split", f"{args.split} (n={metrics['n']})"),
-            ("accuracy", _pct(metrics["accuracy"])), ("macro-F1", _pct(metrics["macro_f1"])),
-            ("samples/s", f"{metrics['samples_per_second']:.1f}")]
-    stored = runs.read_result(args.run_dir).get("metrics", {}).get(args.split)
-    if stored:
-        change = metrics["accuracy"] - stored["accuracy"]
-        rows.append(("accuracy change vs run", f"{change:+.4f} (run: {stored['accuracy']:.4f})"))
-        metrics["accuracy_change_vs_run"] = change
-    print(_table(rows, title="\nslmtune evaluate"))
-    path = Path(args.run_dir) / f"evaluation-{args.split}-{metrics['backend']}.json"
-    runs.write_json(path, metrics)
-    print(f"  written to {path}")
+    m = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
+    change = m.get("accuracy_change_vs_run")
+    print(classification_report_text(m) + "\n" + _table([
+        ("backend", f"{m['backend']} ({m['precision']})"), ("split", f"{args.split} (n={m['n']})"),
+        ("accuracy", _pct(m["accuracy"])), ("macro-F1", _pct(m["macro_f1"])),
+        ("samples/s", f"{m['samples_per_second']:.1f}"),
+        ("accuracy change vs run", "-" if change is None else f"{change:+.4f}"),
+        ("written to", str(Path(args.run_dir) / f"evaluation-{args.split}-{m['backend']}.json"))],
+        title="\nslmtune evaluate"))
     return 0
-
-
-def _read_input_texts(path: str, column: str | None) -> tuple[list[str], list[dict]]:
-    import pandas as pd
-
-    from slmtune.data.sources import _read_table
-
-    frame: pd.DataFrame = _read_table(Path(path))
-    column = column or ("text" if "text" in frame.columns else None)
-    if column is None or column not in frame.columns:
-        raise SlmtuneError(f"{path}: no text column {column or 'text'!r}; found {', '.join(map(str, frame.columns))} "
-                           "(use --text-column)")
-    texts = [str(t) for t in frame[column]]
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise SlmtuneError(f"{path}: empty text at row {empty[0] + 1}")
-    return texts, frame.to_dict("records")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -134,21 +115,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from slmtune.data.clean import clean_text
+    from slmtune.data.clean import clean_file, clean_text
 
     if bool(args.text) == bool(args.input):
         raise SlmtuneError("give --text (one or more) or --input FILE")
-    texts = args.text or _read_input_texts(args.input, args.text_column)[0]
-    cleaned = [clean_text(t) for t in texts]
-    if args.output:
-        with Path(args.output).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "clean_text"])
-            writer.writerows(zip(texts, cleaned))
-        print(f"{len(texts)} texts cleaned into {args.output}")
-    changed = [(a, b) for a, b in zip(texts, cleaned) if a != b]
-    print(f"{len(changed)} of {len(texts)} texts changed; preview:")
-    for before, after in (changed or list(zip(texts, cleaned)))[: args.preview]:
+    pairs = [(t, clean_text(t)) for t in args.text or []] or clean_file(args.input, args.output, args.text_column)
+    changed = [(a, b) for a, b in pairs if a != b]
+    print((f"{len(pairs)} texts cleaned into {args.output}\n" if args.output else "")
+          + f"{len(changed)} of {len(pairs)} texts changed; preview:")
+    for before, after in (changed or pairs)[: args.preview]:
         print(f"  before: {before[:200]}\n  after:  {after[:200]}\n")
     return 0
 
@@ -190,31 +165,17 @@ def cmd_study_kind(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from slmtune.config import load_yaml
-    from slmtune.experiments.reference import ReferenceConfig, run_reference
+    from slmtune.experiments.common import format_duration
+    from slmtune.experiments.reference import load_reference_config, run_reference
 
     if bool(args.config) == bool(args.config_file):
         raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
-    args.config = args.config or args.config_file
-    values = load_yaml(args.config)
-    kind = values.pop("study", "reference")
-    if kind != "reference":
-        raise SlmtuneError(f"{args.config} is a {kind!r} study: run it with `slmtune {kind}` --config {args.config}")
-    unknown = sorted(set(values) - {"name", "recipe", "parts"})
-    if unknown:
-        raise SlmtuneError(f"unknown field(s) {', '.join(unknown)} in {args.config}; known: name, recipe, parts")
-    cfg = ReferenceConfig(**values)
-    if args.name:
-        cfg.name = args.name
+    cfg = load_reference_config(args.config or args.config_file, args.name)
     only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
     record = run_reference(cfg, args.study_dir, list(args.overrides), only=only, budget=args.budget,
                            dry_run=args.dry_run)
-    if args.dry_run:
-        print("slmtune study: dry run, nothing trained")
-        return 0
-    from slmtune.experiments.common import format_duration
-
-    print(f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}")
+    print("slmtune study: dry run, nothing trained" if args.dry_run else
+          f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}")
     return 0
 
 
@@ -235,24 +196,12 @@ def cmd_env(args: argparse.Namespace) -> int:
     """What a bug report needs: versions, device, threads, CPU features, precision, the packaged model."""
     import json
 
-    from slmtune import runs
-    from slmtune.precision import cpu_bf16_support, resolve
+    from slmtune.runs import diagnostics
 
-    env = runs.environment()
-    try:
-        from slmtune.models.build import resolve_model
-
-        model = f"found and verified: {resolve_model('minilm-l6')}"
-    except SlmtuneError as exc:
-        model = f"missing: {exc}"
-    env.update(cpu_bf16=cpu_bf16_support(), precision_auto=resolve("auto").as_dict(), packaged_model=model)
-    if args.json:
-        print(json.dumps(env, indent=2, default=str))
-        return 0
-    packages = ", ".join(f"{k} {v}" for k, v in env.pop("packages").items() if v)
-    for key, value in env.items():
-        print(f"{key:<16}{value}")
-    print(f"{'packages':<16}{packages}")
+    env = diagnostics()
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    print(json.dumps(env, indent=2, default=str) if args.json else
+          "\n".join(f"{k:<16}{packages if k == 'packages' else v}" for k, v in env.items()))
     return 0
 
 
@@ -308,17 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune (LoRA by default) and evaluate; writes a run folder")
     p.add_argument("--config", help="YAML recipe (see configs/)")
-    p.add_argument("--model", help="minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder")
-    p.add_argument("--method", choices=["lora", "full"])
-    p.add_argument("--data-dir", help="AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)")
-    p.add_argument("--dataset", help="ag_news, or a CSV/JSONL/Parquet training file")
-    p.add_argument("--test-file", help="test rows for a custom dataset")
-    p.add_argument("--text-column")
-    p.add_argument("--label-column")
-    p.add_argument("--output-dir", help="run folder (default runs/<name>-<timestamp>); must be new or empty")
+    p.add_argument("--method", choices=["lora", "full"], help="lora (default) or full fine-tuning")
+    for flag, (_, help_text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, help=help_text, **({"type": int} if flag == "--seed" else {}))
     p.add_argument("--overwrite", action="store_true", help="empty --output-dir first if it holds an earlier run")
-    p.add_argument("--name")
-    p.add_argument("--seed", type=int)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=1")
     p.set_defaults(func=cmd_train)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 # AG News turned the "&" of many entities into a space (" #36;" is "$", " quot;" is '"'); restore it.
 _BARE_NUMERIC = re.compile(r" ?(?<![&\w;])#(\d{2,4});")
@@ -40,3 +41,27 @@ def clean_text(text: str) -> str:
 
 def clean_texts(texts: list[str]) -> list[str]:
     return [clean_text(t) for t in texts]
+
+
+def clean_file(input_path: str | Path, output_path: str | Path | None = None,
+               text_column: str | None = None) -> list[tuple[str, str]]:
+    """(before, after) for every text of a CSV / TSV / JSONL / Parquet file; with `output_path`, also written
+    there as a CSV of `text,clean_text`."""
+    import csv
+
+    from slmtune.data.sources import iter_table, text_column_of
+    from slmtune.errors import SlmtuneError
+
+    pairs = []
+    for frame in iter_table(input_path):
+        column = text_column_of(frame, text_column, input_path)
+        pairs += [(str(t), clean_text(str(t))) for t in frame[column]]
+    if output_path:
+        try:
+            with Path(output_path).open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["text", "clean_text"])
+                writer.writerows(pairs)
+        except OSError as exc:
+            raise SlmtuneError(f"cannot write {output_path}: {exc.strerror or exc}") from None
+    return pairs

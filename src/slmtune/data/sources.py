@@ -86,6 +86,15 @@ def iter_table(path: str | Path, chunk_rows: int | None = 10_000, **csv_kwargs):
         raise
 
 
+def text_column_of(frame: pd.DataFrame, column: str | None, path) -> str:
+    """The text column of a frame read from `path`: `column`, else `text`; a one-line error when missing."""
+    column = column or ("text" if "text" in frame.columns else None)
+    if column is None or column not in frame.columns:
+        raise SlmtuneError(f"{path}: no text column {column or 'text'!r}; found {', '.join(map(str, frame.columns))} "
+                           "(use --text-column)")
+    return column
+
+
 def _first_bad_byte(path: Path) -> tuple[int, int]:
     """(offset in the file, 1-based line) of the first byte that is not UTF-8."""
     import codecs

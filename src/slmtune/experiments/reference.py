@@ -46,6 +46,24 @@ class ReferenceConfig:
     """Part name -> its study settings; `kind` says which study (defaults to the name before a dash)."""
 
 
+def load_reference_config(path: str, name: str | None = None) -> ReferenceConfig:
+    """A whole-study file (`study: reference`, name, recipe, parts); a study file of one kind says which command
+    runs it."""
+    from slmtune.config import load_yaml
+
+    values = load_yaml(path)
+    kind = values.pop("study", "reference")
+    if kind != "reference":
+        command = STUDIES[kind].cli if kind in STUDIES else kind
+        raise SlmtuneError(f"{path} is a {kind!r} study: run it with `slmtune {command}` --config {path}")
+    unknown = sorted(set(values) - {"name", "recipe", "parts"})
+    if unknown:
+        raise SlmtuneError(f"unknown field(s) {', '.join(unknown)} in {path}; known: name, recipe, parts")
+    cfg = ReferenceConfig(**values)
+    cfg.name = name or cfg.name
+    return cfg
+
+
 def part_kind(name: str, settings: dict[str, Any]) -> str:
     kind = settings.get("kind") or name.split("-")[0]
     if kind not in STUDIES:

@@ -4,6 +4,7 @@ from slmtune.runs.folder import (  # noqa: F401
     RESULT,
     MetricsLog,
     atomic_write,
+    diagnostics,
     environment,
     is_finished,
     make_run_dir,

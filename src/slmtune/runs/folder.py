@@ -173,3 +173,17 @@ def environment() -> dict[str, Any]:
         "packages": versions,
         "git": _git_state(),
     }
+
+
+def diagnostics() -> dict[str, Any]:
+    """`slmtune env`: the environment, CPU bf16 support, what precision `auto` picks here, the packaged model."""
+    from slmtune.errors import SlmtuneError
+    from slmtune.models.build import resolve_model
+    from slmtune.precision import cpu_bf16_support, resolve
+
+    try:
+        model = f"found and verified: {resolve_model('minilm-l6')}"
+    except SlmtuneError as exc:
+        model = f"missing: {exc}"
+    return {**environment(), "cpu_bf16": cpu_bf16_support(), "precision_auto": resolve("auto").as_dict(),
+            "packaged_model": model}

@@ -58,7 +58,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
 
     from tqdm.auto import tqdm
 
-    from slmtune.data.sources import iter_table
+    from slmtune.data.sources import iter_table, text_column_of
 
     input_path = Path(input_path)
     output = Path(output_path) if output_path else input_path.with_suffix(".predictions.csv")
@@ -85,11 +85,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
         handle.seek(done_bytes)
         column = text_column
         for frame in iter_table(input_path, chunk_rows):
-            if column is None:
-                column = "text" if "text" in frame.columns else None
-            if column is None or column not in frame.columns:
-                raise SlmtuneError(f"{input_path}: no text column {column or 'text'!r}; found "
-                                   f"{', '.join(map(str, frame.columns))} (use --text-column)")
+            column = text_column_of(frame, column, input_path)
             first = rows
             rows += len(frame)
             if rows <= done_rows:
@@ -129,7 +125,8 @@ def _output_names(columns: list[str], label_names: list[str]) -> list[str]:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch",
                  max_change: float = 0.005) -> dict[str, Any]:
-    """Re-evaluate the run's best model on its own split (the same rows the run drew)."""
+    """Re-evaluate the run's best model on its own split (the same rows the run drew), with `backend`. The
+    metrics, with the accuracy change against the run's own figure, also go to RUN/evaluation-<split>-<backend>.json."""
     from slmtune.data import load_splits
 
     if split not in ("test", "validation", "train"):
@@ -145,4 +142,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
     metrics.update(backend=used.name, split=split, seconds=round(seconds, 2),
                    precision="int8" if used.name == "onnx-int8" else used.precision.name,
                    samples_per_second=round(len(data) / seconds, 2))
+    stored = runs.read_result(run_dir).get("metrics", {}).get(split)
+    if stored:  # what this backend and precision change against the run's own figure
+        metrics["accuracy_change_vs_run"] = metrics["accuracy"] - stored["accuracy"]
+    runs.write_json(Path(run_dir) / f"evaluation-{split}-{used.name}.json", metrics)
     return metrics

@@ -112,7 +112,7 @@ def test_export_loads_in_plain_pipeline_and_agrees(lora_run, tmp_path):
     assert low <= accuracy["value"] <= high and low < high and "pipeline(" in card
     texts = ["stock market shares profit bank", "software internet computer chip", "president election war"]
     pipe = pipeline("text-classification", model=str(out), top_k=None)
-    ours = predict(lora_run.run_dir, texts)
+    ours = predict(lora_run.run_dir, texts, backend="torch-fp32")  # pipeline() runs fp32 (bf16 differs by ~1e-3)
     for mine, theirs in zip(ours, pipe(texts)):
         scores = {d["label"]: d["score"] for d in theirs}
         assert max(scores, key=scores.get) == mine["label"]

@@ -127,3 +127,9 @@ def postgres_url() -> str:
         pytest.skip("no PostgreSQL server (bash .ci/run starts one and sets SLMTUNE_TEST_POSTGRES)")
     pytest.importorskip("psycopg2", reason="the postgres extra: pip install 'slmtune[postgres]'")
     return url
+
+
+def crashed(output: str) -> bool:
+    """A traceback in a command's output other than Python's "Exception ignored in ..." reports (a signal that
+    lands inside a weakref callback or __del__ is reported that way by Python itself, and the run goes on)."""
+    return output.count("Traceback (most recent call last)") > output.count("Exception ignored")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -346,28 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT, SIGTERM and SIGHUP end a command as Ctrl-C does: the run folder says `interrupted`, a sweep's trial
-    comes back on the rerun, finished work stays. SIGINT too, since a shell starts background jobs with it
-    ignored. The previous handlers come back afterwards."""
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        try:
-            previous[name] = signal.signal(getattr(signal, name), stop)
-        except (AttributeError, ValueError):  # no such signal here, or not the main thread
-            pass
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -375,13 +351,16 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    from slmtune.runs.recorder import interrupt_seen, stop_on_signals
+
     try:
-        with _stop_on_signals():
-            return args.func(args)
+        with stop_on_signals():  # SIGINT, SIGTERM, SIGHUP: like Ctrl-C; SIGINT too, as a shell starts
+            return args.func(args)  # background jobs with it ignored
     except SlmtuneError as exc:
         print(f"slmtune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        interrupt_seen()
         print("slmtune: interrupted (finished work and the run folder's status are saved)", file=sys.stderr)
         return 130
     except Exception as exc:  # never a traceback for the user; SLMTUNE_DEBUG=1 shows it

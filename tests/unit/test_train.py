@@ -358,3 +358,19 @@ def test_a_successful_run_warns_about_nothing(tiny_models, synthetic_files, tmp_
         warnings.simplefilter("always")
         train(cfg, run_dir=tmp_path / "run")
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+
+
+def test_a_swallowed_interrupt_is_raised_again():
+    """A stop signal whose KeyboardInterrupt lands in a __del__ (Python reports it as ignored) still stops."""
+    from slmtune.runs.recorder import Interrupted, raise_interrupt, stop_on_signals
+
+    class Dies:
+        def __del__(self):
+            raise_interrupt(signal.SIGTERM, None)
+
+    with pytest.raises(Interrupted):
+        with stop_on_signals(("SIGTERM",)):
+            Dies()  # collected at once: its interrupt is swallowed, as inside a weakref callback
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                time.sleep(0.05)

@@ -8,6 +8,7 @@ files intact. Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -17,7 +18,53 @@ from slmtune.runs.folder import RESULT, MetricsLog, atomic_write, environment, m
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised on SIGTERM while a run is open."""
+    """Raised on SIGTERM (and, under the CLI, SIGINT and SIGHUP)."""
+
+
+_pending: list[int] = []  # a stop signal not yet seen as an exception by a run or the CLI
+
+
+def raise_interrupt(signum, frame) -> None:
+    """Signal handler: raise Interrupted now, and again every half second until `interrupt_seen()`. Raised inside
+    a weakref callback or `__del__` (garbage collection can run anywhere), Python reports the exception as
+    "ignored" and carries on, so one raise is not enough."""
+    if not _pending:
+        _pending.append(signum)
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+    raise Interrupted(signal.Signals(_pending[0]).name)
+
+
+def _raise_again(signum, frame) -> None:
+    if _pending:
+        raise_interrupt(_pending[0], frame)
+
+
+def interrupt_seen() -> None:
+    """The interruption reached code that handles it: stop raising it again."""
+    _pending.clear()
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@contextlib.contextmanager
+def stop_on_signals(names: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGHUP")):
+    """Inside this block the named signals end the work as Ctrl-C does (Interrupted, a KeyboardInterrupt),
+    reliably; the previous handlers come back afterwards. A no-op outside the main thread."""
+    previous = {}
+    for name in (*names, "SIGALRM"):
+        try:
+            handler = _raise_again if name == "SIGALRM" else raise_interrupt
+            previous[name] = signal.signal(getattr(signal, name), handler)
+        except (AttributeError, ValueError):  # no such signal here, or not the main thread
+            pass
+    try:
+        yield
+    finally:
+        if previous:
+            interrupt_seen()
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 class RunRecorder:
@@ -35,7 +82,7 @@ class RunRecorder:
         self.result: dict[str, Any] = {"status": "running", **result}
         self.seconds: dict[str, float] = {}
         self.save()
-        self._previous = None
+        self._signals = None
 
     def save(self) -> None:
         write_json(self.dir / RESULT, self.result)
@@ -50,13 +97,8 @@ class RunRecorder:
         return {k: round(v, 2) for k, v in self.seconds.items()}
 
     def __enter__(self) -> RunRecorder:
-        def on_term(signum, frame):
-            raise Interrupted()
-
-        try:
-            self._previous = signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread: leave SIGTERM alone
-            self._previous = None
+        self._signals = stop_on_signals(("SIGTERM",))  # a killed run ends like a Ctrl-C: status interrupted
+        self._signals.__enter__()
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
@@ -64,12 +106,12 @@ class RunRecorder:
             if exc is not None:
                 self.seconds["total"] = time.perf_counter() - self.started
                 if isinstance(exc, KeyboardInterrupt):
+                    interrupt_seen()  # no second raise while the status is written
                     self.result.update(status="interrupted", seconds=self._rounded())
                 else:
                     self.result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
                                        seconds=self._rounded())
                 self.save()
         finally:
-            if self._previous is not None:
-                signal.signal(signal.SIGTERM, self._previous)
+            self._signals.__exit__(None, None, None)
         return False

@@ -47,11 +47,6 @@ def engine(run_dir: str | Path, backend: str = "torch", max_change: float = 0.00
     raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)}")
 
 
-def runner(run_dir: str | Path, backend: str = "torch"):
-    """The model object of `engine(run_dir, backend)`."""
-    return engine(run_dir, backend).model
-
-
 def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1000) -> dict[str, Any]:
     """The fastest backend whose predictions differ from fp32 torch's on at most `max_change` of the run's own
     validation and training rows (up to `rows`; never test rows). Measured once per run, budget and machine,

@@ -37,7 +37,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
                 ["fewshot", "--config", "configs/studies/fewshot.yaml", *seed],
                 ["scaling", "--config", "configs/studies/scaling.yaml"]]
     if args.mode == "clean_test":
-        return [["clean", *[x for text in CLEAN_SAMPLES for x in ("--text", text)]]]
+        return [["clean", "--rules", "agnews", *[x for text in CLEAN_SAMPLES for x in ("--text", text)]]]
     raise AssertionError(args.mode)
 
 

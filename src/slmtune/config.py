@@ -13,6 +13,9 @@ import yaml
 from slmtune.errors import SlmtuneError
 
 METHODS = ("lora", "full")
+CLEAN_RULES = ("generic", "agnews")
+# What a dataset brings when the config leaves a field out: the AG News reference recipe's sizes.
+DATASET_DEFAULTS = {"ag_news": {"train_size": 2400, "val_size": 240}}
 EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtune.data.augment
 AUGMENT_OPS = (*EDA_OPS, "backtranslate")
 HEAD_INITS = ("random", "probe")  # how the classification head starts; `probe` is slmtune.head_init
@@ -21,6 +24,18 @@ POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.po
 DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
 # Learning rates used when `train.learning_rate` is not set; measured, see docs/results.md.
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+# `slmtune train` flags that set the most used fields (`--model X` is `model.name=X`): flag -> (field, help).
+TRAIN_SHORTCUTS = {  # --flag: (config field, help)
+    "--model": ("model.name", "minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder"),
+    "--data-dir": ("data.data_dir", "AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)"),
+    "--dataset": ("data.dataset", "ag_news, or a CSV/TSV/JSONL/Parquet training file"),
+    "--test-file": ("data.test_file", "test rows for a custom dataset"),
+    "--text-column": ("data.text_column", "the text column of a custom dataset"),
+    "--label-column": ("data.label_column", "the label column of a custom dataset"),
+    "--output-dir": ("output_dir", "run folder (default runs/<name>-<timestamp>); must be new or empty"),
+    "--name": ("name", "run name"),
+    "--seed": ("seed", "seed of the data draw, batch order and initialisation"),
+}
 # Fields whose null means "the method's default": cleared when the method changes, so they re-resolve.
 METHOD_DEFAULTED = ("train.learning_rate", "model.pooling")
 
@@ -28,26 +43,37 @@ METHOD_DEFAULTED = ("train.learning_rate", "model.pooling")
 @dataclass
 class DataConfig:
     dataset: str = "ag_news"
-    """`ag_news`, or a CSV / JSONL / Parquet file holding the training rows."""
+    """`ag_news`; a CSV / TSV / JSONL / Parquet file of training rows; a folder holding `train.*` and optionally
+    `validation.*` (or `valid.*`, `dev.*`) and `test.*`; or a Hugging Face dataset id (`datasets.load_dataset`)."""
+    dataset_config: str | None = None
+    """Hugging Face datasets: the configuration (subset) name, e.g. `sst2` of `glue`."""
+    splits: dict[str, str] | None = None
+    """Hugging Face datasets: split names when they differ, e.g. `{train: train, validation: dev, test: test}`."""
     data_dir: str | None = None
     """Folder with AG News in its original CSVs (train.csv or train_subset_*.csv, test.csv).
     Falls back to $SLMTUNE_DATA_DIR, then to the Hugging Face Hub."""
     test_file: str | None = None
-    """Test rows for a custom `dataset` file; without it a stratified test split is carved out."""
+    """Test rows for a `dataset` file; without it the dataset's own test split, else a stratified 20% is held out."""
+    validation_file: str | None = None
+    """Validation rows for a `dataset` file; without it the dataset's own validation split, else `val_size`."""
     text_column: str = "text"
-    """Column holding the text (custom files)."""
+    """Column holding the text (files and Hub datasets)."""
     label_column: str = "label"
-    """Column holding the label, as a string or an integer (custom files)."""
-    train_size: int | None = 2400
-    """Training rows drawn stratified from the training file; null takes all that remain."""
-    val_size: int = 240
-    """Validation rows drawn stratified from the training file (never from test)."""
+    """Column holding the label: strings, or integers (which are labels too: 1..4 makes 4 classes)."""
+    train_size: int | None = None
+    """Training rows drawn stratified from the training split; null takes every row (the AG News recipes: 2,400)."""
+    val_size: int | None = None
+    """Validation rows drawn stratified from the training split when the dataset has no validation split;
+    null takes 10% of it (at least 2 per class, at most 2,000)."""
     shots_per_class: int | None = None
     """Few-shot: exactly this many training rows per class (replaces train_size)."""
     test_size: int | None = None
     """Test rows (stratified subsample); null keeps the whole test set."""
     clean: bool = True
-    """Clean text (HTML entities, AG News debris, whitespace) before tokenising."""
+    """Clean text before tokenising (rules: `clean_rules`)."""
+    clean_rules: str = "auto"
+    """`generic` (HTML entities, whitespace), `agnews` (also AG News scraping debris: bare entities,
+    Windows-1252 codes, stray tags, backslashes), or `auto`: agnews for `dataset: ag_news`, generic otherwise."""
     max_length: int = 128
     """Tokens per text after truncation."""
     augment_ratio: float = 0.0
@@ -66,8 +92,12 @@ class DataConfig:
                 raise SlmtuneError(f"data.{name} must be a positive integer or null, got {value}")
         if self.shots_per_class is not None and self.shots_per_class < 1:
             raise SlmtuneError(f"data.shots_per_class must be positive, got {self.shots_per_class}")
-        if self.val_size < 1:
-            raise SlmtuneError(f"data.val_size must be positive, got {self.val_size}")
+        if self.val_size is not None and self.val_size < 1:
+            raise SlmtuneError(f"data.val_size must be positive or null, got {self.val_size}")
+        if self.clean_rules == "auto":
+            self.clean_rules = "agnews" if self.dataset == "ag_news" else "generic"
+        if self.clean_rules not in CLEAN_RULES:
+            raise SlmtuneError(f"data.clean_rules must be one of {', '.join(CLEAN_RULES)}, got {self.clean_rules!r}")
         if self.augment_ratio < 0:
             raise SlmtuneError(f"data.augment_ratio must be non-negative, got {self.augment_ratio}")
         unknown = [op for op in self.augment_ops if op not in AUGMENT_OPS]
@@ -156,8 +186,13 @@ class TrainConfig:
     """Early stopping: evaluations without improvement before stopping."""
     threshold: float = 0.001
     """Early stopping: smallest improvement that counts."""
-    metric: str = "accuracy"
-    """Validation metric that picks the best checkpoint (`accuracy` or `macro_f1`)."""
+    metric: str = "auto"
+    """Validation metric that picks the best checkpoint: `accuracy`, `macro_f1`, or `auto` (macro-F1 when the
+    largest class has more than 3x the training rows of the smallest, else accuracy)."""
+    class_weight: str = "none"
+    """`none`, or `balanced`: the loss weighs each class by n_rows / (n_classes x its rows)."""
+    baseline: bool = True
+    """Also fit TF-IDF + logistic regression on the same split (seconds) and report it beside the model."""
     evals_per_epoch: int = 1
     """Validation evaluations per epoch."""
     max_evals: int | None = None
@@ -190,8 +225,10 @@ class TrainConfig:
             raise SlmtuneError(f"train.weight_decay must be in [0, 1), got {self.weight_decay}")
         if not 0 < self.layer_decay <= 1:
             raise SlmtuneError(f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.metric not in ("accuracy", "macro_f1"):
-            raise SlmtuneError(f"train.metric must be accuracy or macro_f1, got {self.metric!r}")
+        if self.metric not in ("auto", "accuracy", "macro_f1"):
+            raise SlmtuneError(f"train.metric must be auto, accuracy or macro_f1, got {self.metric!r}")
+        if self.class_weight not in ("none", "balanced"):
+            raise SlmtuneError(f"train.class_weight must be none or balanced, got {self.class_weight!r}")
         if self.max_evals is not None and self.max_evals < 1:
             raise SlmtuneError(f"train.max_evals must be positive or null, got {self.max_evals}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -202,8 +239,9 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "agnews-lora"
-    """Run name; the run folder is runs/<name>-<timestamp> unless `output_dir` is set."""
+    name: str | None = None
+    """Run name; the run folder is runs/<name>-<timestamp> unless `output_dir` is set. Null: the dataset's
+    name and the method, e.g. `agnews-lora`."""
     output_dir: str | None = None
     """Run folder to write; null makes runs/<name>-<timestamp>."""
     seed: int = 42
@@ -218,9 +256,22 @@ class RunConfig:
             self.train.learning_rate = DEFAULT_LR[self.model.method]
         if self.model.pooling is None:
             self.model.pooling = DEFAULT_POOLING[self.model.method]
+        if self.name is None:
+            self.name = f"{dataset_slug(self.data.dataset)}-{self.model.method}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def dataset_slug(dataset: str) -> str:
+    """A short name for a dataset: `agnews`, a file's stem (its folder's name for train.csv), a Hub id's last part."""
+    import re
+
+    path = Path(dataset)
+    stem = "agnews" if dataset == "ag_news" else path.stem if path.suffix else path.name
+    if stem.lower() in ("train", "training", "data") and path.suffix:
+        stem = path.resolve().parent.name or stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "data"
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraConfig, "train": TrainConfig}
@@ -377,7 +428,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
                 if name not in given.get(section, {}):
                     values.get(section, {}).pop(name, None)
         given = merge(given, {"model": {"method": method}})
-    return from_dict(merge(values, given))
+    return from_dict(with_dataset_defaults(merge(values, given)))
+
+
+def with_dataset_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the fields its dataset brings (DATASET_DEFAULTS) where they are left out."""
+    data = values.get("data") or {}
+    defaults = DATASET_DEFAULTS.get(data.get("dataset", DataConfig.dataset), {})
+    return merge(values, {"data": {k: v for k, v in defaults.items() if k not in data}}) if defaults else values
 
 
 def replace(config: RunConfig, **changes: Any) -> RunConfig:
@@ -435,6 +493,12 @@ def reference_rows() -> list[tuple[str, str, str]]:
 
 def _shown(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def reference_text(prefix: str = "") -> str:
+    """`slmtune config`: each field starting with `prefix` as `key = default` and its help on the next line."""
+    return "".join(f"{key} = {default}\n    {help_text}\n" for key, default, help_text in reference_rows()
+                   if key.startswith(prefix))
 
 
 def reference_markdown() -> str:

@@ -34,6 +34,7 @@ from slmtune.evaluate import (
     predict_logits,
     softmax,
 )
+from slmtune.methods.tfidf import class_balance, tfidf_baseline
 from slmtune.models import fast_dropout
 from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
 from slmtune.models.head_init import probe_head
@@ -54,6 +55,8 @@ class RunResult:
     model: Any = field(default=None, repr=False)
     """The trained model in memory (LoRA merged), for in-process follow-up work."""
     tokenizer: Any = field(default=None, repr=False)
+    baseline: dict[str, Any] | None = None
+    """The TF-IDF + logistic regression baseline on the same split (`train.baseline`), with the model's margin."""
 
 
 class LengthBucketSampler(Sampler[int]):
@@ -95,16 +98,42 @@ def layer_depth(name: str, num_layers: int) -> int:
     return 0 if "embeddings" in name else num_layers + 1
 
 
+IMBALANCED = 3.0  # largest class over smallest: above this, `train.metric: auto` selects on macro-F1
+
+
+def selection_metric(metric: str, imbalance: float) -> str:
+    """The validation metric that picks the checkpoint: `auto` is macro-F1 on imbalanced data, else accuracy."""
+    return metric if metric != "auto" else "macro_f1" if imbalance > IMBALANCED else "accuracy"
+
+
+def balanced_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """scikit-learn's `balanced` class weights: n_rows / (n_classes x rows of the class)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
 class _BucketTrainer(Trainer):
-    def __init__(self, *args, bucket_seed: int = 0, layer_decay: float = 1.0, **kwargs):
+    def __init__(self, *args, bucket_seed: int = 0, layer_decay: float = 1.0, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._bucket_seed = bucket_seed
         self._layer_decay = layer_decay
+        self._class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The Trainer's loss; with class weights, cross-entropy weighted per class."""
+        if self._class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        loss = torch.nn.functional.cross_entropy(logits, labels, weight=self._class_weights.to(logits.device))
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with layer-wise learning rates when `layer_decay` < 1."""
         if self.optimizer is not None or self._layer_decay >= 1.0:
-            return super().create_optimizer(model)
+            return super().create_optimizer(*([] if model is None else [model]))  # transformers < 5.2: no argument
         model = self.model if model is None else model
         # the frozen pooling layer is not a layer to tune (frozen weights never reach the optimizer)
         layers = model.config.num_hidden_layers - int(is_mean_pooled(model.config))
@@ -257,6 +286,15 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     with recorder:
         result["label_names"] = splits.label_names
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
+        balance = class_balance(splits.train.labels, len(splits.label_names))
+        metric = selection_metric(config.train.metric, balance["imbalance"])
+        result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, balance["counts"])),
+                          "imbalance": round(balance["imbalance"], 2), "selection_metric": metric}
+        if config.train.baseline:
+            result["baseline"] = baseline = tfidf_baseline(splits.train.texts, splits.train.labels, splits.test.texts,
+                                                           splits.test.labels, len(splits.label_names), config.seed)
+            print(f"slmtune: TF-IDF + logistic regression baseline: test accuracy {baseline['accuracy']:.4f}, "
+                  f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
         tokenizer = load_tokenizer(config.model.name)
         train_ids = encode(tokenizer, splits.train.texts, config.data.max_length)
         val_ids = encode(tokenizer, splits.validation.texts, config.data.max_length)
@@ -288,7 +326,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             eval_dataset=val_rows,
             processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_selection_metrics(config.train.metric),
+            compute_metrics=_selection_metrics(metric),
             callbacks=[
                 EarlyStoppingCallback(config.train.patience, config.train.threshold),
                 _MetricsCallback(recorder.log),
@@ -297,6 +335,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             ],
             bucket_seed=config.seed,
             layer_decay=config.train.layer_decay,
+            class_weights=(balanced_weights(splits.train.labels, len(splits.label_names))
+                           if config.train.class_weight == "balanced" else None),
         )
         t0 = time.perf_counter()
         trainer.train()
@@ -318,6 +358,13 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
         runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")
         metrics = {"validation": val_metrics, "test": test_metrics}
+        if "baseline" in result:
+            gap = {k: round(test_metrics[k] - result["baseline"][k], 4) for k in ("accuracy", "macro_f1")}
+            result["baseline"]["model_minus_baseline"] = gap
+            if min(gap.values()) < 0:
+                print(f"slmtune: note: below the TF-IDF baseline on the test set (accuracy {gap['accuracy']:+.4f}, "
+                      f"macro-F1 {gap['macro_f1']:+.4f}): more epochs, another learning rate or full fine-tuning "
+                      "may help", flush=True)
         if final_test and final_test.metrics:
             metrics["test_final"] = final_test.metrics
         recorder.log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
@@ -328,7 +375,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                         samples_per_second={"train": round(len(train_ids) * (state.epoch or 0) / seconds["train"], 2),
                                             "eval": round(len(splits.test) / test_seconds, 2)})
         return RunResult(run_dir, "success", result["metrics"], result["seconds"], result["params"],
-                         model if keep_model else None, tokenizer if keep_model else None)
+                         model if keep_model else None, tokenizer if keep_model else None, result.get("baseline"))
 
 
 def _step_of(checkpoint: str | None) -> int | None:

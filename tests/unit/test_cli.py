@@ -34,7 +34,7 @@ def files(tmp_path):
     (["--dataset", "{missing}"], "data file not found"),
     (["--dataset", "{wrong_columns}"], "missing column"),
     (["--dataset", "{empty_text}"], "empty text"),
-    (["--dataset", "{good}", "--test-file", "{unknown_label}"], "outside the label set"),
+    (["--dataset", "{good}", "--test-file", "{unknown_label}"], "never occur in the training rows"),
     (["--dataset", "{latin}"], "not UTF-8 text (byte 14, line 2)"),
     (["--dataset", "{ragged}"], "row 2 has 1 field(s) where the header has 2"),
     (["--config", "{folder}"], "is a folder; give a config file"),
@@ -71,11 +71,11 @@ def test_missing_run_folder(capsys, tmp_path):
 
 
 def test_clean_previews_before_and_after(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "clean", "--text", "Deal worth  #36;5M &lt;b&gt;now&lt;/b&gt;")
+    code, out, _ = run_cli(capsys, "clean", "--rules", "agnews", "--text", "Deal worth  #36;5M &lt;b&gt;now&lt;/b&gt;")
     assert code == 0 and "before:" in out and "after:  Deal worth $5M now" in out
     src = write_csv(tmp_path / "in.csv", [("a  quot;b quot;", "x")])
     dest = tmp_path / "out.csv"
-    code, out, _ = run_cli(capsys, "clean", "--input", str(src), "--output", str(dest))
+    code, out, _ = run_cli(capsys, "clean", "--rules", "agnews", "--input", str(src), "--output", str(dest))
     assert code == 0 and '"a ""b"""' in dest.read_text()
 
 

@@ -14,13 +14,23 @@ from slmtune.errors import SlmtuneError
 
 
 def test_defaults_are_the_documented_recipe():
-    cfg = RunConfig()
-    assert (cfg.model.name, cfg.model.method) == ("minilm-l6", "lora")
+    cfg = load_config(None)  # `slmtune train` with no config: the AG News reference recipe
+    assert (cfg.model.name, cfg.model.method, cfg.name) == ("minilm-l6", "lora", "agnews-lora")
     assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (2400, 240, None)
+    assert cfg.data.clean_rules == "agnews"
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (3, 16, 3, 0.001)
     assert cfg.train.learning_rate == DEFAULT_LR["lora"]
     assert cfg.model.pooling == DEFAULT_POOLING["lora"] == "cls"
+
+
+def test_sizes_and_names_follow_the_dataset_not_ag_news():
+    """Any other dataset: every training row, a share for validation, generic cleaning, named after the data."""
+    cfg = load_config(None, ["data.dataset=tickets/train.csv", "model.method=full"])
+    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.clean_rules) == (None, None, "generic")
+    assert cfg.name == "tickets-full" and load_config(None, ["data.dataset=imdb"]).name == "imdb-lora"
+    assert load_config(None, ["data.dataset=ag_news", "data.train_size=100"]).data.val_size == 240
+    assert load_config(None, method="full").name == "agnews-full"
 
 
 @pytest.mark.parametrize("overrides, check", [

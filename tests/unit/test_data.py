@@ -44,7 +44,9 @@ def test_generic_table_string_and_integer_labels(tmp_path):
     strings = load_table(write_csv(tmp_path / "s.csv", [("good", "pos"), ("bad", "neg"), ("fine", "pos")]))
     assert strings.label_names == ["neg", "pos"] and strings.labels == [1, 0, 1]
     ints = load_table(write_csv(tmp_path / "i.csv", [("x", 2), ("y", 0)]))
-    assert ints.label_names == ["0", "1", "2"] and ints.labels == [2, 0]
+    assert ints.label_names == ["0", "2"] and ints.labels == [1, 0]  # labels as written, not indexes
+    ag = load_table(write_csv(tmp_path / "a.csv", [("x", 4), ("y", 1), ("z", 10), ("w", 2), ("v", 3)]))
+    assert ag.label_names == ["1", "2", "3", "4", "10"] and ag.labels == [3, 0, 4, 1, 2]  # sorted as numbers
     test = load_table(write_csv(tmp_path / "t.csv", [("z", "neg")]), label_names=strings.label_names)
     assert test.labels == [0]
 
@@ -63,7 +65,7 @@ def test_generic_jsonl_and_parquet(tmp_path):
 @pytest.mark.parametrize("rows, kwargs, message", [
     ([("a", "pos")], {"text_column": "body"}, "missing column"),
     ([("", "pos")], {}, "empty text"),
-    ([("a", "maybe")], {"label_names": ["neg", "pos"]}, "outside the label set"),
+    ([("a", "maybe")], {"label_names": ["neg", "pos"]}, "never occur in the training rows"),
     ([("a", "")], {}, "empty label"),
 ])
 def test_generic_bad_input(tmp_path, rows, kwargs, message):

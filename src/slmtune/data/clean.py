@@ -1,4 +1,5 @@
-"""Text cleaning: HTML entities, AG News scraping debris, stray tags and whitespace."""
+"""Text cleaning: `generic` (HTML entities, whitespace) for any data; `agnews` also removes AG News scraping
+debris (bare entities, Windows-1252 codes, stray tags, backslashes)."""
 
 from __future__ import annotations
 
@@ -24,27 +25,33 @@ def _cp1252(match: re.Match) -> str:
         return " "
 
 
-def clean_text(text: str) -> str:
-    """Clean one text; idempotent, and a text without debris only has its whitespace normalised."""
-    text = _BARE_NUMERIC.sub(r"&#\1;", text)
-    text = _BARE_NAMED.sub(r"&\1;", text)
-    text = _CP1252.sub(_cp1252, text)
+def clean_text(text: str, rules: str = "generic") -> str:
+    """Clean one text by `rules` (`generic` or `agnews`); idempotent, and a text without entities (or debris)
+    only has its whitespace normalised."""
+    if rules not in ("generic", "agnews"):
+        raise ValueError(f"unknown cleaning rules {rules!r}")
+    agnews = rules == "agnews"
+    if agnews:
+        text = _BARE_NUMERIC.sub(r"&#\1;", text)
+        text = _BARE_NAMED.sub(r"&\1;", text)
+        text = _CP1252.sub(_cp1252, text)
     for _ in range(3):  # "&amp;lt;" needs two rounds
         unescaped = html.unescape(text)
         if unescaped == text:
             break
         text = unescaped
-    text = _TAGS.sub(" ", text)
-    text = _BACKSLASHES.sub(" ", text)  # AG News joins lines with backslashes
+    if agnews:
+        text = _TAGS.sub(" ", text)
+        text = _BACKSLASHES.sub(" ", text)  # AG News joins lines with backslashes
     return _SPACES.sub(" ", text).strip()
 
 
-def clean_texts(texts: list[str]) -> list[str]:
-    return [clean_text(t) for t in texts]
+def clean_texts(texts: list[str], rules: str = "generic") -> list[str]:
+    return [clean_text(t, rules) for t in texts]
 
 
 def clean_file(input_path: str | Path, output_path: str | Path | None = None,
-               text_column: str | None = None) -> list[tuple[str, str]]:
+               text_column: str | None = None, rules: str = "generic") -> list[tuple[str, str]]:
     """(before, after) for every text of a CSV / TSV / JSONL / Parquet file; with `output_path`, also written
     there as a CSV of `text,clean_text`."""
     import csv
@@ -55,7 +62,7 @@ def clean_file(input_path: str | Path, output_path: str | Path | None = None,
     pairs = []
     for frame in iter_table(input_path):
         column = text_column_of(frame, text_column, input_path)
-        pairs += [(str(t), clean_text(str(t))) for t in frame[column]]
+        pairs += [(str(t), clean_text(str(t), rules)) for t in frame[column]]
     if output_path:
         try:
             with Path(output_path).open("w", newline="", encoding="utf-8") as handle:

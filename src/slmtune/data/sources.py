@@ -202,35 +202,107 @@ def _ag_news_from_hub() -> tuple[TextDataset, TextDataset]:
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str = "label",
                label_names: list[str] | None = None) -> TextDataset:
-    """Rows from a CSV / TSV / JSONL / Parquet file with a text and a label column.
-
-    String labels are kept as names (sorted, unless `label_names` fixes the order, e.g. from a training file);
-    integer labels index `label_names` when given, else become names "0", "1", ...
-    """
+    """Rows from a CSV / TSV / JSONL / Parquet file with a text and a label column (see `table_dataset`)."""
     path = Path(path)
-    frame = _read_table(path)
+    return table_dataset(_read_table(path), str(path), text_column, label_column, label_names, path)
+
+
+def table_dataset(frame: pd.DataFrame, where: str, text_column: str = "text", label_column: str = "label",
+                  label_names: list[str] | None = None, path: Path | None = None) -> TextDataset:
+    """A frame's text and label columns as a TextDataset.
+
+    Labels are kept exactly as written, strings or integers alike (integers 1..4 are four classes named "1".."4",
+    sorted numerically; strings sorted). `label_names` fixes the set and order (from the training rows): a label
+    outside it is a one-line error."""
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns))
-        raise SlmtuneError(f"{path}: missing column(s) {', '.join(missing)}; found {found}")
+        raise SlmtuneError(f"{where}: missing column(s) {', '.join(missing)}; found {found} "
+                           "(use --text-column / --label-column)")
     if frame.empty:
-        raise SlmtuneError(f"{path}: no rows")
+        raise SlmtuneError(f"{where}: no rows")
     texts = ["" if v is None else str(v) for v in frame[text_column]]
-    _check_texts(texts, str(path), path)
-    raw = [str(v).strip() for v in frame[label_column]]
+    _check_texts(texts, where, path)
+    raw = [_label_text(v) for v in frame[label_column]]
     if any(r == "" or r.lower() in ("nan", "none") for r in raw):
-        raise SlmtuneError(f"{path}: empty label in column {label_column!r}")
-    integers = all(r.lstrip("-").isdigit() for r in raw)
+        raise SlmtuneError(f"{where}: empty label in column {label_column!r}")
     if label_names is None:
-        if integers:
-            label_names = [str(i) for i in range(max(int(r) for r in raw) + 1)]
-        else:
-            label_names = sorted(set(raw))
-    if integers and not set(raw) <= set(label_names):
-        index = {str(i): i for i in range(len(label_names))}
-    else:
-        index = {name: i for i, name in enumerate(label_names)}
+        found = set(raw)
+        numeric = all(_is_int(r) for r in found)
+        label_names = sorted(found, key=int) if numeric else sorted(found)
+    index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted({r for r in raw if r not in index})
     if unknown:
-        raise SlmtuneError(f"{path}: label(s) {', '.join(unknown[:5])} outside the label set {label_names}")
+        raise SlmtuneError(f"{where}: label(s) {', '.join(unknown[:5])} never occur in the training rows "
+                           f"(labels: {', '.join(label_names[:10])}{' ...' if len(label_names) > 10 else ''})")
     return TextDataset(texts, [index[r] for r in raw], list(label_names))
+
+
+def _label_text(value) -> str:
+    """A label cell as text: 3, 3.0 and "3" are all "3"; strings are stripped."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+SPLIT_NAMES = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev"),
+               "test": ("test", "testing")}
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def folder_files(folder: Path) -> dict[str, Path]:
+    """The split files of a dataset folder: train.* (required), validation.* / valid.* / dev.*, test.*."""
+    found: dict[str, Path] = {}
+    for split, names in SPLIT_NAMES.items():
+        for name in names:
+            matches = [folder / f"{name}{ext}" for ext in TABLE_SUFFIXES if (folder / f"{name}{ext}").is_file()]
+            if matches:
+                found[split] = matches[0]
+                break
+    if "train" not in found:
+        raise SlmtuneError(f"{folder}: no train.csv / .tsv / .jsonl / .parquet (a dataset folder holds train.* "
+                           "and optionally validation.* and test.*)")
+    return found
+
+
+def load_hub_dataset(name: str, config: str | None, text_column: str, label_column: str,
+                     split_names: dict[str, str] | None = None) -> dict[str, TextDataset]:
+    """The splits of a Hugging Face dataset (`datasets.load_dataset`, which also reads its local cache offline):
+    `train`, and `validation` / `test` where the dataset has them. ClassLabel columns keep their names."""
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(name, config)
+    except Exception as exc:  # offline, unknown id, bad config: one line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SlmtuneError(f"could not load the dataset {name!r}"
+                           f"{f' ({config})' if config else ''} with datasets.load_dataset: {reason} (offline? "
+                           "give a file or a folder instead, or set HF_DATASETS_OFFLINE=1 to use the cache)") from None
+    wanted = dict(split_names or {})
+    for split, names in SPLIT_NAMES.items():
+        wanted.setdefault(split, next((n for n in names if n in loaded), None))
+    unknown = [n for n in (split_names or {}).values() if n not in loaded]
+    if unknown or wanted["train"] is None:
+        raise SlmtuneError(f"dataset {name!r} has splits {', '.join(loaded)}; no split "
+                           f"{', '.join(unknown) or 'train'} (set data.splits, e.g. {{train: train, test: test}})")
+    out: dict[str, TextDataset] = {}
+    label_names = None
+    for split in ("train", "validation", "test"):
+        if wanted[split] is None:
+            continue
+        part = loaded[wanted[split]]
+        feature = part.features.get(label_column)
+        frame = part.select_columns([c for c in (text_column, label_column) if c in part.column_names]).to_pandas()
+        if label_names is None and isinstance(feature, datasets.ClassLabel):
+            label_names = list(feature.names)
+        if isinstance(feature, datasets.ClassLabel) and label_column in frame:
+            if (frame[label_column] < 0).any():  # unlabelled rows (e.g. GLUE test sets): no test split
+                continue
+            frame[label_column] = [feature.names[i] for i in frame[label_column]]
+        out[split] = table_dataset(frame, f"{name}[{wanted[split]}]", text_column, label_column, label_names)
+        label_names = out[split].label_names
+    return out

@@ -9,7 +9,14 @@ from sklearn.model_selection import train_test_split
 
 from slmtune.config import DataConfig
 from slmtune.data.clean import clean_texts
-from slmtune.data.sources import TextDataset, load_ag_news, load_table
+from slmtune.data.sources import (
+    TABLE_SUFFIXES,
+    TextDataset,
+    folder_files,
+    load_ag_news,
+    load_hub_dataset,
+    load_table,
+)
 from slmtune.errors import SlmtuneError
 
 TEST_SEED = 0  # the test subsample (when asked for) never moves with the run seed
@@ -54,23 +61,75 @@ def per_class_indices(labels: list[int], k: int, seed: int, pool: list[int] | No
     return sorted(chosen)
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Read the configured data and draw train / validation (seeded) and test (fixed)."""
+def load_sources(cfg: DataConfig) -> tuple[TextDataset, TextDataset | None, TextDataset | None]:
+    """(training rows, the dataset's own validation split or None, its test split or None)."""
+    from pathlib import Path
+
     if cfg.dataset == "ag_news":
         full, test = load_ag_news(cfg.data_dir)
+        return full, None, test
+    path = Path(cfg.dataset).expanduser()
+    columns = (cfg.text_column, cfg.label_column)
+    if path.is_dir():
+        files = folder_files(path)
+    elif path.suffix.lower() in TABLE_SUFFIXES or path.exists():
+        files = {"train": path}
+    else:  # a Hugging Face dataset id
+        parts = load_hub_dataset(cfg.dataset, cfg.dataset_config, *columns, cfg.splits)
+        files = {}
+        full, validation, test = parts["train"], parts.get("validation"), parts.get("test")
+    if files:
+        full = load_table(files["train"], *columns)
+        validation = load_table(files["validation"], *columns, label_names=full.label_names) \
+            if "validation" in files else None
+        test = load_table(files["test"], *columns, label_names=full.label_names) if "test" in files else None
+    if cfg.validation_file:
+        validation = load_table(cfg.validation_file, *columns, label_names=full.label_names)
+    if cfg.test_file:
+        test = load_table(cfg.test_file, *columns, label_names=full.label_names)
+    return full, validation, test
+
+
+def _check_classes(full: TextDataset, where: str) -> None:
+    counts = np.bincount(full.labels, minlength=len(full.label_names))
+    present = [n for n, c in zip(full.label_names, counts) if c]
+    if len(present) < 2:
+        raise SlmtuneError(f"{where}: every training row has the label {present[0]!r}; a classifier needs at "
+                           "least two classes")
+    lonely = [n for n, c in zip(full.label_names, counts) if c == 1]
+    if lonely:
+        raise SlmtuneError(f"{where}: class(es) {', '.join(lonely[:5])} have a single row, too few to split "
+                           "stratified; add rows, drop or merge those classes, or give validation and test files")
+
+
+def default_val_size(n_rows: int, n_classes: int) -> int:
+    """10% of the training rows, at least 2 per class, at most 2,000 (and never more than half the rows)."""
+    return min(max(2 * n_classes, round(0.1 * n_rows)), 2000, n_rows // 2)
+
+
+def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Read the configured data and draw train / validation (seeded) and test (fixed).
+
+    Test is the dataset's test split (or `test_file`), else a stratified 20% held out with a fixed seed;
+    validation is its validation split (or `validation_file`), else `val_size` rows (default 10%) drawn per seed."""
+    full, validation, test = load_sources(cfg)
+    _check_classes(full, cfg.dataset)
+    if test is None:  # carve a fixed 20% test split off the training rows
+        n_test = max(len(full.label_names), len(full) // 5)
+        test_idx = stratified_indices(full.labels, n_test, TEST_SEED)
+        rest = sorted(set(range(len(full))) - set(test_idx))
+        full, test = full.subset(rest), full.subset(test_idx)
+    if validation is None:
+        val_size = cfg.val_size or default_val_size(len(full), len(full.label_names))
+        if val_size >= len(full):
+            raise SlmtuneError(f"data.val_size={val_size} leaves no training rows (the file has {len(full)})")
+        val_idx = stratified_indices(full.labels, val_size, seed)
+        remaining = sorted(set(range(len(full))) - set(val_idx))
+        validation = full.subset(val_idx)
     else:
-        full = load_table(cfg.dataset, cfg.text_column, cfg.label_column)
-        if cfg.test_file:
-            test = load_table(cfg.test_file, cfg.text_column, cfg.label_column, label_names=full.label_names)
-        else:  # carve a fixed 20% test split off the file
-            n_test = max(len(full.label_names), len(full) // 5)
-            test_idx = stratified_indices(full.labels, n_test, TEST_SEED)
-            rest = sorted(set(range(len(full))) - set(test_idx))
-            full, test = full.subset(rest), full.subset(test_idx)
-    if cfg.val_size >= len(full):
-        raise SlmtuneError(f"data.val_size={cfg.val_size} leaves no training rows (the file has {len(full)})")
-    val_idx = stratified_indices(full.labels, cfg.val_size, seed)
-    remaining = sorted(set(range(len(full))) - set(val_idx))
+        remaining = list(range(len(full)))
+        if cfg.val_size is not None and cfg.val_size < len(validation):
+            validation = validation.subset(stratified_indices(validation.labels, cfg.val_size, seed))
     if cfg.shots_per_class is not None:
         train_idx = per_class_indices(full.labels, cfg.shots_per_class, seed, pool=remaining)
     else:
@@ -82,10 +141,10 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         train_idx = stratified_indices(full.labels, train_size, seed, pool=remaining)
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_indices(test.labels, cfg.test_size, TEST_SEED))
-    splits = Splits(full.subset(train_idx), full.subset(val_idx), test)
+    splits = Splits(full.subset(train_idx), validation, test)
     if cfg.clean:
         for part in (splits.train, splits.validation, splits.test):
-            part.texts = clean_texts(part.texts)
+            part.texts = clean_texts(part.texts, cfg.clean_rules)
     if cfg.augment_ratio > 0:
         splits.train = augment_train(splits.train, cfg, seed)
     return splits

@@ -37,6 +37,32 @@ class Flag:
     to_run: bool = False
     """Passed to `run(...)` as a keyword instead of setting a config field."""
 
+    def argparse_kwargs(self) -> dict:
+        """`add_argument` keywords for this flag (its value lands in `<field>_flag`)."""
+        extra = {"switch": {"action": "store_true"}, "append": {"action": "append"}, "int": {"type": int}}
+        kwargs = {"dest": self.field + "_flag", "help": self.help, **extra.get(self.parse, {})}
+        if self.choices:
+            kwargs["choices"] = self.choices
+        elif self.parse != "switch":
+            kwargs["metavar"] = self.option.lstrip("-").upper().replace("-", "_")
+        return kwargs
+
+    def value(self, text):
+        """The flag's command-line text as its config value; a one-line error for a malformed list."""
+        if text is None or self.parse in ("str", "int", "append", "switch"):
+            return text
+        items = [v.strip() for v in text.split(",") if v.strip()]
+        if self.parse == "words":
+            return items
+        kind = int if self.parse == "ints" else float
+        try:
+            return [kind(v) for v in items]
+        except ValueError:
+            from slmtune.errors import SlmtuneError
+
+            what = "integers" if kind is int else "numbers"
+            raise SlmtuneError(f"{self.option} takes {what} separated by commas, got {text!r}") from None
+
 
 @dataclass(frozen=True)
 class StudyKind:
@@ -57,6 +83,24 @@ class StudyKind:
     @property
     def cli(self) -> str | None:
         return self.command if self.command is not None else self.name
+
+    def run_from_cli(self, flag_text: dict[str, object], config_file: str | None = None,
+                     study_dir: str | None = None, overrides: list[str] | None = None, **fields) -> str:
+        """Run this study from its command line: `flag_text` (config field -> the flag's text) and `fields`
+        (e.g. name, recipe) onto its config, then its `run`; returns what the command prints."""
+        from slmtune.experiments.common import load_study_config
+
+        module = self.load()
+        values, options = {k: v for k, v in fields.items() if v is not None}, {}
+        for flag in self.flags:
+            value = flag.value(flag_text.get(flag.field))
+            if value is not None and value is not False:
+                (options if flag.to_run else values)[flag.field] = value
+        if hasattr(module, "from_cli"):
+            values = module.from_cli(values, from_file=bool(config_file))
+        cfg = load_study_config(module.CONFIG, config_file, **values)
+        summary = module.run(cfg, study_dir, list(overrides or []), **options)
+        return "\n".join([f"\nslmtune {self.cli} {getattr(cfg, 'name', '')}: done", *module.report(summary)])
 
 
 SEEDS = "comma-separated seeds, e.g. 42,123,456"

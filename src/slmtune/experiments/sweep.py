@@ -7,6 +7,7 @@ Every trial trains through `Study.run`, which reuses a finished run of the same 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -126,10 +127,13 @@ def open_storage(url: str, heartbeat: int = 10):
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+    # Optuna 5 names the callback for stale trials heartbeat_stale_trial_callback; Optuna 4 failed_trial_callback
+    stale = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+             inspect.signature(RDBStorage).parameters else "failed_trial_callback")
     try:
         engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                          heartbeat_stale_trial_callback=_retry_point)
+                          **{stale: _retry_point})
     except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
         raise SlmtuneError(f"cannot open the sweep storage {url}: {_first_line(exc)}") from None
     except Exception as exc:  # SQLAlchemy connection errors and the like

@@ -187,3 +187,11 @@ def diagnostics() -> dict[str, Any]:
         model = f"missing: {exc}"
     return {**environment(), "cpu_bf16": cpu_bf16_support(), "precision_auto": resolve("auto").as_dict(),
             "packaged_model": model}
+
+
+def diagnostics_text(env: dict[str, Any], as_json: bool = False) -> str:
+    """`slmtune env`: `diagnostics()` one line per entry (packages joined), or as JSON."""
+    if as_json:
+        return json.dumps(env, indent=2, default=str)
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    return "\n".join(f"{k:<16}{packages if k == 'packages' else v}" for k, v in env.items())

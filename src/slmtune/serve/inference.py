@@ -31,12 +31,29 @@ def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = No
     ]
 
 
+def write_predictions(path: str | Path, texts: list[str], predictions: list[dict[str, Any]]) -> Path:
+    """`predict`'s output for `texts` as a CSV: text, predicted label, its score, one probability column per class."""
+    import csv
+
+    labels = list(predictions[0]["probabilities"])
+    try:
+        with Path(path).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "predicted", "score", *[f"p_{n}" for n in labels]])
+            for text, p in zip(texts, predictions):
+                probabilities = [f"{p['probabilities'][n]:.5f}" for n in labels]
+                writer.writerow([text, p["label"], f"{p['score']:.5f}", *probabilities])
+    except OSError as exc:
+        raise SlmtuneError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return Path(path)
+
+
 def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool | None, progress: bool = False,
                    cache: bool = True) -> np.ndarray:
     if clean if clean is not None else run.config.data.clean:
         from slmtune.data.clean import clean_texts
 
-        texts = clean_texts(texts)
+        texts = clean_texts(texts, run.config.data.clean_rules)
     return predict_proba(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
                          max_length=run.config.data.max_length, progress=progress, precision=used.precision,
                          cache=cache)

@@ -28,8 +28,10 @@ DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 TRAIN_SHORTCUTS = {  # --flag: (config field, help)
     "--model": ("model.name", "minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder"),
     "--data-dir": ("data.data_dir", "AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)"),
-    "--dataset": ("data.dataset", "ag_news, or a CSV/TSV/JSONL/Parquet training file"),
-    "--test-file": ("data.test_file", "test rows for a custom dataset"),
+    "--dataset": ("data.dataset", "ag_news, a CSV/TSV/JSONL/Parquet training file, a folder of train/validation/"
+                                  "test files, or a Hugging Face dataset id"),
+    "--dataset-config": ("data.dataset_config", "the Hugging Face dataset's configuration, e.g. sst2 of glue"),
+    "--test-file": ("data.test_file", "test rows for a dataset file (default: its own test split, else 20%)"),
     "--text-column": ("data.text_column", "the text column of a custom dataset"),
     "--label-column": ("data.label_column", "the label column of a custom dataset"),
     "--output-dir": ("output_dir", "run folder (default runs/<name>-<timestamp>); must be new or empty"),
@@ -94,6 +96,10 @@ class DataConfig:
             raise SlmtuneError(f"data.shots_per_class must be positive, got {self.shots_per_class}")
         if self.val_size is not None and self.val_size < 1:
             raise SlmtuneError(f"data.val_size must be positive or null, got {self.val_size}")
+        if self.splits is not None and (not isinstance(self.splits, dict) or
+                                        not set(self.splits) <= {"train", "validation", "test"}):
+            raise SlmtuneError(f"data.splits maps train / validation / test to the dataset's split names, e.g. "
+                               f"{{train: train, validation: dev}}; got {self.splits!r}")
         if self.clean_rules == "auto":
             self.clean_rules = "agnews" if self.dataset == "ag_news" else "generic"
         if self.clean_rules not in CLEAN_RULES:
@@ -152,7 +158,9 @@ class LoraConfig:
     dropout: float = 0.1
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
-    """Linear layers to adapt; null picks them per architecture (BERT query,value; DistilBERT q_lin,v_lin)."""
+    """Linear layers to adapt: module names, `all-linear` (every linear layer but the head, as PEFT defines it), or
+    null: the attention query and value projections from PEFT's mapping per architecture (BERT query,value),
+    completed by slmtune for those PEFT lacks (DistilBERT q_lin,v_lin; MPNet q,v; ModernBERT Wqkv)."""
     modules_to_save: list[str] | None = None
     """Modules trained in full and saved with the adapter; null is the architecture's classification head."""
 

@@ -132,3 +132,71 @@ def test_shots_per_class_is_exact_disjoint_and_reproducible(tmp_path):
     repeated = {t for t in texts if texts.count(t) > 1}
     assert not (set(a.train.texts) & set(a.validation.texts)) - repeated  # never a validation row
     assert len(a.test) == 80  # test is untouched
+
+
+def test_sizes_follow_the_data_file(tmp_path):
+    """No test file: a fixed stratified 20% is held out; validation 10% of the rest; training takes the remainder."""
+    path = write_csv(tmp_path / "all.csv", synthetic_rows(50))  # 200 rows, 4 classes
+    splits = load_splits(DataConfig(dataset=str(path)), seed=1)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (144, 16, 40)
+    again = load_splits(DataConfig(dataset=str(path)), seed=2)
+    assert again.test.texts == splits.test.texts and again.validation.texts != splits.validation.texts
+
+
+def test_dataset_folder_uses_its_own_splits(tmp_path):
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    write_csv(folder / "train.csv", synthetic_rows(10, seed=1))
+    write_csv(folder / "dev.csv", synthetic_rows(3, seed=2))
+    write_csv(folder / "test.csv", synthetic_rows(5, seed=3))
+    splits = load_splits(DataConfig(dataset=str(folder)), seed=0)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (40, 12, 20)
+    with pytest.raises(SlmtuneError, match="no train.csv"):
+        load_splits(DataConfig(dataset=str(tmp_path)), seed=0)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("a b", "pos")] * 6, "a classifier needs at least two classes"),
+    ([("a b", "pos")] * 6 + [("c d", "neg")] * 6 + [("e f", "odd")], "'odd'|odd.*single row"),
+])
+def test_data_that_cannot_train_says_why(tmp_path, rows, message):
+    with pytest.raises(SlmtuneError, match=message):
+        load_splits(DataConfig(dataset=str(write_csv(tmp_path / "d.csv", rows))), seed=0)
+
+
+def test_test_label_unseen_in_training_is_named(tmp_path):
+    train = write_csv(tmp_path / "train.csv", synthetic_rows(5))
+    test = write_csv(tmp_path / "test.csv", [("storm clouds gather", "Weather")])
+    with pytest.raises(SlmtuneError, match="Weather never occur in the training rows"):
+        load_splits(DataConfig(dataset=str(train), test_file=str(test)), seed=0)
+
+
+def test_hub_dataset_path(monkeypatch):
+    """A Hub id goes through datasets.load_dataset: ClassLabel names kept, its own splits used, a test split
+    without labels (-1, as in GLUE) left out so that a test share is held out instead."""
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = synthetic_rows(10)
+    texts = [t for t, _ in rows]
+    labels = [i % 2 for i in range(len(rows))]
+    loaded = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"sentence": texts, "label": labels}, features=features),
+        "validation": datasets.Dataset.from_dict({"sentence": texts[:6], "label": labels[:6]}, features=features),
+        "test": datasets.Dataset.from_dict({"sentence": texts[:4], "label": [-1] * 4}, features=features),
+    })
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: calls.append((name, config)) or loaded)
+    splits = load_splits(DataConfig(dataset="someone/reviews", dataset_config="en", text_column="sentence"), seed=0)
+    assert calls == [("someone/reviews", "en")] and splits.label_names == ["negative", "positive"]
+    assert len(splits.validation) == 6 and len(splits.test) == 8 and len(splits.train) == 32
+    with pytest.raises(SlmtuneError, match="no split nope"):
+        load_splits(DataConfig(dataset="someone/reviews", text_column="sentence", splits={"test": "nope"}), seed=0)
+
+
+def test_hub_dataset_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(SlmtuneError, match="could not load the dataset 'no-such-user/no-such-data'"):
+        load_splits(DataConfig(dataset="no-such-user/no-such-data"), seed=0)

@@ -45,13 +45,17 @@ def test_distilbert_lora_learns(tiny_models):
 
 
 def test_unknown_architecture_names_the_type(tmp_path, minilm_dir):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    GPT2ForSequenceClassification(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=100)).save_pretrained(tmp_path)
+    config = SqueezeBertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=16, embedding_size=16, q_groups=1, k_groups=1, v_groups=1,
+                               post_attention_groups=1, intermediate_groups=1, output_groups=1)
+    SqueezeBertForSequenceClassification(config).save_pretrained(tmp_path)
     model = load_classifier(str(tmp_path), ["a", "b"])
-    with pytest.raises(SlmtuneError, match="'gpt2'"):
+    with pytest.raises(SlmtuneError, match="'squeezebert'.*all-linear"):  # in neither PEFT's mapping nor slmtune's
         lora_targets(model, LoraConfig())
-    assert lora_targets(model, LoraConfig(target_modules=["c_attn"]))[0] == ["c_attn"]
+    assert lora_targets(model, LoraConfig(target_modules=["query"]))[0] == ["query"]
+    assert lora_targets(model, LoraConfig(target_modules=["all-linear"]))[0] == "all-linear"
     with pytest.raises(SlmtuneError, match="not found"):
         lora_targets(model, LoraConfig(target_modules=["nope"]))
 

@@ -374,3 +374,27 @@ def test_a_swallowed_interrupt_is_raised_again():
             deadline = time.time() + 5
             while time.time() < deadline:
                 time.sleep(0.05)
+
+
+def test_balanced_class_weights():
+    from slmtune.train import balanced_weights, selection_metric
+
+    assert balanced_weights([0, 0, 0, 1], 2).tolist() == pytest.approx([4 / 6, 2.0])
+    assert selection_metric("auto", 3.5) == "macro_f1" and selection_metric("auto", 2.0) == "accuracy"
+    assert selection_metric("accuracy", 10.0) == "accuracy"
+
+
+def test_imbalanced_run_selects_on_macro_f1_weighs_classes_and_reports_its_baseline(tiny_models, tmp_path, capsys):
+    rows = [r for r in synthetic_rows(40, seed=3) if r[1] == "Sports"][:40]
+    rows += [r for r in synthetic_rows(10, seed=4) if r[1] != "Sports"]  # 40 Sports, 10 of each other class
+    data = write_csv(tmp_path / "imbalanced.csv", rows)
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], {"train": str(data), "test": str(data)}, **{
+        "data.train_size": None, "data.val_size": None, "train.class_weight": "balanced"}))
+    result = train(cfg, run_dir=tmp_path / "run")
+    saved = runs.read_result(tmp_path / "run")
+    assert saved["data"]["selection_metric"] == "macro_f1" and saved["data"]["imbalance"] > 3  # about 4:1
+    baseline = saved["baseline"]
+    assert baseline["method"] == "tfidf+logreg" and 0 <= baseline["accuracy"] <= 1 and baseline["seconds"] >= 0
+    margin = baseline["model_minus_baseline"]["accuracy"]
+    assert margin == pytest.approx(result.metrics["test"]["accuracy"] - baseline["accuracy"], abs=1e-4)
+    assert "TF-IDF + logistic regression baseline" in capsys.readouterr().out

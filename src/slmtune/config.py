@@ -78,6 +78,9 @@ class DataConfig:
     Windows-1252 codes, stray tags, backslashes), or `auto`: agnews for `dataset: ag_news`, generic otherwise."""
     max_length: int = 128
     """Tokens per text after truncation."""
+    truncation: str = "head"
+    """What a longer text keeps: `head` (its first tokens), `tail` (its last) or `head+tail` (a quarter of
+    `max_length` from the start, the rest from the end). The run reports how many texts were cut."""
     augment_ratio: float = 0.0
     """Augmented training rows added per training row (0 = none; 0.5 adds half as many again)."""
     augment_ops: list[str] = field(default_factory=lambda: list(EDA_OPS))
@@ -100,6 +103,8 @@ class DataConfig:
                                         not set(self.splits) <= {"train", "validation", "test"}):
             raise SlmtuneError(f"data.splits maps train / validation / test to the dataset's split names, e.g. "
                                f"{{train: train, validation: dev}}; got {self.splits!r}")
+        if self.truncation not in ("head", "tail", "head+tail"):
+            raise SlmtuneError(f"data.truncation must be head, tail or head+tail, got {self.truncation!r}")
         if self.clean_rules == "auto":
             self.clean_rules = "agnews" if self.dataset == "ag_news" else "generic"
         if self.clean_rules not in CLEAN_RULES:

@@ -15,11 +15,11 @@ from slmtune.models.pooling import first_token_only
 
 @torch.inference_mode()
 def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128,
-                   progress: bool = False, precision=None, cache: bool = True) -> np.ndarray:
+                   progress: bool = False, precision=None, cache: bool = True, truncation: str = "head") -> np.ndarray:
     """Logits for `texts`, in input order. `model` is a transformers model or an ONNX runner (slmtune.onnx);
     `precision` (a slmtune.precision.Precision) runs a torch model under its autocast; `cache` keeps the
-    token ids for the next call on the same texts."""
-    ids = encode(tokenizer, texts, max_length, cache=cache)
+    token ids for the next call on the same texts; `truncation` is the side long texts are cut from."""
+    ids = encode(tokenizer, texts, max_length, cache=cache, truncation=truncation)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     onnx = not isinstance(model, torch.nn.Module)
     if not onnx:

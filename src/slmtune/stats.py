@@ -115,6 +115,23 @@ def paired_comparison(a, b, alpha: float = 0.05, names: tuple[str, str] = ("a", 
     return PairedComparison(len(d), float(d.mean()), t_stat, t_p, w_p, low, high, dz, significant, verdict)
 
 
+def adjust_pvalues(pvalues) -> dict[str, list[float]]:
+    """Several tests at once: Holm's step-down adjustment (family-wise error) and Benjamini-Hochberg's
+    (false discovery rate, scipy's `false_discovery_control`). NaNs stay NaN and are not counted."""
+    p = np.asarray(pvalues, dtype=float)
+    holm, bh = np.full(p.shape, np.nan), np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        q = p[ok]
+        order = np.argsort(q)
+        stepped = np.maximum.accumulate((len(q) - np.arange(len(q))) * q[order])
+        adjusted = np.empty_like(q)
+        adjusted[order] = np.minimum(stepped, 1.0)
+        holm[ok] = adjusted
+        bh[ok] = sps.false_discovery_control(q, method="bh")
+    return {"holm": holm.tolist(), "bh": bh.tolist()}
+
+
 def mcnemar(correct_a, correct_b) -> dict[str, float]:
     """McNemar's exact test on paired per-example correctness (e.g. pooled test predictions)."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)

@@ -26,6 +26,7 @@ from transformers import (
 from slmtune import runs
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
+from slmtune.data.tokenize import count_truncated
 from slmtune.evaluate import (
     classification_metrics,
     classification_report_text,
@@ -254,7 +255,8 @@ def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig,
                     precision: Precision | None = None) -> tuple[dict, np.ndarray, float]:
     start = time.perf_counter()
     logits = predict_logits(model, tokenizer, data.texts, batch_size=config.train.eval_batch_size,
-                            max_length=config.data.max_length, progress=len(data) > 2000, precision=precision)
+                            max_length=config.data.max_length, progress=len(data) > 2000, precision=precision,
+                            truncation=config.data.truncation)
     seconds = time.perf_counter() - start
     probs = softmax(logits)
     return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs, seconds
@@ -296,8 +298,17 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             print(f"slmtune: TF-IDF + logistic regression baseline: test accuracy {baseline['accuracy']:.4f}, "
                   f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
         tokenizer = load_tokenizer(config.model.name)
-        train_ids = encode(tokenizer, splits.train.texts, config.data.max_length)
-        val_ids = encode(tokenizer, splits.validation.texts, config.data.max_length)
+        cut = config.data.truncation
+        train_ids = encode(tokenizer, splits.train.texts, config.data.max_length, truncation=cut)
+        val_ids = encode(tokenizer, splits.validation.texts, config.data.max_length, truncation=cut)
+        result["data"]["truncated"] = truncated = {
+            "max_length": config.data.max_length, "side": cut,
+            **{name: count_truncated(tokenizer, part.texts, config.data.max_length)
+               for name, part in (("train", splits.train), ("test", splits.test))}}
+        if truncated["train"] or truncated["test"]:
+            print(f"slmtune: {truncated['train']} of {len(splits.train)} training and {truncated['test']} of "
+                  f"{len(splits.test)} test texts are longer than {config.data.max_length} tokens; kept: their "
+                  f"{cut} (data.truncation, data.max_length)", flush=True)
         val_rows = _rows(val_ids, splits.validation.labels)
         val_rows.sort(key=lambda r: len(r["input_ids"]))  # the Trainer evaluates in order: sorted = little padding
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from slmtune.methods.embeddings import embed, load_encoder
-from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
+from slmtune.methods.zeroshot import AG_NEWS_TEMPLATES, DESCRIPTIONS, prompt_classifier
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def test_label_prompt_embeddings_beat_chance():
     encoder = load_encoder("minilm-l6")
     texts = embed(encoder, [t for t, _ in TEXTS])
     assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
-    classifier = prompt_classifier(encoder, NAMES, TEMPLATES, DESCRIPTIONS)
+    classifier = prompt_classifier(encoder, NAMES, AG_NEWS_TEMPLATES, DESCRIPTIONS)
     predicted = (texts @ classifier.T).argmax(axis=1)
     accuracy = float(np.mean(predicted == np.array([y for _, y in TEXTS])))
     assert accuracy >= 0.75  # chance is 0.25

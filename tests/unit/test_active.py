@@ -93,3 +93,17 @@ def test_active_study(tiny_models, synthetic_files, tmp_path):
     again = run_active(cfg, tmp_path / "al", progress=messages.append)  # resumes from the records, retrains nothing
     assert again["curves"] == summary["curves"]
     assert sum("(reused)" in m for m in messages) == 12
+
+
+def test_class_balanced_takes_the_most_uncertain_row_of_each_predicted_class_in_turn():
+    probs = np.array([[0.51, 0.49], [0.52, 0.48], [0.53, 0.47], [0.10, 0.90], [0.30, 0.70], [0.45, 0.55]])
+
+    class Model:
+        def predict_proba(self, texts):
+            return probs[[int(t.split()[1]) for t in texts]]
+
+    pool = TextDataset([f"text {i}" for i in range(6)], [0, 0, 0, 1, 1, 1], ["a", "b"])
+    rng = np.random.default_rng(0)
+    assert STRATEGIES["margin"].query(Model(), pool, [], 2, rng) == [0, 1]  # both from class a
+    assert STRATEGIES["class_balanced"].query(Model(), pool, [], 2, rng) == [0, 5]  # a's and b's most uncertain
+    assert STRATEGIES["class_balanced"].query(Model(), pool, [0, 5], 3, rng) == [1, 2, 4]

@@ -200,3 +200,22 @@ def test_hub_dataset_offline_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(SlmtuneError, match="could not load the dataset 'no-such-user/no-such-data'"):
         load_splits(DataConfig(dataset="no-such-user/no-such-data"), seed=0)
+
+
+@pytest.mark.parametrize("side", ["head", "tail", "head+tail"])
+def test_truncation_sides_keep_special_tokens_and_the_chosen_part(minilm_dir, side):
+    from transformers import AutoTokenizer
+
+    from slmtune.data.tokenize import count_truncated, encode
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    words = [f"w{i}" for i in range(200)]
+    long_text, short_text = " ".join(words), "a short one"
+    full = tokenizer(long_text)["input_ids"]
+    ids = encode(tokenizer, [long_text, short_text], 20, cache=False, truncation=side)
+    assert len(ids[0]) == 20 and ids[0][0] == full[0] and ids[0][-1] == full[-1]  # [CLS] ... [SEP]
+    assert ids[1] == tokenizer(short_text)["input_ids"]
+    body = full[1:-1]
+    expected = {"head": body[:18], "tail": body[-18:], "head+tail": body[:4] + body[-14:]}[side]
+    assert ids[0][1:-1] == expected
+    assert count_truncated(tokenizer, [long_text, short_text], 20) == 1

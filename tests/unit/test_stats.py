@@ -80,3 +80,12 @@ def test_power_law_band_uses_only_curves_the_fit_allows():
     assert fit.b_ci[0] < 0
     pred = fit.predict(120_000)
     assert 0.85 < pred["low"] <= pred["accuracy"] <= pred["high"] <= 1.0
+
+
+def test_multiple_comparison_corrections():
+    from slmtune.stats import adjust_pvalues
+
+    adjusted = adjust_pvalues([0.01, 0.04, 0.03, float("nan")])
+    assert adjusted["holm"][:3] == pytest.approx([0.03, 0.06, 0.06])  # 3 x 0.01; max(2 x 0.03, ...) step-down
+    assert adjusted["bh"][:3] == pytest.approx([0.03, 0.04, 0.04])
+    assert adjusted["holm"][3] != adjusted["holm"][3]  # NaN stays NaN and is not counted

@@ -30,6 +30,16 @@ def test_label_prompts():
     assert prompts == [["About sports news.", "sports news"], ["About x.", "x"]]
 
 
+def test_prompts_follow_the_dataset_and_its_label_names():
+    from slmtune.methods.zeroshot import default_descriptions, templates_for
+
+    assert templates_for("ag_news")[0] == "This is a news article about {}."
+    assert templates_for("tickets.csv")[0] == "This text is about {}." and "news" not in " ".join(templates_for("x"))
+    assert default_descriptions(["money-fx", "billing_issue"]) == {"money-fx": "money fx",
+                                                                   "billing_issue": "billing issue"}
+    assert default_descriptions(["World", "Sports"])["World"] == "world news and politics"
+
+
 def test_every_method_runs_and_writes_the_study(tiny_models, synthetic_files, tiny_nli, tmp_path):
     run = tiny_overrides(tiny_models["bert"], synthetic_files)
     cfg = ZeroShotConfig(run=run, methods=["untrained-head", "names", "templates", "custom", "nli"],

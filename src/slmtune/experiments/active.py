@@ -38,7 +38,8 @@ class RunScorer:
             self.run, self.engine = load_run(self.run_dir), engine(self.run_dir, self.backend)
         probs = predict_proba(self.engine.model, self.run.tokenizer, texts,
                               batch_size=self.run.config.train.eval_batch_size,
-                              max_length=self.run.config.data.max_length, precision=self.engine.precision)
+                              max_length=self.run.config.data.max_length, precision=self.engine.precision,
+                              truncation=self.run.config.data.truncation)
         self.seconds += clock.elapsed
         return probs
 
@@ -161,6 +162,10 @@ def summarize_active(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]
             row["vs_random"] = stats.paired_comparison([aulc[s][k] for k in seeds], [aulc["random"][k] for k in seeds],
                                                        names=(s, "random")).to_dict()
         table.append(row)
+    versus = [row["vs_random"] for row in table if row["vs_random"]]
+    adjusted = stats.adjust_pvalues([v["t_pvalue"] for v in versus])  # several strategies: corrected beside raw
+    for v, holm, bh in zip(versus, adjusted["holm"], adjusted["bh"]):
+        v.update(p_holm=holm, p_bh=bh)
     summary = {"study": "active", "curves": curves, "aulc": table, "seeds": seeds,
                "selection": "test accuracy at each checkpoint; area under the learning curve per seed, "
                             "paired by seed against random"}

@@ -135,6 +135,9 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
                                          else "control (same steps)",
                                          "difference": c["mean_difference"], "ci": [c["boot_low"], c["boot_high"]],
                                          "p_value": c["t_pvalue"], "significant": c["significant"]})
+    adjusted = stats.adjust_pvalues([f["p_value"] for f in findings])  # many comparisons: corrected beside raw
+    for finding, holm, bh in zip(findings, adjusted["holm"], adjusted["bh"]):
+        finding.update(p_holm=holm, p_bh=bh)
     summary = {"study": "augmentation", "curves": curves, "vs_control": findings,
                "highest_mean": {"size": int(best[0]), "operations": best[1], "ratio": best[2]["ratio"],
                         "mean": best[2]["mean"]} if best else None,

@@ -124,14 +124,14 @@ def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     from slmtune.methods import prompt_head
     from slmtune.methods.embeddings import load_encoder
-    from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, prompt_classifier
+    from slmtune.methods.zeroshot import default_descriptions, prompt_classifier, templates_for
     from slmtune.models.build import resolve_model
 
     clock = Clock()
     splits = study.splits(config)
     name = resolve_model(config.model.name)
-    descriptions = DESCRIPTIONS if set(splits.label_names) <= set(DESCRIPTIONS) else None
-    prototypes = prompt_classifier(load_encoder(name), splits.label_names, TEMPLATES, descriptions)
+    prototypes = prompt_classifier(load_encoder(name), splits.label_names, templates_for(config.data.dataset),
+                                   default_descriptions(splits.label_names))
     settings = prompt_head.PromptHeadConfig(
         steps=prompt_head.steps_for(len(splits.train), config.train.batch_size, cfg.prompt_min_steps,
                                     cfg.prompt_epochs),
@@ -201,8 +201,16 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     study = Study(study_dir or Path("studies") / cfg.name)
     study.write_study_yaml({"study": "fewshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                             "cli_overrides": cli_overrides or []})
-    plan = [(k, d, m) for k in sorted(cfg.shots) for d in range(cfg.draws) for m in cfg.methods]
-    progress(f"fewshot {cfg.name}: {len(plan)} runs ({len(cfg.shots)} sizes x {cfg.draws} draws x "
+    pool = study.splits(replace(base, **{"data.train_size": None, "data.shots_per_class": None})).train
+    smallest = int(min(c for c in np.bincount(pool.labels, minlength=len(pool.label_names)) if c))
+    shots = sorted(k for k in set(cfg.shots) if k <= smallest)
+    if not shots:
+        raise SlmtuneError(f"every shot count exceeds the {smallest} training rows of the smallest class")
+    if len(shots) < len(set(cfg.shots)):
+        progress(f"dropped shots {sorted(set(cfg.shots) - set(shots))}: the smallest class has {smallest} "
+                 "training rows")
+    plan = [(k, d, m) for k in shots for d in range(cfg.draws) for m in cfg.methods]
+    progress(f"fewshot {cfg.name}: {len(plan)} runs ({len(shots)} sizes x {cfg.draws} draws x "
              f"{', '.join(cfg.methods)}); folder {study.root}")
     clock = Clock()
     rows = []

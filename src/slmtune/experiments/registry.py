@@ -148,8 +148,8 @@ STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
                        "apertium[:eng-spa] or marian[:<forward>,<backward>]"))),
     StudyKind("active", "active", "active learning: random vs uncertainty sampling",
               config_file="configs/studies/active.yaml", flags=(
-                  Flag("--strategies", "strategies", "comma-separated: random,least_confidence,margin,entropy",
-                       parse="words"),
+                  Flag("--strategies", "strategies", "comma-separated: random, least_confidence, margin, entropy, "
+                                                     "class_balanced", parse="words"),
                   Flag("--checkpoints", "checkpoints", "labelled rows, e.g. 100,500,1000", parse="ints"),
                   Flag("--seeds", "seeds", SEEDS, parse="ints"),
                   Flag("--pool-size", "pool_size", "unlabelled pool size", parse="int"),

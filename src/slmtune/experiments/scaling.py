@@ -19,10 +19,12 @@ class ScalingConfig:
     name: str = "scaling"
     recipe: str | None = None
     run: dict[str, Any] = field(default_factory=dict)
-    sizes: list[int] = field(default_factory=lambda: [10, 50, 100, 200, 500, 1000, 2000, 5000, 10000])
-    """Training rows; sizes beyond what the training file holds (after validation) are dropped."""
+    sizes: list[int] | None = None
+    """Training rows; null: 8 sizes spaced geometrically from 10 up to every training row. Sizes beyond what the
+    training split holds (after validation) are dropped."""
     seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
-    predict_at: list[int] = field(default_factory=lambda: [20_000, 50_000, 120_000])
+    predict_at: list[int] | None = None
+    """Sizes the fitted curve predicts accuracy at; null: 2x, 5x and 10x the training rows."""
     threshold: float = 0.005
     """Diminishing returns: the size past which one more doubling gains less accuracy than this."""
     min_steps: int = 100
@@ -37,8 +39,8 @@ def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_ove
     study = Study(study_dir or Path("studies") / cfg.name)
     probe = replace(base, **{"data.train_size": None})
     available = len(study.splits(probe).train)
-    sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
-    dropped = sorted(set(cfg.sizes) - set(sizes))
+    sizes = sizes_for(cfg, available)
+    dropped = sorted(set(cfg.sizes or []) - set(sizes))
     if len(sizes) < 3:
         raise SlmtuneError(f"need at least 3 sizes within the {available} available training rows")
     study.write_study_yaml({"study": "scaling", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
@@ -68,7 +70,7 @@ def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConf
         values = [a for m, a in points if m == n]
         per_size[n] = {**stats.summarize(values).to_dict(), "accuracy_per_1000_rows": sum(values) / len(values)
                        / (n / 1000)}
-    predictions = [fit.predict(n) for n in cfg.predict_at]
+    predictions = [fit.predict(n) for n in (cfg.predict_at or [2 * available, 5 * available, 10 * available])]
     summary: dict[str, Any] = {
         "study": "scaling", "fit": {**fit.to_dict(), "formula": "error = a * n^-b + c"},
         "per_size": per_size, "predictions": predictions,
@@ -92,8 +94,19 @@ CONFIG = ScalingConfig
 run = run_scaling
 
 
+def sizes_for(cfg: ScalingConfig, available: int) -> list[int]:
+    """The sizes to train at: the configured ones that fit, or 8 spaced geometrically from 10 to `available`
+    (two significant digits, the last one exactly `available`)."""
+    if cfg.sizes:
+        return sorted({s for s in cfg.sizes if 0 < s <= available})
+    import numpy as np
+
+    spaced = [float(f"{n:.2g}") for n in np.geomspace(10, available, 8)[:-1]] if available > 10 else []
+    return sorted({int(n) for n in spaced if n < available} | {available})
+
+
 def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
-    sizes = sorted({s for s in cfg.sizes if 0 < s <= available})
+    sizes = sizes_for(cfg, available)
     return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
             for n in sizes for seed in cfg.seeds], 0.0
 

@@ -17,12 +17,12 @@ from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_logits
 from slmtune.experiments.common import Clock, Study, load_run_config
-from slmtune.methods.zeroshot import DESCRIPTIONS, TEMPLATES, label_prompts, nli_predict, prompt_classifier
+from slmtune.methods.zeroshot import default_descriptions, label_prompts, nli_predict, prompt_classifier, templates_for
 
 PROMPT_SETS = {
     "names": (["{}"], False),              # bare label names
     "descriptions": (["{}"], True),        # label descriptions
-    "templates": (TEMPLATES, True),        # descriptions inside sentence templates (the default)
+    "templates": (None, True),             # descriptions inside the dataset's sentence templates (the default)
 }
 
 
@@ -37,14 +37,14 @@ class ZeroShotConfig:
     templates: list[str] | None = None
     """Templates for `custom` ("{}" is replaced by the label description)."""
     descriptions: dict[str, str] | None = None
-    """Label -> description; default: AG News descriptions, else the label names."""
+    """Label -> description; default: AG News descriptions for its labels, else the label names made readable."""
     nli_model: str | None = None
     """An NLI model (Hub id or folder) for the `nli` method."""
     hypothesis_template: str = "This example is about {}."
 
 
 def label_descriptions(cfg: ZeroShotConfig, label_names: list[str]) -> dict[str, str] | None:
-    return cfg.descriptions or {n: DESCRIPTIONS[n] for n in label_names if n in DESCRIPTIONS} or None
+    return cfg.descriptions or default_descriptions(label_names)
 
 
 def kept_row(cfg: ZeroShotConfig, base: RunConfig, method: str,
@@ -98,6 +98,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
             texts = embed(encoder, test.texts, batch_size=base.train.eval_batch_size,
                           max_length=base.data.max_length, cache_dir=study.root / "cache")
             templates, use_descriptions = (cfg.templates, True) if method == "custom" else PROMPT_SETS[method]
+            templates = templates or templates_for(base.data.dataset)
             classifier = prompt_classifier(encoder, names, templates, descriptions if use_descriptions else None)
             predicted = (texts @ classifier.T).argmax(axis=1)
             note = "prompts: " + " | ".join(label_prompts(names, templates, descriptions if use_descriptions

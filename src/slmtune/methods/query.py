@@ -60,9 +60,35 @@ class UncertaintyStrategy:
         return sorted(int(rest[i]) for i in chosen)
 
 
+@dataclass
+class ClassBalancedStrategy:
+    """Uncertainty within each predicted class, the classes taken in turn: the most uncertain row predicted as
+    class 1, then as class 2, ... (classes no row is predicted as are skipped). Plain uncertainty sampling can
+    collapse onto the class the model is least sure of; this keeps every class in each query (class-balanced
+    uncertainty sampling, e.g. Aggarwal et al. 2020, "Active learning for imbalanced datasets")."""
+
+    score: Any = margin
+
+    def query(self, model, pool, labeled, n, rng):
+        rest = np.setdiff1d(np.arange(len(pool)), labeled)
+        n = min(n, len(rest))
+        probs = model.predict_proba([pool.texts[i] for i in rest])
+        predicted = probs.argmax(axis=1)
+        ranked = top_uncertain(self.score(probs), len(rest), entropy(probs), rng)  # most uncertain first
+        queues = [[i for i in ranked if predicted[i] == c] for c in range(probs.shape[1])]
+        queues = [q[::-1] for q in queues if q]  # popped from the end: most uncertain first
+        chosen: list[int] = []
+        while len(chosen) < n:
+            for queue in queues:
+                if queue and len(chosen) < n:
+                    chosen.append(queue.pop())
+        return sorted(int(rest[i]) for i in chosen)
+
+
 STRATEGIES: dict[str, QueryStrategy] = {
     "random": RandomStrategy(),
     "least_confidence": UncertaintyStrategy(least_confidence),
     "margin": UncertaintyStrategy(margin),
     "entropy": UncertaintyStrategy(entropy),
+    "class_balanced": ClassBalancedStrategy(margin),
 }

@@ -6,12 +6,25 @@ import numpy as np
 
 from slmtune.errors import SlmtuneError
 
-# Short descriptions of AG News labels; other datasets use their label names unless given some.
+# Short descriptions of AG News labels; other datasets use their label names (made readable) unless given some.
 DESCRIPTIONS = {"World": "world news and politics", "Sports": "sports", "Business": "business and the economy",
                 "Sci/Tech": "science and technology"}
 
+AG_NEWS_TEMPLATES = ["This is a news article about {}.", "A news story about {}.", "{}"]
+GENERIC_TEMPLATES = ["This text is about {}.", "A text about {}.", "{}"]
 
-TEMPLATES = ["This is a news article about {}.", "A news story about {}.", "{}"]
+
+def templates_for(dataset: str) -> list[str]:
+    """Sentence templates for the `templates` prompts: AG News's for `ag_news`, generic ones for any other data."""
+    return AG_NEWS_TEMPLATES if dataset == "ag_news" else GENERIC_TEMPLATES
+
+
+def default_descriptions(label_names: list[str]) -> dict[str, str]:
+    """What a prompt says for each label: AG News's descriptions for its labels, else the name made readable
+    (`money-fx` -> `money fx`, `billing_issue` -> `billing issue`)."""
+    if set(label_names) <= set(DESCRIPTIONS):
+        return {n: DESCRIPTIONS[n] for n in label_names}
+    return {n: " ".join(n.replace("_", " ").replace("-", " ").split()) or n for n in label_names}
 
 
 def label_prompts(label_names: list[str], templates: list[str], descriptions: dict[str, str] | None) -> list[list[str]]:

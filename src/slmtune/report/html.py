@@ -64,6 +64,11 @@ def _figure(path: Path, caption: str, wide: bool = False) -> str:
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
+def _p(value: float | None) -> str:
+    """A p-value, or a dash where none was computed (summaries written before corrections were added)."""
+    return "–" if value is None or value != value else f"{value:.3g}"
+
+
 def _ci(summary: dict) -> str:
     return f"{summary['mean']:.4f} [{summary['ci_low']:.4f}, {summary['ci_high']:.4f}]"
 
@@ -95,10 +100,19 @@ class Report:
                                                               ("train", "eval", "total")), ""],
                 ["samples per second (train / eval)", " / ".join(str(result["samples_per_second"][k]) for k in
                                                                  ("train", "eval")), ""]]
+        base = result.get("baseline")
+        if base:
+            gap = base.get("model_minus_baseline", {})
+            rows.append(["TF-IDF + logistic regression, same split: accuracy / macro-F1",
+                         f"{_pct(base['accuracy'])} / {_pct(base['macro_f1'])} ({base['seconds']} s); model "
+                         f"{gap.get('accuracy', float('nan')):+.4f} / {gap.get('macro_f1', float('nan')):+.4f}", ""])
         per_class = [[escape(c), _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), m["support"]]
                      for c, m in test["per_class"].items()]
-        html = _table(["metric", "value", "n"], rows) + "<h3>Per class (test)</h3>" + _table(
-            ["class", "precision", "recall", "F1", "support"], per_class)
+        metrics_html = _table(["metric", "value", "n"], rows)
+        per_class_html = "<h3>Per class (test)</h3>" + _table(["class", "precision", "recall", "F1", "support"],
+                                                               per_class)
+        imbalance = result.get("data", {}).get("imbalance", 1.0)
+        html = (per_class_html + metrics_html) if imbalance > 3 else (metrics_html + per_class_html)
         figs = [_figure(p, f"{p.stem.replace('_', ' ')} (test n={test.get('n', '?')})")
                 for p in sorted(folder.glob("*.png"))]
         if figs:
@@ -276,8 +290,8 @@ class Report:
         for f in summary["vs_control"]:
             rows.append([f["size"], escape(f["operations"]), f"{f['ratio']:g}", escape(f.get("against", "control")),
                          f"{f['difference']:+.4f}",
-                         f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}]", f"{f['p_value']:.3g}",
-                         "yes" if f["significant"] else "no"])
+                         f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}]", f"{f['p_value']:.3g}", _p(f.get("p_holm")),
+                         _p(f.get("p_bh")), "yes" if f["significant"] else "no"])
         steps_matched = any(f.get("against") == "control (same steps)" for f in summary["vs_control"])
         for f in summary["vs_control"]:  # key findings: the fairest comparison only
             if f["operations"].startswith("steps-matched") or (
@@ -286,9 +300,10 @@ class Report:
             self.findings.append([f"augmentation {escape(f['operations'])} x{f['ratio']:g} at {f['size']} rows "
                                   f"vs {escape(f.get('against', 'control'))}",
                                   f"{f['difference']:+.4f}", "paired seeds",
-                                  f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}] p={f['p_value']:.3g}"])
+                                  f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}] p={f['p_value']:.3g}"
+                                  + (f" (Holm {f['p_holm']:.3g})" if f.get("p_holm") is not None else "")])
         return _table(["rows", "operations", "ratio", "against", "accuracy − control", "95% bootstrap CI",
-                       "paired t p", "significant"], rows, numeric_from=4)
+                       "paired t p", "Holm p", "BH p", "significant"], rows, numeric_from=4)
 
     def _study_active(self, folder: Path, summary: dict) -> str:
         rows = []
@@ -296,13 +311,14 @@ class Report:
             v = r["vs_random"]
             rows.append([escape(r["strategy"]), _ci(r["aulc"]), f"{v['mean_difference']:+.4f}" if v else "–",
                          f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}]" if v else "–",
-                         f"{v['t_pvalue']:.3g}" if v else "–"])
+                         f"{v['t_pvalue']:.3g}" if v else "–", _p(v.get("p_holm")) if v else "–"])
             if v:
                 self.findings.append([f"active learning {escape(r['strategy'])} vs random (area under curve)",
                                       f"{v['mean_difference']:+.4f}", f"{v['n']} seeds",
-                                      f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}] p={v['t_pvalue']:.3g}"])
+                                      f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}] p={v['t_pvalue']:.3g}"
+                                      + (f" (Holm {v['p_holm']:.3g})" if v.get("p_holm") is not None else "")])
         curve_rows = [[escape(s), n, _ci(p), p["n"]] for s, pts in summary["curves"].items() for n, p in pts.items()]
-        return (_table(["strategy", "AULC [95% CI]", "vs random", "95% bootstrap CI", "paired t p"], rows)
+        return (_table(["strategy", "AULC [95% CI]", "vs random", "95% bootstrap CI", "paired t p", "Holm p"], rows)
                 + "<h3>Accuracy at each checkpoint</h3>"
                 + _table(["strategy", "labels", "accuracy [95% CI]", "seeds"], curve_rows))
 

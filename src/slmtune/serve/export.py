@@ -42,6 +42,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
     run.model.save_pretrained(str(out), safe_serialization=True)
     tokenizer = run.tokenizer
     tokenizer.model_max_length = run.config.data.max_length
+    if run.config.data.truncation == "tail":  # pipeline(truncation=True) then keeps the last tokens too
+        tokenizer.truncation_side = "left"
     tokenizer.save_pretrained(str(out))
     (out / "slmtune.json").write_text(json.dumps({"source_run": str(Path(run_dir).resolve()),
                                                   "clean_text": run.config.data.clean,
@@ -98,7 +100,9 @@ def model_card(run, result: dict) -> str:
         "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True)",
         "classify(\"Stocks slid as oil prices rose\")", "```", "",
         f"Texts were {'cleaned (HTML entities, whitespace) and ' if config.data.clean else ''}truncated to "
-        f"{config.data.max_length} tokens in training; `slmtune predict` applies the same cleaning.", ""])
+        f"{config.data.max_length} tokens ({config.data.truncation}) in training; `slmtune predict` applies the "
+        "same cleaning" + (" and truncation (`pipeline()` keeps the head of a longer text)"
+                           if config.data.truncation == "head+tail" else "") + ".", ""])
 
 
 def require_onnx():

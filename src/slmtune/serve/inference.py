@@ -56,6 +56,7 @@ def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool |
         texts = clean_texts(texts, run.config.data.clean_rules)
     return predict_proba(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
                          max_length=run.config.data.max_length, progress=progress, precision=used.precision,
+                         truncation=run.config.data.truncation,
                          cache=cache)
 
 
@@ -153,7 +154,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
     used = engine(run_dir, backend, max_change)
     start = time.perf_counter()
     probs = predict_proba(used.model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
-                          max_length=run.config.data.max_length, progress=True, precision=used.precision)
+                          max_length=run.config.data.max_length, progress=True, precision=used.precision,
+                          truncation=run.config.data.truncation)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(data.labels, probs.argmax(axis=1), data.label_names)
     metrics.update(backend=used.name, split=split, seconds=round(seconds, 2),

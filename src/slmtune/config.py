@@ -203,7 +203,8 @@ class TrainConfig:
     """Validation metric that picks the best checkpoint: `accuracy`, `macro_f1`, or `auto` (macro-F1 when the
     largest class has more than 3x the training rows of the smallest, else accuracy)."""
     class_weight: str = "none"
-    """`none`, or `balanced`: the loss weighs each class by n_rows / (n_classes x its rows)."""
+    """`none`; `balanced`: the loss weighs each class by n_rows / (n_classes x its rows); `auto`: balanced when
+    the largest class has more than 3x the training rows of the smallest, else none."""
     baseline: bool = True
     """Also fit TF-IDF + logistic regression on the same split (seconds) and report it beside the model."""
     evals_per_epoch: int = 1
@@ -240,8 +241,8 @@ class TrainConfig:
             raise SlmtuneError(f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.metric not in ("auto", "accuracy", "macro_f1"):
             raise SlmtuneError(f"train.metric must be auto, accuracy or macro_f1, got {self.metric!r}")
-        if self.class_weight not in ("none", "balanced"):
-            raise SlmtuneError(f"train.class_weight must be none or balanced, got {self.class_weight!r}")
+        if self.class_weight not in ("none", "balanced", "auto"):
+            raise SlmtuneError(f"train.class_weight must be none, balanced or auto, got {self.class_weight!r}")
         if self.max_evals is not None and self.max_evals < 1:
             raise SlmtuneError(f"train.max_evals must be positive or null, got {self.max_evals}")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -290,8 +290,11 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
         balance = class_balance(splits.train.labels, len(splits.label_names))
         metric = selection_metric(config.train.metric, balance["imbalance"])
+        weighted = config.train.class_weight == "balanced" or (
+            config.train.class_weight == "auto" and balance["imbalance"] > IMBALANCED)
         result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, balance["counts"])),
-                          "imbalance": round(balance["imbalance"], 2), "selection_metric": metric}
+                          "imbalance": round(balance["imbalance"], 2), "selection_metric": metric,
+                          "class_weight": "balanced" if weighted else "none"}
         if config.train.baseline:
             result["baseline"] = baseline = tfidf_baseline(splits.train.texts, splits.train.labels, splits.test.texts,
                                                            splits.test.labels, len(splits.label_names), config.seed)
@@ -346,8 +349,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             ],
             bucket_seed=config.seed,
             layer_decay=config.train.layer_decay,
-            class_weights=(balanced_weights(splits.train.labels, len(splits.label_names))
-                           if config.train.class_weight == "balanced" else None),
+            class_weights=balanced_weights(splits.train.labels, len(splits.label_names)) if weighted else None,
         )
         t0 = time.perf_counter()
         trainer.train()

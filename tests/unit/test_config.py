@@ -94,3 +94,14 @@ def test_replace_keeps_the_rest_and_reresolves_method_lr():
 def test_parse_overrides_nests():
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
     assert from_dict({}).name == RunConfig().name
+
+
+@pytest.mark.parametrize("recipe, key", [("configs/agnews-lora.yaml", "8e80196c5ce7"),
+                                         ("configs/agnews-full.yaml", "a7774a628d3d"),
+                                         ("configs/reference-lora.yaml", "9dc2183cba90")])
+def test_run_keys_of_the_recipes_do_not_move(recipe, key):
+    """Config fields added later (dataset splits, cleaning rules, truncation, class weights, the baseline) leave
+    the keys of earlier runs alone, so finished runs of a study stay reused."""
+    from slmtune.experiments.common import run_key
+
+    assert run_key(load_config(recipe, ["train.precision=fp32"])) == key

@@ -61,6 +61,16 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["train"].pop("layer_decay", None)
     if values["model"].get("head_init") == "random":
         values["model"].pop("head_init", None)
+    data, fit = values["data"], values["train"]
+    for name, neutral in (("dataset_config", None), ("splits", None), ("validation_file", None),
+                          ("truncation", "head"), ("clean_rules", "agnews")):  # agnews: what every run did before
+        if data.get(name, neutral) == neutral:
+            data.pop(name, None)
+    if fit.get("class_weight") == "none":
+        fit.pop("class_weight", None)
+    fit.pop("baseline", None)  # an extra figure beside the run; the model is the same
+    if fit.get("metric") == "auto" and data.get("dataset") == "ag_news":
+        fit["metric"] = "accuracy"  # AG News is balanced: auto selects on accuracy, as every run did before
     # what the run computes in on this machine (auto differs by CPU); fp32 runs keep their earlier key
     values["train"]["precision"] = resolve_precision(config.train.precision, config.train.device).name
     if values["train"]["precision"] == "fp32":

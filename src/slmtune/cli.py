@@ -15,7 +15,7 @@ def _one_of_text_or_input(args: argparse.Namespace) -> None:
         raise SlmtuneError("give --text (one or more) or --input FILE")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> None:
     from slmtune.config import load_config
     from slmtune.console import train_summary
     from slmtune.train import train
@@ -24,19 +24,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(args.overrides)
     config = load_config(args.config, overrides, method=args.method)
     print(train_summary(train(config, overwrite=args.overwrite), config))
-    return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> None:
     from slmtune.console import evaluation_summary
     from slmtune.serve.inference import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
     print(evaluation_summary(metrics, args.run_dir, args.split))
-    return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace) -> None:
     from slmtune.console import prediction_lines
     from slmtune.serve.inference import predict, predict_file, write_predictions
 
@@ -45,23 +43,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend,
                                     max_change=args.max_change)
         print(f"{rows} predictions written to {output}")
-        return 0
-    predictions = predict(args.run_dir, args.text, backend=args.backend, max_change=args.max_change)
-    if args.output:
-        print(f"{len(predictions)} predictions written to {write_predictions(args.output, args.text, predictions)}")
-    print(prediction_lines(args.text, predictions))
-    return 0
+    else:
+        predictions = predict(args.run_dir, args.text, backend=args.backend, max_change=args.max_change)
+        if args.output:
+            print(f"{len(predictions)} predictions written to {write_predictions(args.output, args.text, predictions)}")
+        print(prediction_lines(args.text, predictions))
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> None:
     from slmtune.serve.export import export_run
 
     out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
     print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
-    return 0
 
 
-def cmd_clean(args: argparse.Namespace) -> int:
+def cmd_clean(args: argparse.Namespace) -> None:
     from slmtune.console import cleaning_preview
     from slmtune.data.clean import clean_file, clean_text
 
@@ -69,56 +65,50 @@ def cmd_clean(args: argparse.Namespace) -> int:
     pairs = ([(t, clean_text(t, args.rules)) for t in args.text or []]
              or clean_file(args.input, args.output, args.text_column, args.rules))
     print(cleaning_preview(pairs, args.output, args.preview))
-    return 0
 
 
-def cmd_study_kind(args: argparse.Namespace) -> int:
+def cmd_study_kind(args: argparse.Namespace) -> None:
     """Any registered study: its flags onto its config, its `run`, its report."""
     kind = args.study_kind
     flag_text = {flag.field: getattr(args, flag.field + "_flag") for flag in kind.flags}
-    print(kind.run_from_cli(flag_text, args.config, args.study_dir, args.overrides, name=args.name,
-                            recipe=args.recipe))
-    return 0
+    print(kind.run_from_cli(flag_text, args.config, args.study_dir, args.overrides, args.workers,
+                            getattr(args, "queue_storage", None), getattr(args, "queue_worker", False), args.argv,
+                            name=args.name, recipe=args.recipe))
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    from slmtune.experiments.common import format_duration
+def cmd_study(args: argparse.Namespace) -> None:
+    from slmtune.console import study_summary
     from slmtune.experiments.reference import load_reference_config, run_reference
+    from slmtune.experiments.workers import worker_command
 
     if bool(args.config) == bool(args.config_file):
         raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
     cfg = load_reference_config(args.config or args.config_file, args.name)
     only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
-    record = run_reference(cfg, args.study_dir, list(args.overrides), only=only, budget=args.budget,
-                           dry_run=args.dry_run)
-    print("slmtune study: dry run, nothing trained" if args.dry_run else
-          f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}")
-    return 0
+    print(study_summary(run_reference(
+        cfg, args.study_dir, list(args.overrides), only=only, budget=args.budget, dry_run=args.dry_run,
+        workers=args.workers, storage=args.queue_storage, worker=args.queue_worker,
+        worker_argv=worker_command(args.argv))))
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+def cmd_config(args: argparse.Namespace) -> None:
     from slmtune.config import reference_markdown, reference_text
 
     print(reference_markdown() if args.markdown else reference_text(args.field or ""), end="")
-    return 0
 
 
-def cmd_env(args: argparse.Namespace) -> int:
+def cmd_env(args: argparse.Namespace) -> None:
     from slmtune.runs import diagnostics, diagnostics_text
 
     print(diagnostics_text(diagnostics(), as_json=args.json))
-    return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> None:
     from slmtune.report.html import build_report
 
     path = build_report(args.folder, args.output)
     print(f"slmtune report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
-    return 0
 
-
-# ---------------------------------------------------------------------------------------------- parser
 
 USAGE_ERROR = 64  # EX_USAGE: the command line is wrong (input errors exit 2, unexpected failures 1, Ctrl-C 130)
 
@@ -159,11 +149,16 @@ def _command(sub, name: str, func, help_text: str, *options: tuple[str | tuple, 
     return p
 
 
-def _study_options(config_help: str, recipe: bool = True) -> list[tuple[str, dict]]:
+def _study_options(config_help: str, recipe: bool = True, queue: bool = True) -> list[tuple[str, dict]]:
     return [("--config", {"help": f"study config ({config_help})"}),
             *[("--recipe", {"help": "base run recipe (configs/*.yaml)"})] * recipe,
             ("--name", {"help": "study name (default folder studies/<name>)"}),
-            ("--study-dir", {"help": "study folder"}), ("overrides", OVERRIDES)]
+            ("--study-dir", {"help": "study folder"}), ("overrides", OVERRIDES),
+            ("--workers", {"type": int, "default": 1, "help": "train N runs at once (CPU threads divided)"}),
+            *[("--storage", {"dest": "queue_storage", "help": "run queue URL shared by machines (default: SQLite "
+                             "in the study folder), e.g. postgresql://host/db"}),
+              ("--worker", {"dest": "queue_worker", "action": "store_true",
+                            "help": "join a running study's queue (same folder and --storage)"})] * queue]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
              ("--int8", {"action": "store_true", "help": "also write model.int8.onnx (dynamic int8)"}),
              ("--overwrite", {"action": "store_true", "help": "replace an earlier export in OUT_DIR"}))
     for kind in (k for k in STUDIES.values() if k.cli):
-        _command(sub, kind.cli, cmd_study_kind, kind.help, *_study_options(kind.config_file),
+        own_queue = any(f.option == "--storage" for f in kind.flags)  # the sweep's trials are its queue
+        _command(sub, kind.cli, cmd_study_kind, kind.help, *_study_options(kind.config_file, queue=not own_queue),
                  *[(flag.option, flag.argparse_kwargs()) for flag in kind.flags]).set_defaults(study_kind=kind)
     _command(sub, "study", cmd_study, "the whole reference study (every part), resumable, with a plan first",
              ("config_file", {"nargs": "?", "metavar": "CONFIG", "help": "shortcut for --config"}),
@@ -228,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # workers rerun the same command line
     from slmtune.runs.recorder import interrupt_seen, stop_on_signals
 
     try:
         with stop_on_signals():  # SIGINT, SIGTERM, SIGHUP: like Ctrl-C; SIGINT too, as a shell starts
-            return args.func(args)  # background jobs with it ignored
+            return args.func(args) or 0  # background jobs with it ignored; a command returns None when done
     except SlmtuneError as exc:
         print(f"slmtune: error: {exc}", file=sys.stderr)
         return 2

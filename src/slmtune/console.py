@@ -65,3 +65,14 @@ def cleaning_preview(pairs: list[tuple[str, str]], output: str | None, preview: 
     lines = [head + f"{len(changed)} of {len(pairs)} texts changed; preview:"]
     lines += [f"  before: {before[:200]}\n  after:  {after[:200]}\n" for before, after in (changed or pairs)[:preview]]
     return "\n".join(lines)
+
+
+def study_summary(record: dict) -> str:
+    """The end of `slmtune study`: a dry run, a worker's share, or the whole study's time and report."""
+    from slmtune.experiments.common import format_duration
+
+    if "worker_trained" in record:
+        return f"slmtune study: worker done, {record['worker_trained']} run(s) trained"
+    if "total_seconds" not in record:
+        return "slmtune study: dry run, nothing trained"
+    return f"\nslmtune study: done in {format_duration(record['total_seconds'])}; report {record['report']}"

@@ -213,7 +213,8 @@ def _device_args(precision: Precision) -> dict[str, Any]:
 
 
 def set_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """`threads`, else $SLMTUNE_THREADS (set for study workers, which share the CPU), else every core."""
+    torch.set_num_threads(threads or int(os.environ.get("SLMTUNE_THREADS") or 0) or os.cpu_count() or 1)
 
 
 def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precision: Precision) -> TrainingArguments:

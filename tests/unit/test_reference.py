@@ -288,3 +288,35 @@ def test_main_py_clean_test_runs(capsys):
     assert _main_py().main(["--mode", "clean_test"]) == 0
     out = capsys.readouterr().out
     assert "$ slmtune clean" in out and 'as "bargain hunters" return' in out and "$1.2" in out
+
+
+def test_reference_study_with_two_workers_trains_each_run_once(reference_study, recipes, tmp_path):
+    """`slmtune study --workers 2`: every planned run goes through the queue once, then the parts reuse them and
+    the results equal the one-worker study's."""
+    import os
+    import sys
+
+    cfg = reference_study["cfg"]
+    study_file = tmp_path / "reference.yaml"
+    study_file.write_text(yaml.safe_dump({"study": "reference", "name": "ref", "recipe": cfg.recipe,
+                                          "parts": cfg.parts}))
+    root = tmp_path / "ref"
+    root.mkdir()
+    shutil.copy(reference_study["root"] / "calibration.json", root / "calibration.json")
+    done = subprocess.run([sys.executable, "-m", "slmtune.cli", "study", "--config", str(study_file), "--study-dir",
+                           str(root), "--workers", "2"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "queue: 6 run(s) to train, 2 worker(s)" in done.stdout
+    folders = [p for p in root.glob("*/runs/*") if (p / "result.json").is_file()]
+    assert len(folders) == 6 and all(json.loads((p / "result.json").read_text())["status"] == "success"
+                                     for p in folders)
+    for folder in folders:  # trained once: one test line each
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        assert sum('"split": "test"' in line for line in lines) == 1, folder
+
+    def accuracies(study_root):
+        rows = json.loads((study_root / "seeds" / "summary.json").read_text())["rows"]
+        return sorted((r["seed"], r["config"], r["test_accuracy"]) for r in rows)
+
+    assert accuracies(root) == accuracies(reference_study["root"])

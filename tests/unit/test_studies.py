@@ -226,7 +226,7 @@ def test_seeds_with_comparison(tiny_models, synthetic_files, tmp_path):
     (["sweep", "--config", "{bad_field}"], "unknown config field"),
     (["sweep", "--config", "{empty}"], "sweep space is empty"),
     (["sweep", "--space", "nope"], "unknown sweep space"),
-    (["sweep", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the sweep storage"),
+    (["sweep", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the Optuna storage"),
     (["sweep", "--config", "{heartbeat}"], "heartbeat must be a positive whole number"),
     (["seeds", "--seeds", "1,2,1"], "duplicates"),
     (["seeds", "--seeds", "1,x"], "--seeds takes integers"),

@@ -151,7 +151,7 @@ class Study:
         if (splits is None) != (key is None):
             raise ValueError("pass splits together with a key that identifies them")
         folder = self.folder(config, key)
-        shared = next((p for p in self.root.parent.glob(f"*/runs/{folder.name}") if runs.is_finished(p)), None)
+        shared = self.finished(config, key)
         if shared is not None:  # this study's own run, or the same config finished by a sibling study
             folder = shared
             result = runs.read_result(folder)
@@ -164,6 +164,11 @@ class Study:
             result["reused"] = False
         result["run_dir"] = str(folder)
         return result
+
+    def finished(self, config: RunConfig, key: str | None = None) -> Path | None:
+        """The finished run folder of `config` in this study or a sibling study folder, or None."""
+        name = self.folder(config, key).name
+        return next((p for p in self.root.parent.glob(f"*/runs/{name}") if runs.is_finished(p)), None)
 
     def row(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         """A result computed outside a run folder (e.g. a few-shot method with its own loop), kept as

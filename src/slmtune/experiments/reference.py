@@ -147,7 +147,8 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: s
 @dataclass
 class Plan:
     parts: dict[str, dict[str, Any]]
-    """Per part: kind, cfg, runs, done (finished already), seconds and disk_mb (of the runs still to train)."""
+    """Per part: kind, cfg, runs, done (finished already), seconds and disk_mb (of the runs still to train), new
+    (the configs still to train)."""
     total_runs: int
     new_runs: int
     seconds: float
@@ -181,7 +182,8 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available, root / name)
-        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0}
+        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0,
+             "new": []}
         shares = getattr(STUDIES[kind].load(), "shares_runs", None)
         shareable = shares(study_cfg) if shares else True  # configs that name their runs are shared by parts
         for config in configs:
@@ -196,6 +198,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
                 continue
             p["seconds"] += run_seconds(config, rates[config.model.method])
             p["disk_mb"] += DISK_MB[config.model.method]
+            p["new"].append(config)
         parts[name] = p
         total += p["runs"]
         new += p["runs"] - p["done"]
@@ -267,7 +270,17 @@ def parse_budget(text: str) -> float:
 
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,
                   only: list[str] | None = None, budget: str | None = None, dry_run: bool = False,
-                  progress=print) -> dict[str, Any]:
+                  progress=print, workers: int = 1, storage: str | None = None, worker: bool = False,
+                  worker_argv: list[str] | None = None) -> dict[str, Any]:
+    """Plan the study (calibrated on this machine, fitted to `budget`), then run its parts in order.
+
+    `workers` > 1 (or a shared `storage` URL) first trains every planned run through a queue
+    (slmtune.experiments.workers) with that many processes, `worker_argv` being the command that joins it;
+    `worker` only takes runs from the queue of a study started elsewhere."""
+    if worker:
+        from slmtune.experiments.workers import queue_url, work
+
+        return {"worker_trained": work(queue_url(root or Path("studies") / cfg.name, storage), progress=progress)}
     if not cfg.parts:
         raise SlmtuneError("the reference study names no parts")
     for name, settings in cfg.parts.items():
@@ -295,6 +308,12 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         return record
     clock = Clock()
     seconds = {}
+    if workers > 1 or storage:
+        from slmtune.experiments.workers import run_workers
+
+        items = [(root / name, config) for name, p in plan.parts.items() for config in p["new"]]
+        run_workers(items, root, workers, storage, worker_argv, progress=progress)
+        seconds["queued runs"] = round(clock.elapsed, 1)
     for name, p in plan.parts.items():
         progress(f"\n== {name} ({p['kind']}): {p['runs'] - p['done']} runs to train, ~{format_duration(p['seconds'])}")
         start = clock.elapsed

@@ -85,10 +85,14 @@ class StudyKind:
         return self.command if self.command is not None else self.name
 
     def run_from_cli(self, flag_text: dict[str, object], config_file: str | None = None,
-                     study_dir: str | None = None, overrides: list[str] | None = None, **fields) -> str:
+                     study_dir: str | None = None, overrides: list[str] | None = None, workers: int = 1,
+                     storage: str | None = None, worker: bool = False, argv: list[str] | None = None,
+                     **fields) -> str:
         """Run this study from its command line: `flag_text` (config field -> the flag's text) and `fields`
-        (e.g. name, recipe) onto its config, then its `run`; returns what the command prints."""
+        (e.g. name, recipe) onto its config, then its `run` (with `workers` processes, a shared queue `storage`,
+        or as a `worker` of a running study: slmtune.experiments.workers); returns what the command prints."""
         from slmtune.experiments.common import load_study_config
+        from slmtune.experiments.workers import run_study
 
         module = self.load()
         values, options = {k: v for k, v in fields.items() if v is not None}, {}
@@ -99,7 +103,9 @@ class StudyKind:
         if hasattr(module, "from_cli"):
             values = module.from_cli(values, from_file=bool(config_file))
         cfg = load_study_config(module.CONFIG, config_file, **values)
-        summary = module.run(cfg, study_dir, list(overrides or []), **options)
+        summary = run_study(module, cfg, study_dir, list(overrides or []), options, workers, storage, worker, argv)
+        if summary is None:
+            return f"slmtune {self.cli} {getattr(cfg, 'name', '')}: worker done"
         return "\n".join([f"\nslmtune {self.cli} {getattr(cfg, 'name', '')}: done", *module.report(summary)])
 
 

@@ -135,9 +135,9 @@ def open_storage(url: str, heartbeat: int = 10):
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                           **{stale: _retry_point})
     except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
-        raise SlmtuneError(f"cannot open the sweep storage {url}: {_first_line(exc)}") from None
+        raise SlmtuneError(f"cannot open the Optuna storage {url}: {_first_line(exc)}") from None
     except Exception as exc:  # SQLAlchemy connection errors and the like
-        raise SlmtuneError(f"cannot open the sweep storage {url}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise SlmtuneError(f"cannot open the Optuna storage {url}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -150,8 +150,10 @@ def _point(trial) -> dict[str, Any]:
 
 
 def _retry_point(study, trial) -> None:
-    """Heartbeat-stale callback: the dead trial's point goes back in the queue."""
-    study.enqueue_trial(_point(trial), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    """Heartbeat-stale callback: the dead trial's point (or queued run, slmtune.experiments.workers) goes back in
+    the queue."""
+    job = {"run": trial.user_attrs["run"]} if "run" in trial.user_attrs else {}
+    study.enqueue_trial(_point(trial), user_attrs={"retry_of": trial.number, **job}, skip_if_exists=False)
 
 
 def _queue_missing(study, points: list[dict[str, Any]]) -> int:
@@ -225,10 +227,16 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
     points = [] if search else grid_points(space)
     if worker:
-        try:
-            optuna_study = optuna.load_study(study_name=cfg.name, storage=storage)
-        except KeyError:
-            raise SlmtuneError(f"no sweep named {cfg.name!r} in that storage yet: start it without --worker") from None
+        deadline = time.monotonic() + 60  # workers started beside the sweep wait for it to be created
+        while True:
+            try:
+                optuna_study = optuna.load_study(study_name=cfg.name, storage=storage)
+                break
+            except KeyError:
+                if time.monotonic() > deadline:
+                    raise SlmtuneError(f"no sweep named {cfg.name!r} in that storage yet: start it without --worker"
+                                       ) from None
+                time.sleep(1)
     else:
         optuna_study = optuna.create_study(
             study_name=cfg.name, storage=storage, load_if_exists=True, direction="maximize",

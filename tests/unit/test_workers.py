@@ -1,0 +1,91 @@
+"""Several workers on one study: runs go through a queue in Optuna's storage; each run is trained once, and the
+results equal a one-worker study's."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import tiny_overrides
+
+pytest.importorskip("optuna")
+
+
+def _seeds_file(tmp_path, tiny_models, synthetic_files, seeds):
+    run = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 12, "train.max_evals": 2})
+    run["data"].update(train_size=48, val_size=12)
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump({"study": "seeds", "name": "s", "run": run, "seeds": seeds}))
+    return path
+
+
+def _seeds(study_file, study_dir, *extra, storage=None):
+    command = [sys.executable, "-m", "slmtune.cli", "seeds", "--config", str(study_file), "--study-dir",
+               str(study_dir), *extra, *(["--storage", storage] if storage else [])]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _accuracies(study_dir):
+    rows = json.loads((study_dir / "summary.json").read_text())["rows"]
+    return sorted((r["seed"], r["test_accuracy"]) for r in rows)
+
+
+def _trained_once(study_dir):
+    """Every run folder finished, and each trained exactly once (one test line in its metrics log)."""
+    folders = sorted(study_dir.glob("runs/*"))
+    for folder in folders:
+        assert json.loads((folder / "result.json").read_text())["status"] == "success", folder
+        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert sum(line.get("split") == "test" for line in lines) == 1, folder
+    return len(folders)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_train_each_run_once_with_the_results_of_one(tiny_models, synthetic_files, tmp_path, request,
+                                                                 backend):
+    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    if storage:  # a fresh database schema per test run: the queue study is named `runs`
+        import uuid
+
+        import sqlalchemy
+
+        schema = f"q{uuid.uuid4().hex[:8]}"
+        with sqlalchemy.create_engine(storage).begin() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+        storage = f"{storage}?options=-csearch_path%3D{schema}"
+    study_file = _seeds_file(tmp_path, tiny_models, synthetic_files, [1, 2, 3, 4])
+    parallel = _seeds(study_file, tmp_path / "parallel", "--workers", "2", storage=storage)
+    assert parallel.returncode == 0, parallel.stdout[-3000:] + parallel.stderr[-3000:]
+    assert "queue: 4 run(s) to train, 2 worker(s) with 1 CPU thread(s) each" in parallel.stdout
+    workers = set(re.findall(r"worker (\d+):", parallel.stdout + parallel.stderr))
+    assert len(workers) == 2, parallel.stdout[-3000:]  # both processes trained runs
+    assert _trained_once(tmp_path / "parallel") == 4
+    serial = _seeds(study_file, tmp_path / "serial")
+    assert serial.returncode == 0, serial.stderr[-3000:]
+    assert _accuracies(tmp_path / "parallel") == _accuracies(tmp_path / "serial")
+    again = _seeds(study_file, tmp_path / "parallel", "--workers", "2", storage=storage)  # nothing left to train
+    assert again.returncode == 0 and "queue: 0 run(s) to train" in again.stdout
+    assert _trained_once(tmp_path / "parallel") == 4
+
+
+def test_sweep_with_two_workers_completes_every_point_once(tiny_models, synthetic_files, tmp_path):
+    import optuna
+
+    run = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 12, "train.max_evals": 2})
+    run["data"].update(train_size=48, val_size=12)
+    study_file = tmp_path / "grid.yaml"
+    study_file.write_text(yaml.safe_dump({"study": "sweep", "name": "grid", "run": run,
+                                          "space": {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]}}))
+    done = subprocess.run([sys.executable, "-m", "slmtune.cli", "sweep", "--config", str(study_file), "--study-dir",
+                           str(tmp_path / "g"), "--workers", "2"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 'g' / 'optuna.db'}")
+    complete = sorted(t.params["train.learning_rate"] for t in study.trials if t.state.name == "COMPLETE")
+    assert complete == [0.01, 0.02, 0.03, 0.04]
+    assert _trained_once(tmp_path / "g") == 4

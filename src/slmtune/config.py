@@ -13,7 +13,8 @@ import yaml
 from slmtune.errors import SlmtuneError
 
 METHODS = ("lora", "full")
-CLEAN_RULES = ("generic", "agnews")
+CLEAN_RULES = ("generic", "agnews")  # slmtune.data.clean
+TRUNCATIONS = ("head", "tail", "head+tail")  # slmtune.data.tokenize
 # What a dataset brings when the config leaves a field out: the AG News reference recipe's sizes.
 DATASET_DEFAULTS = {"ag_news": {"train_size": 2400, "val_size": 240}}
 EDA_OPS = ("synonym", "insert", "delete", "swap")  # EDA (Wei & Zou 2019), slmtune.data.augment
@@ -103,8 +104,8 @@ class DataConfig:
                                         not set(self.splits) <= {"train", "validation", "test"}):
             raise SlmtuneError(f"data.splits maps train / validation / test to the dataset's split names, e.g. "
                                f"{{train: train, validation: dev}}; got {self.splits!r}")
-        if self.truncation not in ("head", "tail", "head+tail"):
-            raise SlmtuneError(f"data.truncation must be head, tail or head+tail, got {self.truncation!r}")
+        if self.truncation not in TRUNCATIONS:
+            raise SlmtuneError(f"data.truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         if self.clean_rules == "auto":
             self.clean_rules = "agnews" if self.dataset == "ag_news" else "generic"
         if self.clean_rules not in CLEAN_RULES:

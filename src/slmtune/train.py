@@ -296,9 +296,11 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, balance["counts"])),
                           "imbalance": round(balance["imbalance"], 2), "selection_metric": metric,
                           "class_weight": "balanced" if weighted else "none"}
-        if config.train.baseline:
-            result["baseline"] = baseline = tfidf_baseline(splits.train.texts, splits.train.labels, splits.test.texts,
-                                                           splits.test.labels, len(splits.label_names), config.seed)
+        baseline = config.train.baseline and tfidf_baseline(
+            splits.train.texts, splits.train.labels, splits.test.texts, splits.test.labels, len(splits.label_names),
+            config.seed)
+        if baseline:
+            result["baseline"] = baseline
             print(f"slmtune: TF-IDF + logistic regression baseline: test accuracy {baseline['accuracy']:.4f}, "
                   f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
         tokenizer = load_tokenizer(config.model.name)

@@ -398,3 +398,14 @@ def test_imbalanced_run_selects_on_macro_f1_weighs_classes_and_reports_its_basel
     margin = baseline["model_minus_baseline"]["accuracy"]
     assert margin == pytest.approx(result.metrics["test"]["accuracy"] - baseline["accuracy"], abs=1e-4)
     assert "TF-IDF + logistic regression baseline" in capsys.readouterr().out
+
+
+def test_tfidf_baseline_is_fitted_once_per_split_and_skipped_without_words():
+    from slmtune.methods import tfidf
+
+    rows = (["aa bb", "cc dd", "aa xx", "cc yy"], [0, 1, 0, 1], ["aa", "cc"], [0, 1], 2)
+    first = tfidf.tfidf_baseline(*rows)
+    first["model_minus_baseline"] = {}  # the caller's additions do not reach the kept copy
+    assert tfidf.tfidf_baseline(*rows) == {k: v for k, v in first.items() if k != "model_minus_baseline"}
+    assert first["accuracy"] == 1.0 and len([k for k in tfidf._KEPT if k]) >= 1
+    assert tfidf.tfidf_baseline(["a b", "c d"], [0, 1], ["a"], [0], 2) is None  # no word of 2+ characters

@@ -7,6 +7,8 @@ import html
 import re
 from pathlib import Path
 
+from slmtune.config import CLEAN_RULES
+
 # AG News turned the "&" of many entities into a space (" #36;" is "$", " quot;" is '"'); restore it.
 _BARE_NUMERIC = re.compile(r" ?(?<![&\w;])#(\d{2,4});")
 _BARE_NAMED = re.compile(r" ?(?<![&\w;])(quot|amp|lt|gt|nbsp|hellip|apos);")
@@ -28,7 +30,7 @@ def _cp1252(match: re.Match) -> str:
 def clean_text(text: str, rules: str = "generic") -> str:
     """Clean one text by `rules` (`generic` or `agnews`); idempotent, and a text without entities (or debris)
     only has its whitespace normalised."""
-    if rules not in ("generic", "agnews"):
+    if rules not in CLEAN_RULES:
         raise ValueError(f"unknown cleaning rules {rules!r}")
     agnews = rules == "agnews"
     if agnews:

@@ -8,13 +8,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from slmtune.config import TRUNCATIONS
+
 _CACHE: OrderedDict[tuple, list[list[int]]] = OrderedDict()
 
 
 _CACHE_SIZE = 32
-
-
-TRUNCATIONS = ("head", "tail", "head+tail")
 
 
 def encode(tokenizer, texts: list[str], max_length: int, cache: bool = True, truncation: str = "head"

@@ -227,16 +227,8 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
     points = [] if search else grid_points(space)
     if worker:
-        deadline = time.monotonic() + 60  # workers started beside the sweep wait for it to be created
-        while True:
-            try:
-                optuna_study = optuna.load_study(study_name=cfg.name, storage=storage)
-                break
-            except KeyError:
-                if time.monotonic() > deadline:
-                    raise SlmtuneError(f"no sweep named {cfg.name!r} in that storage yet: start it without --worker"
-                                       ) from None
-                time.sleep(1)
+        optuna_study = load_when_created(cfg.name, storage, f"no sweep named {cfg.name!r} in that storage yet: "
+                                                            "start it without --worker")
     else:
         optuna_study = optuna.create_study(
             study_name=cfg.name, storage=storage, load_if_exists=True, direction="maximize",
@@ -279,25 +271,49 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         if remaining > 0:
             optuna_study.optimize(objective, n_trials=remaining)
     else:
-        optuna_study.sampler = _grid_sampler()
-        said = False
-        while True:
-            if _waiting(optuna_study):
-                try:
-                    optuna_study.optimize(objective, n_trials=1)
-                except _GridExhausted:  # another worker took the last waiting point
-                    pass
-                continue
-            running = _running(optuna_study)
-            if not running:
-                break
-            if not said:  # finish together: a live trial is its owner's; a dead one comes back through the heartbeat
-                progress(f"waiting for {len(running)} trial(s) running in another process (retried if its heartbeat "
-                         f"stops for {3 * cfg.heartbeat}s)")
-                said = True
-            time.sleep(cfg.heartbeat)
-            optuna.storages.fail_stale_trials(optuna_study)
+        drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
+            f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
+            f"{3 * cfg.heartbeat}s)"))
     return summarize_sweep(optuna_study, study, space, base)
+
+
+def load_when_created(name: str, storage, missing: str, seconds: float = 60.0):
+    """The Optuna study `name`, waiting up to `seconds` for the process that creates it (workers start beside it);
+    `missing` is the one-line error after that."""
+    import optuna
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise SlmtuneError(missing) from None
+            time.sleep(1)
+
+
+def drain(optuna_study, objective, heartbeat: int, on_wait=None) -> None:
+    """Run the queued (WAITING) trials one at a time, then wait for those running in other processes: a live
+    trial is its owner's, a dead one comes back through its heartbeat. `on_wait(n_running)` is called once."""
+    import optuna
+
+    optuna_study.sampler = _grid_sampler()
+    said = False
+    while True:
+        if _waiting(optuna_study):
+            try:
+                optuna_study.optimize(objective, n_trials=1)
+            except _GridExhausted:  # another process took the last waiting trial
+                pass
+            continue
+        running = _running(optuna_study)
+        if not running:
+            return
+        if on_wait and not said:
+            on_wait(len(running))
+            said = True
+        time.sleep(heartbeat)
+        optuna.storages.fail_stale_trials(optuna_study)
 
 
 def _completed(optuna_study) -> list:

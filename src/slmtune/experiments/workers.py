@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from slmtune.config import RunConfig, from_dict
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import Study, digest, run_key
-from slmtune.experiments.sweep import _GridExhausted, _require_optuna, _running, _waiting, open_storage
+from slmtune.experiments.sweep import _GridExhausted, _require_optuna, drain, load_when_created, open_storage
 
 QUEUE = "runs"
 HEARTBEAT = 10
@@ -60,16 +59,8 @@ def work(url: str, heartbeat: int = HEARTBEAT, progress=print, wait_for_queue: f
     """Take queued runs until none is waiting and none runs elsewhere; returns how many this process trained."""
     optuna = _require_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = open_storage(url, heartbeat)
-    deadline = time.monotonic() + wait_for_queue
-    while True:
-        try:
-            queue = optuna.load_study(study_name=QUEUE, storage=storage)
-            break
-        except KeyError:
-            if time.monotonic() > deadline:
-                raise SlmtuneError(f"no run queue in {url} yet: start the study without --worker first") from None
-            time.sleep(1)
+    queue = load_when_created(QUEUE, open_storage(url, heartbeat),
+                              f"no run queue in {url} yet: start the study without --worker first", wait_for_queue)
     trained = 0
 
     def objective(trial) -> float:
@@ -85,17 +76,8 @@ def work(url: str, heartbeat: int = HEARTBEAT, progress=print, wait_for_queue: f
                  f"{result['metrics']['test']['accuracy']:.4f}{' (reused)' if result['reused'] else ''}")
         return float(result["metrics"]["test"]["accuracy"])
 
-    while True:
-        if _waiting(queue):
-            try:
-                queue.optimize(objective, n_trials=1)
-            except _GridExhausted:  # another worker took the last waiting run
-                pass
-            continue
-        if not _running(queue):
-            return trained
-        time.sleep(heartbeat)  # runs elsewhere: a dead worker's run comes back through its heartbeat
-        optuna.storages.fail_stale_trials(queue)
+    drain(queue, objective, heartbeat)
+    return trained
 
 
 def threads_per_worker(workers: int) -> int:

@@ -67,8 +67,23 @@ def test_sibling_study_reuses_identical_runs(tiny_models, synthetic_files, tmp_p
     assert len(_finished_runs(tmp_path / "g")) == 2
 
 
-def _sweep_process(study_file, study_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "slmtune.cli", "sweep", "--config", str(study_file),
+# The CLI with every training step slowed by a sleep: a trial then lasts long enough on any machine for a
+# second process (whose start alone takes seconds on a loaded one) to join while the first still trains.
+_SLOW_CLI = """import importlib, sys, time
+train = importlib.import_module("slmtune.train")
+step = train._BucketTrainer.compute_loss
+def slow(self, *args, **kwargs):
+    time.sleep(SECONDS)
+    return step(self, *args, **kwargs)
+train._BucketTrainer.compute_loss = slow
+from slmtune.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _sweep_process(study_file, study_dir, *extra, step_seconds: float = 0.0):
+    cli = ["-m", "slmtune.cli"] if not step_seconds else ["-c", _SLOW_CLI.replace("SECONDS", str(step_seconds))]
+    return subprocess.Popen([sys.executable, *cli, "sweep", "--config", str(study_file),
                              "--study-dir", str(study_dir), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -109,9 +124,9 @@ def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic
 
 def _sweep_and_worker_training(study_file, folder: Path):
     """The starting command and a --worker, returned once both are training a trial."""
-    first = _sweep_process(study_file, folder)
+    first = _sweep_process(study_file, folder, step_seconds=0.1)
     _wait_for(lambda: (folder / "study.yaml").exists())
-    worker = _sweep_process(study_file, folder, "--worker")
+    worker = _sweep_process(study_file, folder, "--worker", step_seconds=0.1)
     _wait_for(lambda: len(_running_runs(folder)) == 2, 120)
     assert len(_running_runs(folder)) == 2, "the two processes never trained at once"
     return first, worker

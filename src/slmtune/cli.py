@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from slmtune.config import TRAIN_SHORTCUTS
+from slmtune.config import TRAIN_SHORTCUTS, shortcut_kwargs
 from slmtune.errors import SlmtuneError
 
 
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "train", cmd_train, "fine-tune (LoRA by default) and evaluate; writes a run folder",
              ("--config", {"help": "YAML recipe (see configs/)"}),
              ("--method", {"choices": ["lora", "full"], "help": "lora (default) or full fine-tuning"}),
-             *[(f, {"help": h, "type": int if f == "--seed" else str}) for f, (_, h) in TRAIN_SHORTCUTS.items()],
+             *[(f, shortcut_kwargs(f)) for f in TRAIN_SHORTCUTS],
              ("--overwrite", {"action": "store_true", "help": "empty --output-dir first if it holds an earlier run"}),
              ("overrides", OVERRIDES))
     _command(sub, "evaluate", cmd_evaluate, "re-evaluate a run's best model on a split", ("run_dir", RUN_DIR),

@@ -23,6 +23,18 @@ def train_summary(result: Any, config: Any) -> str:
     """The end of `slmtune train`: folder, model, parameters, validation and test scores, seconds."""
     test, val, p, sec = result.metrics["test"], result.metrics["validation"], result.params, result.seconds
     model = config.model
+    if "micro_f1" in test:  # multi-label
+        return table([
+            ("run folder", str(result.run_dir)), ("model / method", f"{model.name} / {model.method}"),
+            ("trainable params", f"{p['trainable']:,} of {p['total']:,} ({p['percent']:.2f}%)"),
+            ("validation micro-F1", _num(val["micro_f1"])), ("test micro-F1", f"{_num(test['micro_f1'])}  "
+                                                                           f"(n={test['n']})"),
+            ("test macro-F1", _num(test["macro_f1"])), ("test subset accuracy", _num(test["subset_accuracy"])),
+            *([("TF-IDF baseline micro / macro-F1", f"{_num(base['micro_f1'])} / {_num(base['macro_f1'])}  (model "
+                f"{base['model_minus_baseline']['micro_f1']:+.4f} / {base['model_minus_baseline']['macro_f1']:+.4f})")]
+              if (base := result.baseline) else []),
+            ("seconds train / eval / total", f"{sec['train']:.0f} / {sec['eval']:.0f} / {sec['total']:.0f}"),
+        ], title="\nslmtune train: done")
     return table([
         ("run folder", str(result.run_dir)), ("model / method", f"{model.name} / {model.method}"),
         ("trainable params", f"{p['trainable']:,} of {p['total']:,} ({p['percent']:.2f}%)"),
@@ -42,7 +54,9 @@ def evaluation_summary(metrics: dict, run_dir: str | Path, split: str) -> str:
     change = metrics.get("accuracy_change_vs_run")
     return classification_report_text(metrics) + "\n" + table([
         ("backend", f"{metrics['backend']} ({metrics['precision']})"), ("split", f"{split} (n={metrics['n']})"),
-        ("accuracy", _num(metrics["accuracy"])), ("macro-F1", _num(metrics["macro_f1"])),
+        *([("micro-F1", _num(metrics["micro_f1"]))] if "micro_f1" in metrics else []),
+        ("subset accuracy" if "micro_f1" in metrics else "accuracy", _num(metrics["accuracy"])),
+        ("macro-F1", _num(metrics["macro_f1"])),
         ("samples/s", f"{metrics['samples_per_second']:.1f}"),
         ("accuracy change vs run", "-" if change is None else f"{change:+.4f}"),
         ("written to", str(Path(run_dir) / f"evaluation-{split}-{metrics['backend']}.json"))],

@@ -76,6 +76,15 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     if isinstance(logits, tuple):
         logits = logits[0]
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if labels.ndim == 2:  # multi-label: multi-hot rows, sigmoid scores, decided at 0.5 while training
+        from slmtune.multilabel import decide, sigmoid
+
+        scores = sigmoid(logits)
+        predicted, gold = decide(scores, 0.5), labels.astype(np.int64)
+        return {"micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0)),
+                "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+                "accuracy": float((gold == predicted).all(axis=1).mean()),
+                "gold_prob": float(np.where(gold == 1, scores, 1 - scores).mean())}
     preds = logits.argmax(axis=-1)
     gold = softmax(logits)[np.arange(len(labels)), labels]
     return {
@@ -85,11 +94,29 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     }
 
 
+def score_split(logits: np.ndarray, data, thresholds=None) -> tuple[dict, np.ndarray]:
+    """(metrics, probabilities) of a split's logits: softmax and argmax, or for multi-label data sigmoid scores
+    decided at `thresholds` (one per label; 0.5 when None)."""
+    if not data.multi_label:
+        probs = softmax(logits)
+        return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs
+    from slmtune.multilabel import decide, multi_hot, multilabel_metrics, sigmoid
+
+    scores = sigmoid(logits)
+    predicted = decide(scores, 0.5 if thresholds is None else thresholds)
+    return multilabel_metrics(multi_hot(data.labels, len(data.label_names)), predicted, data.label_names), scores
+
+
 def classification_report_text(metrics: dict) -> str:
     """The per-class table as plain text (like sklearn's classification_report)."""
     lines = [f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
     for name, row in metrics["per_class"].items():
         lines.append(f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
+    if "micro_f1" in metrics:  # multi-label
+        lines.append(f"{'micro f1':<14}{'':>20}{metrics['micro_f1']:>10.4f}{metrics['n']:>10}")
+        lines.append(f"{'macro f1':<14}{'':>20}{metrics['macro_f1']:>10.4f}{metrics['n']:>10}")
+        lines.append(f"{'subset acc.':<14}{'':>20}{metrics['subset_accuracy']:>10.4f}{metrics['n']:>10}")
+        return "\n".join(lines)
     lines.append(f"{'accuracy':<14}{'':>20}{metrics['accuracy']:>10.4f}{metrics['n']:>10}")
     lines.append(f"{'macro f1':<14}{'':>20}{metrics['macro_f1']:>10.4f}{metrics['n']:>10}")
     return "\n".join(lines)

@@ -28,18 +28,18 @@ from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.data.tokenize import count_truncated
 from slmtune.evaluate import (
-    classification_metrics,
     classification_report_text,
     compute_metrics,
     encode,
     predict_logits,
-    softmax,
+    score_split,
 )
 from slmtune.methods.tfidf import class_balance, tfidf_baseline
 from slmtune.models import fast_dropout
 from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
-from slmtune.models.head_init import probe_head
+from slmtune.models.head_init import prior_bias, probe_head
 from slmtune.models.pooling import first_token_only, is_mean_pooled
+from slmtune.multilabel import label_balance, metric_name, pos_weights
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
 from slmtune.runs.predictions import write_predictions
@@ -102,9 +102,12 @@ def layer_depth(name: str, num_layers: int) -> int:
 IMBALANCED = 3.0  # largest class over smallest: above this, `train.metric: auto` selects on macro-F1
 
 
-def selection_metric(metric: str, imbalance: float) -> str:
-    """The validation metric that picks the checkpoint: `auto` is macro-F1 on imbalanced data, else accuracy."""
-    return metric if metric != "auto" else "macro_f1" if imbalance > IMBALANCED else "accuracy"
+def selection_metric(metric: str, imbalance: float, multi_label: bool = False) -> str:
+    """The validation metric that picks the checkpoint: `auto` is micro-F1 on multi-label data, macro-F1 on
+    imbalanced data, else accuracy."""
+    if metric != "auto":
+        return metric
+    return "micro_f1" if multi_label else "macro_f1" if imbalance > IMBALANCED else "accuracy"
 
 
 def balanced_weights(labels: list[int], n_classes: int) -> torch.Tensor:
@@ -121,14 +124,19 @@ class _BucketTrainer(Trainer):
         self._class_weights = class_weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The Trainer's loss; with class weights, cross-entropy weighted per class."""
+        """The Trainer's loss; with class weights, cross-entropy weighted per class (multi-label: BCE with each
+        label's positives weighted)."""
         if self._class_weights is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs.logits.float()
-        loss = torch.nn.functional.cross_entropy(logits, labels, weight=self._class_weights.to(logits.device))
+        weights = self._class_weights.to(logits.device)
+        if labels.dim() == 2:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -200,8 +208,14 @@ class _FinalTestCallback(TrainerCallback):
             self.seconds = time.perf_counter() - start
 
 
-def _rows(ids: list[list[int]], labels: list[int]) -> list[dict[str, Any]]:
-    return [{"input_ids": seq, "labels": y} for seq, y in zip(ids, labels)]
+def _rows(ids: list[list[int]], data: TextDataset) -> list[dict[str, Any]]:
+    """Trainer rows; multi-label rows carry their multi-hot float vector (transformers then trains with BCE)."""
+    if data.multi_label:
+        from slmtune.multilabel import multi_hot
+
+        targets = multi_hot(data.labels, len(data.label_names)).tolist()
+        return [{"input_ids": seq, "labels": y} for seq, y in zip(ids, targets)]
+    return [{"input_ids": seq, "labels": y} for seq, y in zip(ids, data.labels)]
 
 
 def _device_args(precision: Precision) -> dict[str, Any]:
@@ -252,15 +266,21 @@ def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, preci
     )
 
 
-def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig,
-                    precision: Precision | None = None) -> tuple[dict, np.ndarray, float]:
+def _logits(model, tokenizer, data: TextDataset, config: RunConfig,
+            precision: Precision | None = None) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     logits = predict_logits(model, tokenizer, data.texts, batch_size=config.train.eval_batch_size,
                             max_length=config.data.max_length, progress=len(data) > 2000, precision=precision,
                             truncation=config.data.truncation)
-    seconds = time.perf_counter() - start
-    probs = softmax(logits)
-    return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs, seconds
+    return logits, time.perf_counter() - start
+
+
+def _evaluate_split(model, tokenizer, data: TextDataset, config: RunConfig, precision: Precision | None = None,
+                    thresholds=None) -> tuple[dict, np.ndarray, float]:
+    """(metrics, probabilities, seconds); multi-label data is decided at `thresholds` (default 0.5)."""
+    logits, seconds = _logits(model, tokenizer, data, config, precision)
+    metrics, probs = score_split(logits, data, thresholds)
+    return metrics, probs, seconds
 
 
 def save_model(model, tokenizer, path: Path) -> None:
@@ -289,19 +309,22 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     with recorder:
         result["label_names"] = splits.label_names
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
-        balance = class_balance(splits.train.labels, len(splits.label_names))
-        metric = selection_metric(config.train.metric, balance["imbalance"])
+        multi = splits.train.multi_label
+        n_labels = len(splits.label_names)
+        balance = (label_balance if multi else class_balance)(splits.train.labels, n_labels)
+        metric = selection_metric(config.train.metric, balance["imbalance"], multi)
         weighted = config.train.class_weight == "balanced" or (
             config.train.class_weight == "auto" and balance["imbalance"] > IMBALANCED)
         result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, balance["counts"])),
                           "imbalance": round(balance["imbalance"], 2), "selection_metric": metric,
-                          "class_weight": "balanced" if weighted else "none"}
+                          "class_weight": "balanced" if weighted else "none", "multi_label": multi}
         baseline = config.train.baseline and tfidf_baseline(
             splits.train.texts, splits.train.labels, splits.test.texts, splits.test.labels, len(splits.label_names),
             config.seed)
         if baseline:
             result["baseline"] = baseline
-            print(f"slmtune: TF-IDF + logistic regression baseline: test accuracy {baseline['accuracy']:.4f}, "
+            first = f"micro-F1 {baseline['micro_f1']:.4f}" if multi else f"accuracy {baseline['accuracy']:.4f}"
+            print(f"slmtune: TF-IDF + logistic regression baseline: test {first}, "
                   f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
         tokenizer = load_tokenizer(config.model.name)
         cut = config.data.truncation
@@ -315,12 +338,15 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             print(f"slmtune: {truncated['train']} of {len(splits.train)} training and {truncated['test']} of "
                   f"{len(splits.test)} test texts are longer than {config.data.max_length} tokens; kept: their "
                   f"{cut} (data.truncation, data.max_length)", flush=True)
-        val_rows = _rows(val_ids, splits.validation.labels)
+        val_rows = _rows(val_ids, splits.validation)
         val_rows.sort(key=lambda r: len(r["input_ids"]))  # the Trainer evaluates in order: sorted = little padding
 
         set_seed(config.seed)  # the head and LoRA init depend on it
         model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
-                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling)
+                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
+                                multi_label=multi)
+        if multi:
+            prior_bias(model, np.asarray(balance["counts"]), len(splits.train))
         if config.model.head_init == "probe":
             fit = probe_head(model, train_ids, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
             print(f"slmtune: head initialised by a linear probe (training accuracy {fit:.4f})", flush=True)
@@ -335,11 +361,11 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         steps_per_epoch = math.ceil(len(train_ids) / config.train.batch_size)
         final_test = _FinalTestCallback(lambda m: {
             k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config, precision)[0].items()
-            if k in ("accuracy", "macro_f1")}) if config.train.final_test else None
+            if k in ("accuracy", "macro_f1", "micro_f1")}) if config.train.final_test else None
         trainer = _BucketTrainer(
             model=model,
             args=_training_args(config, run_dir, steps_per_epoch, precision),
-            train_dataset=_rows(train_ids, splits.train.labels),
+            train_dataset=_rows(train_ids, splits.train),
             eval_dataset=val_rows,
             processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
@@ -352,7 +378,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
             ],
             bucket_seed=config.seed,
             layer_decay=config.train.layer_decay,
-            class_weights=balanced_weights(splits.train.labels, len(splits.label_names)) if weighted else None,
+            class_weights=(torch.from_numpy(pos_weights(splits.train.labels, n_labels)) if multi else
+                           balanced_weights(splits.train.labels, n_labels)) if weighted else None,
         )
         t0 = time.perf_counter()
         trainer.train()
@@ -368,22 +395,38 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         if config.model.method == "lora":
             model = model.merge_and_unload()  # plain weights: inference without adapter overhead
         t0 = time.perf_counter()
-        val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config, precision)
-        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config, precision)
+        thresholds = None
+        if multi:  # decision thresholds tuned on validation, then used on test
+            from slmtune.multilabel import multi_hot, sigmoid, thresholds_of, tune_thresholds
+
+            val_logits, _ = _logits(model, tokenizer, splits.validation, config, precision)
+            result["thresholds"] = tuned = tune_thresholds(
+                sigmoid(val_logits), multi_hot(splits.validation.labels, n_labels), config.train.per_label_thresholds)
+            thresholds = thresholds_of(tuned, n_labels)
+            val_metrics, _ = score_split(val_logits, splits.validation, thresholds)
+            print(f"slmtune: decision threshold {tuned['threshold']:.2f}"
+                  f"{' (and per label where it helps)' if tuned['per_label'] else ''}: validation micro-F1 "
+                  f"{tuned['validation_micro_f1']['at_0.5']:.4f} at 0.5, {tuned['validation_micro_f1']['tuned']:.4f} "
+                  "tuned", flush=True)
+        else:
+            val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config, precision)
+        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config, precision,
+                                                                 thresholds)
         seconds["eval"] = time.perf_counter() - t0
-        write_predictions(run_dir / "predictions.csv", splits.test, test_probs)
+        write_predictions(run_dir / "predictions.csv", splits.test, test_probs, thresholds)
         runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")
         metrics = {"validation": val_metrics, "test": test_metrics}
+        headline = ("micro_f1", "macro_f1") if multi else ("accuracy", "macro_f1")
         if "baseline" in result:
-            gap = {k: round(test_metrics[k] - result["baseline"][k], 4) for k in ("accuracy", "macro_f1")}
+            gap = {k: round(test_metrics[k] - result["baseline"][k], 4) for k in headline}
             result["baseline"]["model_minus_baseline"] = gap
             if min(gap.values()) < 0:
-                print(f"slmtune: note: below the TF-IDF baseline on the test set (accuracy {gap['accuracy']:+.4f}, "
-                      f"macro-F1 {gap['macro_f1']:+.4f}): more epochs, another learning rate or full fine-tuning "
-                      "may help", flush=True)
+                print(f"slmtune: note: below the TF-IDF baseline on the test set ("
+                      f"{', '.join(f'{metric_name(k)} {v:+.4f}' for k, v in gap.items())}): more "
+                      "epochs, another learning rate or full fine-tuning may help", flush=True)
         if final_test and final_test.metrics:
             metrics["test_final"] = final_test.metrics
-        recorder.log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", "macro_f1")}})
+        recorder.log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", *headline)}})
         from slmtune.runs.figures import plot_run  # matplotlib: loaded only once a run has figures to draw
 
         plot_run(run_dir, recorder.log.read(), test_metrics, splits.label_names, len(splits.validation))

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import synthetic_rows, write_csv
-from slmtune.cli import main
+from slmtune.cli import build_parser, main
 
 
 def run_cli(capsys, *argv):
@@ -134,3 +134,15 @@ def test_import_config_and_help_load_no_torch():
     code = ("import sys, slmtune.config, slmtune.cli; slmtune.cli.build_parser().format_help(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_every_command_help_formats():
+    """argparse formats help text with %: a bare % in a flag's help breaks `--help` of its command."""
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "predict", "study"} <= set(commands)
+    for name, sub in commands.items():
+        assert sub.format_help(), name
+    assert "20%" in commands["train"].format_help()

@@ -195,7 +195,7 @@ class DataAugmenter:
         sources = augmentation_sources(len(data), n_new, seed)
         new_texts = self.augment_texts(data.texts, sources, seed)
         result = TextDataset(list(data.texts) + new_texts, list(data.labels) + [data.labels[r] for r, _ in sources],
-                             data.label_names)
+                             data.label_names, data.multi_label)
         return _to_hf(result, dataset) if hf else result
 
 

@@ -16,11 +16,13 @@ DATA_DIR_ENV = "SLMTUNE_DATA_DIR"
 
 @dataclass
 class TextDataset:
-    """Texts with integer labels indexing `label_names`."""
+    """Texts with integer labels indexing `label_names`; with `multi_label`, each row's label is the sorted list
+    of its label indices (possibly empty)."""
 
     texts: list[str]
-    labels: list[int]
+    labels: list
     label_names: list[str]
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
@@ -30,7 +32,19 @@ class TextDataset:
         return len(self.texts)
 
     def subset(self, indices) -> TextDataset:
-        return TextDataset([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.label_names)
+        return TextDataset([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.label_names,
+                           self.multi_label)
+
+    def strata(self) -> list[int]:
+        """One class per row to stratify draws by: the label itself, or (multi-label) the row's rarest label
+        (-1 for a row without labels), so that rare labels keep their share."""
+        if not self.multi_label:
+            return list(self.labels)
+        counts: dict[int, int] = {}
+        for row in self.labels:
+            for label in row:
+                counts[label] = counts.get(label, 0) + 1
+        return [min(row, key=lambda label: (counts[label], label)) if row else -1 for row in self.labels]
 
 
 def _read_table(path: Path, **csv_kwargs) -> pd.DataFrame:
@@ -201,19 +215,21 @@ def _ag_news_from_hub() -> tuple[TextDataset, TextDataset]:
 
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str = "label",
-               label_names: list[str] | None = None) -> TextDataset:
+               label_names: list[str] | None = None, separator: str | None = None) -> TextDataset:
     """Rows from a CSV / TSV / JSONL / Parquet file with a text and a label column (see `table_dataset`)."""
     path = Path(path)
-    return table_dataset(_read_table(path), str(path), text_column, label_column, label_names, path)
+    return table_dataset(_read_table(path), str(path), text_column, label_column, label_names, path, separator)
 
 
 def table_dataset(frame: pd.DataFrame, where: str, text_column: str = "text", label_column: str = "label",
-                  label_names: list[str] | None = None, path: Path | None = None) -> TextDataset:
+                  label_names: list[str] | None = None, path: Path | None = None,
+                  separator: str | None = None) -> TextDataset:
     """A frame's text and label columns as a TextDataset.
 
     Labels are kept exactly as written, strings or integers alike (integers 1..4 are four classes named "1".."4",
     sorted numerically; strings sorted). `label_names` fixes the set and order (from the training rows): a label
-    outside it is a one-line error."""
+    outside it is a one-line error. With a `separator`, the data is multi-label: a cell holds a list (JSONL,
+    Parquet) or text with the labels separated by it (`a,b`); an empty cell is a row without labels."""
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns))
@@ -223,6 +239,11 @@ def table_dataset(frame: pd.DataFrame, where: str, text_column: str = "text", la
         raise SlmtuneError(f"{where}: no rows")
     texts = ["" if v is None else str(v) for v in frame[text_column]]
     _check_texts(texts, where, path)
+    if separator is not None:
+        return _label_sets(texts, frame[label_column], where, separator, label_names)
+    if any(not isinstance(v, str) and hasattr(v, "__len__") for v in frame[label_column][:1000]):
+        raise SlmtuneError(f"{where}: column {label_column!r} holds lists of labels; set data.multi_label=true "
+                           "(--multi-label)")
     raw = [_label_text(v) for v in frame[label_column]]
     if any(r == "" or r.lower() in ("nan", "none") for r in raw):
         raise SlmtuneError(f"{where}: empty label in column {label_column!r}")
@@ -236,6 +257,33 @@ def table_dataset(frame: pd.DataFrame, where: str, text_column: str = "text", la
         raise SlmtuneError(f"{where}: label(s) {', '.join(unknown[:5])} never occur in the training rows "
                            f"(labels: {', '.join(label_names[:10])}{' ...' if len(label_names) > 10 else ''})")
     return TextDataset(texts, [index[r] for r in raw], list(label_names))
+
+
+def _label_sets(texts: list[str], cells, where: str, separator: str,
+                label_names: list[str] | None) -> TextDataset:
+    """Multi-label rows: each cell a list / array of labels, or text split at `separator`."""
+    sets: list[list[str]] = []
+    for cell in cells:
+        if isinstance(cell, str):
+            parts = cell.split(separator)
+        elif cell is None or (isinstance(cell, float) and cell != cell):
+            parts = []
+        elif hasattr(cell, "__iter__"):
+            parts = list(cell)
+        else:
+            parts = [cell]
+        sets.append(sorted({_label_text(p) for p in parts} - {""}))
+    if label_names is None:
+        found = {label for row in sets for label in row}
+        if not found:
+            raise SlmtuneError(f"{where}: no labels in any row (is data.label_separator right?)")
+        label_names = sorted(found, key=int) if all(_is_int(r) for r in found) else sorted(found)
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted({label for row in sets for label in row if label not in index})
+    if unknown:
+        raise SlmtuneError(f"{where}: label(s) {', '.join(unknown[:5])} never occur in the training rows "
+                           f"(labels: {', '.join(label_names[:10])}{' ...' if len(label_names) > 10 else ''})")
+    return TextDataset(texts, [sorted(index[label] for label in row) for row in sets], list(label_names), True)
 
 
 def _label_text(value) -> str:
@@ -270,9 +318,11 @@ def folder_files(folder: Path) -> dict[str, Path]:
 
 
 def load_hub_dataset(name: str, config: str | None, text_column: str, label_column: str,
-                     split_names: dict[str, str] | None = None) -> dict[str, TextDataset]:
+                     split_names: dict[str, str] | None = None,
+                     separator: str | None = None) -> dict[str, TextDataset]:
     """The splits of a Hugging Face dataset (`datasets.load_dataset`, which also reads its local cache offline):
-    `train`, and `validation` / `test` where the dataset has them. ClassLabel columns keep their names."""
+    `train`, and `validation` / `test` where the dataset has them. ClassLabel columns keep their names, a
+    sequence of ClassLabel (multi-label, with a `separator`) too."""
     import logging
 
     hub_logger = logging.getLogger("huggingface_hub")
@@ -304,12 +354,17 @@ def load_hub_dataset(name: str, config: str | None, text_column: str, label_colu
         part = loaded[wanted[split]]
         feature = part.features.get(label_column)
         frame = part.select_columns([c for c in (text_column, label_column) if c in part.column_names]).to_pandas()
+        inner = getattr(feature, "feature", None)  # Sequence(ClassLabel) / List(ClassLabel): label sets
+        if isinstance(inner, datasets.ClassLabel) and label_column in frame:
+            label_names = label_names or list(inner.names)
+            frame[label_column] = [[inner.names[i] for i in row] for row in frame[label_column]]
         if label_names is None and isinstance(feature, datasets.ClassLabel):
             label_names = list(feature.names)
         if isinstance(feature, datasets.ClassLabel) and label_column in frame:
             if (frame[label_column] < 0).any():  # unlabelled rows (e.g. GLUE test sets): no test split
                 continue
             frame[label_column] = [feature.names[i] for i in frame[label_column]]
-        out[split] = table_dataset(frame, f"{name}[{wanted[split]}]", text_column, label_column, label_names)
+        out[split] = table_dataset(frame, f"{name}[{wanted[split]}]", text_column, label_column, label_names,
+                                   separator=separator)
         label_names = out[split].label_names
     return out

@@ -70,27 +70,43 @@ def load_sources(cfg: DataConfig) -> tuple[TextDataset, TextDataset | None, Text
         return full, None, test
     path = Path(cfg.dataset).expanduser()
     columns = (cfg.text_column, cfg.label_column)
+    separator = cfg.label_separator if cfg.multi_label else None
     if path.is_dir():
         files = folder_files(path)
     elif path.suffix.lower() in TABLE_SUFFIXES or path.exists():
         files = {"train": path}
     else:  # a Hugging Face dataset id
-        parts = load_hub_dataset(cfg.dataset, cfg.dataset_config, *columns, cfg.splits)
+        parts = load_hub_dataset(cfg.dataset, cfg.dataset_config, *columns, cfg.splits, separator=separator)
         files = {}
         full, validation, test = parts["train"], parts.get("validation"), parts.get("test")
     if files:
-        full = load_table(files["train"], *columns)
-        validation = load_table(files["validation"], *columns, label_names=full.label_names) \
+        full = load_table(files["train"], *columns, separator=separator)
+        validation = load_table(files["validation"], *columns, label_names=full.label_names, separator=separator) \
             if "validation" in files else None
-        test = load_table(files["test"], *columns, label_names=full.label_names) if "test" in files else None
+        test = load_table(files["test"], *columns, label_names=full.label_names, separator=separator) \
+            if "test" in files else None
     if cfg.validation_file:
-        validation = load_table(cfg.validation_file, *columns, label_names=full.label_names)
+        validation = load_table(cfg.validation_file, *columns, label_names=full.label_names, separator=separator)
     if cfg.test_file:
-        test = load_table(cfg.test_file, *columns, label_names=full.label_names)
+        test = load_table(cfg.test_file, *columns, label_names=full.label_names, separator=separator)
+    if full.multi_label != cfg.multi_label:  # ag_news, or a Hub dataset whose labels are sets
+        raise SlmtuneError(f"{cfg.dataset}: its labels are {'sets' if full.multi_label else 'single'}; set "
+                           f"data.multi_label={'true' if full.multi_label else 'false'}")
     return full, validation, test
 
 
+def _check_label_sets(full: TextDataset, where: str) -> None:
+    counts = np.zeros(len(full.label_names), dtype=int)
+    for row in full.labels:
+        counts[row] += 1
+    if (counts > 0).sum() < 2:
+        raise SlmtuneError(f"{where}: multi-label data needs at least two labels; found "
+                           f"{', '.join(full.label_names) or 'none'}")
+
+
 def _check_classes(full: TextDataset, where: str) -> None:
+    if full.multi_label:
+        return _check_label_sets(full, where)
     counts = np.bincount(full.labels, minlength=len(full.label_names))
     present = [n for n, c in zip(full.label_names, counts) if c]
     if len(present) < 2:
@@ -116,20 +132,20 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     _check_classes(full, cfg.dataset)
     if test is None:  # carve a fixed 20% test split off the training rows
         n_test = max(len(full.label_names), len(full) // 5)
-        test_idx = stratified_indices(full.labels, n_test, TEST_SEED)
+        test_idx = stratified_indices(full.strata(), n_test, TEST_SEED)
         rest = sorted(set(range(len(full))) - set(test_idx))
         full, test = full.subset(rest), full.subset(test_idx)
     if validation is None:
         val_size = cfg.val_size or default_val_size(len(full), len(full.label_names))
         if val_size >= len(full):
             raise SlmtuneError(f"data.val_size={val_size} leaves no training rows (the file has {len(full)})")
-        val_idx = stratified_indices(full.labels, val_size, seed)
+        val_idx = stratified_indices(full.strata(), val_size, seed)
         remaining = sorted(set(range(len(full))) - set(val_idx))
         validation = full.subset(val_idx)
     else:
         remaining = list(range(len(full)))
         if cfg.val_size is not None and cfg.val_size < len(validation):
-            validation = validation.subset(stratified_indices(validation.labels, cfg.val_size, seed))
+            validation = validation.subset(stratified_indices(validation.strata(), cfg.val_size, seed))
     if cfg.shots_per_class is not None:
         train_idx = per_class_indices(full.labels, cfg.shots_per_class, seed, pool=remaining)
     else:
@@ -138,9 +154,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             raise SlmtuneError(
                 f"data.train_size={train_size} exceeds the {len(remaining)} rows left after validation"
             )
-        train_idx = stratified_indices(full.labels, train_size, seed, pool=remaining)
+        train_idx = stratified_indices(full.strata(), train_size, seed, pool=remaining)
     if cfg.test_size is not None and cfg.test_size < len(test):
-        test = test.subset(stratified_indices(test.labels, cfg.test_size, TEST_SEED))
+        test = test.subset(stratified_indices(test.strata(), cfg.test_size, TEST_SEED))
     splits = Splits(full.subset(train_idx), validation, test)
     if cfg.clean:
         for part in (splits.train, splits.validation, splits.test):

@@ -16,7 +16,15 @@ from slmtune import runs, stats
 from slmtune.config import RunConfig, replace
 from slmtune.data import Splits, stratified_indices
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
+from slmtune.experiments.common import (
+    Clock,
+    Study,
+    flat_metrics,
+    format_duration,
+    load_run_config,
+    single_label_only,
+    with_min_steps,
+)
 from slmtune.methods.query import STRATEGIES
 
 
@@ -118,6 +126,7 @@ def run_active(cfg: ActiveConfig, study_dir: str | Path | None = None, cli_overr
                progress=print) -> dict[str, Any]:
     check(cfg)
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    single_label_only(base, "active-learning", "its query strategies rank class probabilities that sum to 1")
     study = Study(study_dir or Path("studies") / cfg.name)
     (study.root / "active").mkdir(exist_ok=True)
     study.write_study_yaml({"study": "active", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

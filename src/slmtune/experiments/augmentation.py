@@ -10,7 +10,8 @@ from typing import Any
 from slmtune import stats
 from slmtune.config import EDA_OPS, RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.multilabel import metric_name
 
 
 @dataclass
@@ -88,7 +89,8 @@ def run_augmentation(cfg: AugmentStudyConfig, study_dir: str | Path | None = Non
         row = {**keys, **flat_metrics(study.run(config))}
         rows.append(row)
         progress(f"  {i}/{len(plan)} size {keys['size']} {keys['operations']} x{keys['ratio']:g} seed {keys['seed']}: "
-                 f"test accuracy {row['test_accuracy']:.4f}{' (reused)' if row['reused'] else ''}; "
+                 f"test {metric_name(study_metric([row]))} {row[f'test_{study_metric([row])}']:.4f}"
+                 f"{' (reused)' if row['reused'] else ''}; "
                  f"{format_duration(clock.elapsed)} elapsed")
     return summarize_augmentation(study, rows)
 
@@ -96,21 +98,23 @@ def run_augmentation(cfg: AugmentStudyConfig, study_dir: str | Path | None = Non
 def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per size and operation set: accuracy vs ratio (mean, CI) and the paired difference to the control."""
     curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    metric = study_metric(rows)  # micro-F1 on multi-label data
+    key = f"test_{metric}"
     for size in sorted({r["size"] for r in rows}):
-        controls = {r["seed"]: r["test_accuracy"] for r in rows if r["size"] == size and r["operations"] == "none"}
+        controls = {r["seed"]: r[key] for r in rows if r["size"] == size and r["operations"] == "none"}
         per_op: dict[str, list[dict[str, Any]]] = {}
         for op in dict.fromkeys(r["operations"] for r in rows if r["size"] == size and r["operations"] != "none"):
             points = [{"ratio": 0.0, **stats.summarize(list(controls.values())).to_dict(), "vs_control": None}]
             for ratio in sorted({r["ratio"] for r in rows if r["size"] == size and r["operations"] == op}):
                 cell = sorted((r for r in rows if r["size"] == size and r["operations"] == op and r["ratio"] == ratio),
                               key=lambda r: r["seed"])
-                values = [r["test_accuracy"] for r in cell]
+                values = [r[key] for r in cell]
                 point = {"ratio": ratio, **stats.summarize(values).to_dict(), "vs_control": None}
                 paired = [controls[r["seed"]] for r in cell if r["seed"] in controls]
                 if len(paired) == len(cell) >= 2:
                     point["vs_control"] = stats.paired_comparison(
                         values, paired, names=(f"{op} x{ratio:g}", "no augmentation")).to_dict()
-                longer = {r["seed"]: r["test_accuracy"] for r in rows if r["size"] == size
+                longer = {r["seed"]: r[key] for r in rows if r["size"] == size
                           and r["operations"] == STEPS_MATCHED and r["ratio"] == ratio}
                 point["vs_steps_matched"] = None
                 if op != STEPS_MATCHED and len(cell) >= 2 and all(r["seed"] in longer for r in cell):
@@ -138,12 +142,12 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
     adjusted = stats.adjust_pvalues([f["p_value"] for f in findings])  # many comparisons: corrected beside raw
     for finding, holm, bh in zip(findings, adjusted["holm"], adjusted["bh"]):
         finding.update(p_holm=holm, p_bh=bh)
-    summary = {"study": "augmentation", "curves": curves, "vs_control": findings,
+    summary = {"study": "augmentation", "metric": metric, "curves": curves, "vs_control": findings,
                "highest_mean": {"size": int(best[0]), "operations": best[1], "ratio": best[2]["ratio"],
                         "mean": best[2]["mean"]} if best else None,
-               "selection": "test accuracy, mean and 95% t interval over seeds; differences paired by seed "
-                            "against the ratio-0 control on the same splits (same epochs, hence fewer optimizer "
-                            "steps) and against the steps-matched control (same steps, no augmentation)"}
+               "selection": f"test {metric_name(metric)}, mean and 95% t interval over seeds; differences paired "
+                            "by seed against the ratio-0 control on the same splits (same epochs, hence fewer "
+                            "optimizer steps) and against the steps-matched control (same steps, no augmentation)"}
     from slmtune.report.plots import augmentation_plot
 
     summary["plots"] = [augmentation_plot(curves, study.root / "plots" / "augmentation.png")]

@@ -63,11 +63,14 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["model"].pop("head_init", None)
     data, fit = values["data"], values["train"]
     for name, neutral in (("dataset_config", None), ("splits", None), ("validation_file", None),
-                          ("truncation", "head"), ("clean_rules", "agnews")):  # agnews: what every run did before
+                          ("truncation", "head"), ("clean_rules", "agnews"), ("multi_label", False),
+                          ("label_separator", ",")):  # agnews: what every run did before
         if data.get(name, neutral) == neutral:
             data.pop(name, None)
     if fit.get("class_weight") == "none":
         fit.pop("class_weight", None)
+    if not data.get("multi_label"):
+        fit.pop("per_label_thresholds", None)  # no effect on single-label runs
     fit.pop("baseline", None)  # an extra figure beside the run; the model is the same
     if fit.get("metric") == "auto" and data.get("dataset") == "ag_news":
         fit["metric"] = "accuracy"  # AG News is balanced: auto selects on accuracy, as every run did before
@@ -224,6 +227,8 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "validation_macro_f1": metrics.get("validation", {}).get("macro_f1"),
         "test_accuracy": metrics.get("test", {}).get("accuracy"),
         "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
+        **({"validation_micro_f1": metrics.get("validation", {}).get("micro_f1"),
+            "test_micro_f1": metrics["test"]["micro_f1"]} if "micro_f1" in metrics.get("test", {}) else {}),
         "train_seconds": result.get("seconds", {}).get("train"),
         "total_seconds": result.get("seconds", {}).get("total"),
         "trainable_params": result.get("params", {}).get("trainable"),
@@ -231,6 +236,19 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "reused": result.get("reused"),
         "run_dir": result.get("run_dir"),
     }
+
+
+def single_label_only(config: RunConfig, study: str, why: str) -> None:
+    """A one-line error for a study that has no multi-label form."""
+    if config.data.multi_label:
+        raise SlmtuneError(f"the {study} study needs single-label data ({why}); seeds, sweep, scaling and "
+                           "augmentation run on multi-label data")
+
+
+def study_metric(rows: list[dict[str, Any]]) -> str:
+    """What a study compares its runs on: micro-F1 for multi-label runs (their `accuracy` is the strict subset
+    accuracy), else accuracy."""
+    return "micro_f1" if rows and rows[0].get("test_micro_f1") is not None else "accuracy"
 
 
 def format_duration(seconds: float) -> str:

@@ -29,6 +29,7 @@ from slmtune.experiments.common import (
     format_duration,
     load_run_config,
     run_key,
+    single_label_only,
     with_min_steps,
 )
 
@@ -198,6 +199,7 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     if cfg.prompt_prior_rows is not None and not cfg.prompt_prior_rows >= 0:
         raise SlmtuneError(f"prompt_prior_rows must be null or a number >= 0, not {cfg.prompt_prior_rows!r}")
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    single_label_only(base, "few-shot", "k shots per class are not defined when a row holds several labels")
     study = Study(study_dir or Path("studies") / cfg.name)
     study.write_study_yaml({"study": "fewshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                             "cli_overrides": cli_overrides or []})

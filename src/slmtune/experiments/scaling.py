@@ -9,7 +9,16 @@ from typing import Any
 from slmtune import stats
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, with_min_steps
+from slmtune.experiments.common import (
+    Clock,
+    Study,
+    flat_metrics,
+    format_duration,
+    load_run_config,
+    study_metric,
+    with_min_steps,
+)
+from slmtune.multilabel import metric_name
 
 FULL_TRAIN_ROWS = 120_000
 
@@ -57,13 +66,15 @@ def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_ove
                                         **{"data.train_size": n}), n, cfg.min_steps)
         row = {"train_rows": n, "seed": seed, **flat_metrics(study.run(config))}
         rows.append(row)
-        progress(f"  {i}/{len(plan)} n={n} seed {seed}: test accuracy {row['test_accuracy']:.4f}; "
+        metric = study_metric([row])
+        progress(f"  {i}/{len(plan)} n={n} seed {seed}: test {metric_name(metric)} {row[f'test_{metric}']:.4f}; "
                  f"{format_duration(clock.elapsed)} elapsed")
     return summarize_scaling(study, rows, cfg, available)
 
 
 def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConfig, available: int) -> dict[str, Any]:
-    points = [(r["train_rows"], r["test_accuracy"]) for r in rows]
+    metric = study_metric(rows)  # multi-label: the curve is micro-F1's, its "error" 1 - micro-F1
+    points = [(r["train_rows"], r[f"test_{metric}"]) for r in rows]
     fit = stats.fit_power_law([p[0] for p in points], [1 - p[1] for p in points])
     per_size = {}
     for n in sorted({p[0] for p in points}):
@@ -72,7 +83,7 @@ def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConf
                        / (n / 1000)}
     predictions = [fit.predict(n) for n in (cfg.predict_at or [2 * available, 5 * available, 10 * available])]
     summary: dict[str, Any] = {
-        "study": "scaling", "fit": {**fit.to_dict(), "formula": "error = a * n^-b + c"},
+        "study": "scaling", "metric": metric, "fit": {**fit.to_dict(), "formula": "error = a * n^-b + c"},
         "per_size": per_size, "predictions": predictions,
         "diminishing_returns": {"threshold_per_doubling": cfg.threshold,
                                 "size": fit.diminishing_returns_size(cfg.threshold)},

@@ -12,7 +12,8 @@ import numpy as np
 from slmtune import stats
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.multilabel import metric_name
 
 METRICS = ("test_accuracy", "test_macro_f1", "validation_accuracy", "train_seconds")
 
@@ -52,7 +53,7 @@ def _label(config: RunConfig) -> str:
 
 def _correct(run_dir: str) -> np.ndarray:
     with (Path(run_dir) / "predictions.csv").open(encoding="utf-8") as handle:
-        return np.array([row["correct"] == "1" for row in csv.DictReader(handle)])
+        return np.array([row.get("correct", row.get("exact")) == "1" for row in csv.DictReader(handle)])
 
 
 def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
@@ -79,7 +80,9 @@ def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrid
         config = replace(configs[key], seed=seed, name=f"{cfg.name}-{key}-{seed}")
         row = {"config": labels[key], "seed": seed, **flat_metrics(study.run(config))}
         groups[labels[key]].append(row)
-        progress(f"  {i}/{len(plan)} {labels[key]} seed {seed}: test accuracy {row['test_accuracy']:.4f}"
+        metric = study_metric([row])
+        progress(f"  {i}/{len(plan)} {labels[key]} seed {seed}: test {metric_name(metric)} "
+                 f"{row[f'test_{metric}']:.4f}"
                  f"{' (reused)' if row['reused'] else ''}; {format_duration(clock.elapsed)} elapsed")
     return summarize_seeds(study, groups, seeds)
 
@@ -87,8 +90,10 @@ def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrid
 def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
     per_config = {}
     table = []
+    metric = study_metric(next(iter(groups.values())))
+    measured = METRICS + (("test_micro_f1", "validation_micro_f1") if metric == "micro_f1" else ())
     for name, rows in groups.items():
-        per_config[name] = {m: stats.summarize([r[m] for r in rows]).to_dict() for m in METRICS}
+        per_config[name] = {m: stats.summarize([r[m] for r in rows]).to_dict() for m in measured}
         acc, f1 = per_config[name]["test_accuracy"], per_config[name]["test_macro_f1"]
         table.append({
             "model": name, "accuracy": f"{acc['mean']:.4f} ± {acc['std']:.4f}",
@@ -97,18 +102,23 @@ def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds
             "trainable_params": rows[0]["trainable_params"], "trainable_percent": rows[0]["trainable_percent"],
             "train_seconds": round(per_config[name]["train_seconds"]["mean"], 1),
         })
-    summary: dict[str, Any] = {"study": "seeds", "seeds": seeds, "per_config": per_config, "table": table}
+        if metric == "micro_f1":  # multi-label: accuracy above is the subset accuracy
+            micro = per_config[name]["test_micro_f1"]
+            table[-1].update(micro_f1=f"{micro['mean']:.4f} ± {micro['std']:.4f}",
+                             micro_f1_ci95=[round(micro["ci_low"], 4), round(micro["ci_high"], 4)])
+    summary: dict[str, Any] = {"study": "seeds", "seeds": seeds, "metric": metric, "per_config": per_config,
+                               "table": table}
     names = list(groups)
     if len(names) == 2 and len(seeds) >= 2:
         a, b = (sorted(groups[n], key=lambda r: r["seed"]) for n in names)
         comparison = {}
-        for metric in ("test_accuracy", "test_macro_f1"):
-            comparison[metric] = stats.paired_comparison([r[metric] for r in a], [r[metric] for r in b],
-                                                         names=(names[0], names[1])).to_dict()
+        for key in ("test_accuracy", "test_macro_f1", *(("test_micro_f1",) if metric == "micro_f1" else ())):
+            comparison[key] = stats.paired_comparison([r[key] for r in a], [r[key] for r in b],
+                                                      names=(names[0], names[1])).to_dict()
         pooled_a = np.concatenate([_correct(r["run_dir"]) for r in a])
         pooled_b = np.concatenate([_correct(r["run_dir"]) for r in b])
         comparison["mcnemar_pooled_test"] = stats.mcnemar(pooled_a, pooled_b)
-        comparison["verdict"] = comparison["test_accuracy"]["verdict"]
+        comparison["verdict"] = comparison[f"test_{metric}"]["verdict"]
         summary["comparison"] = comparison
     from slmtune.report.plots import seeds_plots
 
@@ -129,9 +139,11 @@ def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, ava
 
 
 def report(summary: dict[str, Any]) -> list[str]:
-    lines = [f"  {'model':<28}{'accuracy':>20}{'macro-F1':>20}{'trainable':>14}{'train s':>10}"]
+    multi = summary.get("metric") == "micro_f1"
+    first = "micro-F1" if multi else "accuracy"
+    lines = [f"  {'model':<28}{first:>20}{'macro-F1':>20}{'trainable':>14}{'train s':>10}"]
     for row in summary["table"]:
-        lines.append(f"  {row['model']:<28}{row['accuracy']:>20}{row['macro_f1']:>20}"
+        lines.append(f"  {row['model']:<28}{row['micro_f1' if multi else 'accuracy']:>20}{row['macro_f1']:>20}"
                      f"{row['trainable_percent']:>13.2f}%{row['train_seconds']:>10.1f}")
     if "comparison" in summary:
         lines.append(f"  {summary['comparison']['verdict']}")

@@ -18,7 +18,8 @@ from transformers import TrainerCallback
 
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config
+from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.multilabel import metric_name
 
 LR_VALUES = [1e-5, 5e-5, 1e-4, 2e-4, 5e-4]
 WD_VALUES = [0.0, 0.001, 0.01, 0.05, 0.1]
@@ -260,11 +261,12 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         for key, value in row.items():
             trial.set_user_attr(key, value)
         finished = len(_completed(trial.study)) + 1
-        progress(f"  trial {trial.number}: {params} -> validation {row['validation_accuracy']:.4f}, "
-                 f"test {row['test_accuracy']:.4f}, {row['total_seconds']:.0f}s"
+        metric = study_metric([row])
+        progress(f"  trial {trial.number}: {params} -> validation {row[f'validation_{metric}']:.4f}, "
+                 f"test {row[f'test_{metric}']:.4f}, {row['total_seconds']:.0f}s"
                  f"{' (reused)' if row['reused'] else ''}; {finished}/{total} done, {format_duration(clock.elapsed)} "
                  "elapsed")
-        return row["validation_accuracy"]
+        return row[f"validation_{metric}"]
 
     if search:
         remaining = total - len(_completed(optuna_study))
@@ -349,14 +351,19 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
         if key not in seen:
             seen.add(key)
             unique.append(row)
-    best = max(unique, key=lambda r: (r["validation_accuracy"], -(r.get("total_seconds") or 0)))
+    metric = study_metric(unique)  # micro-F1 on multi-label data
+    best = max(unique, key=lambda r: (r[f"validation_{metric}"], -(r.get("total_seconds") or 0)))
     best_params = {k: best[k] for k in space}
     best_config = replace(base, **best_params, name=f"{optuna_study.study_name}-best")
     path = study.write_config("best-config.yaml", best_config)
     summary = {"study": "sweep", "name": optuna_study.study_name, "space": space, "trials": len(unique),
+               "metric": metric,
                "best": {"params": best_params, "validation_accuracy": best["validation_accuracy"],
-                        "test_accuracy": best["test_accuracy"], "config": str(path)},
-               "selection": "best validation accuracy of each trial's best checkpoint; test never used to select"}
+                        "test_accuracy": best["test_accuracy"], "config": str(path),
+                        **({"validation_micro_f1": best["validation_micro_f1"],
+                            "test_micro_f1": best["test_micro_f1"]} if metric == "micro_f1" else {})},
+               "selection": f"best validation {metric_name(metric)} of each trial's best checkpoint; test "
+                            "never used to select"}
     from slmtune.report.plots import sweep_plots
 
     summary["plots"] = sweep_plots(unique, list(space), study.root / "plots")
@@ -389,6 +396,8 @@ def plan(cfg: SweepConfig, base: RunConfig, cli_overrides: list[str] | None, ava
 
 def report(summary: dict[str, Any]) -> list[str]:
     best = summary["best"]
+    metric = summary.get("metric", "accuracy")
+    name = metric_name(metric)
     return [f"  trials                    {summary['trials']}", f"  best params               {best['params']}",
-            f"  best validation accuracy  {best['validation_accuracy']:.4f}",
-            f"  its test accuracy         {best['test_accuracy']:.4f}", f"  best config               {best['config']}"]
+            f"  best validation {name:<9} {best[f'validation_{metric}']:.4f}",
+            f"  its test {name:<16} {best[f'test_{metric}']:.4f}", f"  best config               {best['config']}"]

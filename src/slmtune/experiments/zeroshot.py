@@ -16,7 +16,7 @@ from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_logits
-from slmtune.experiments.common import Clock, Study, load_run_config
+from slmtune.experiments.common import Clock, Study, load_run_config, single_label_only
 from slmtune.methods.zeroshot import default_descriptions, label_prompts, nli_predict, prompt_classifier, templates_for
 
 PROMPT_SETS = {
@@ -59,6 +59,7 @@ def kept_row(cfg: ZeroShotConfig, base: RunConfig, method: str,
 def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
                  progress=print) -> dict[str, Any]:
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
+    single_label_only(base, "zero-shot", "its methods pick one label per text")
     unknown = [m for m in cfg.methods if m not in ("untrained-head", "custom", "nli", *PROMPT_SETS)]
     if unknown:
         raise SlmtuneError(f"unknown zero-shot method(s) {', '.join(unknown)}")

@@ -121,14 +121,17 @@ ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 def load_classifier(name: str, label_names: list[str], dropout: float | None = None,
-                    attention_dropout: float | None = None, pooling: str = "cls") -> PreTrainedModel:
+                    attention_dropout: float | None = None, pooling: str = "cls",
+                    multi_label: bool = False) -> PreTrainedModel:
     """Pretrained encoder with a fresh classification head for `label_names`.
 
     `dropout` / `attention_dropout` replace the encoder's hidden / attention-probability dropout
     (None keeps the checkpoint's). `pooling="mean"` feeds the head the masked mean of the last hidden
-    states instead of the first token's (`slmtune.pooling`); a saved mean-pooled model loads as one."""
+    states instead of the first token's (`slmtune.pooling`); a saved mean-pooled model loads as one.
+    `multi_label` sets transformers' multi-label problem type: BCE in training, a sigmoid in `pipeline()`."""
+    extra = {"problem_type": "multi_label_classification"} if multi_label else {}
     config = _load(AutoConfig, name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                   label2id={n: i for i, n in enumerate(label_names)})
+                   label2id={n: i for i, n in enumerate(label_names)}, **extra)
     for fields, value in ((HIDDEN_DROPOUT, dropout), (ATTENTION_DROPOUT, attention_dropout)):
         for field_name in fields:
             if value is not None and hasattr(config, field_name):

@@ -67,3 +67,14 @@ def probe_head(model: torch.nn.Module, ids: list[list[int]], labels: list[int], 
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
     return float(probe.score(features, labels))
+
+
+@torch.no_grad()
+def prior_bias(model: torch.nn.Module, positives: np.ndarray, rows: int) -> None:
+    """Multi-label heads: start each label's output bias at the log-odds of its share of training rows
+    (the prior initialisation of Lin et al. 2017, focal loss), so training does not spend its first steps pushing
+    every sigmoid from 0.5 down to the rare labels' frequencies."""
+    share = np.clip(np.asarray(positives, dtype=np.float64) / max(rows, 1), 1e-4, 1 - 1e-4)
+    layer = output_layer(model)
+    if layer.bias is not None:
+        layer.bias.copy_(torch.as_tensor(np.log(share / (1 - share)), dtype=layer.bias.dtype))

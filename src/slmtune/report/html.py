@@ -16,6 +16,7 @@ from typing import Any
 
 from slmtune import runs
 from slmtune.errors import SlmtuneError
+from slmtune.multilabel import metric_name
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -91,7 +92,10 @@ class Report:
             return f"<p>status <b>{escape(str(result.get('status')))}</b>: no metrics.</p>"
         test, val = result["metrics"]["test"], result["metrics"].get("validation", {})
         name = f"{Path(str(result.get('model'))).name}:{result.get('method')}"
-        rows = [["test accuracy", _pct(test["accuracy"]), test.get("n", "")],
+        multi = "micro_f1" in test  # multi-label: accuracy is the subset accuracy
+        headline = "micro_f1" if multi else "accuracy"
+        rows = [*([["test micro-F1", _pct(test["micro_f1"]), test.get("n", "")]] if multi else []),
+                ["test subset accuracy" if multi else "test accuracy", _pct(test["accuracy"]), test.get("n", "")],
                 ["test macro-F1", _pct(test["macro_f1"]), test.get("n", "")],
                 ["validation accuracy", _pct(val.get("accuracy")), val.get("n", "")],
                 ["trainable parameters", f"{result['params']['trainable']:,} of {result['params']['total']:,} "
@@ -103,9 +107,9 @@ class Report:
         base = result.get("baseline")
         if base:
             gap = base.get("model_minus_baseline", {})
-            rows.append(["TF-IDF + logistic regression, same split: accuracy / macro-F1",
-                         f"{_pct(base['accuracy'])} / {_pct(base['macro_f1'])} ({base['seconds']} s); model "
-                         f"{gap.get('accuracy', float('nan')):+.4f} / {gap.get('macro_f1', float('nan')):+.4f}", ""])
+            rows.append([f"TF-IDF + logistic regression, same split: {metric_name(headline)} / macro-F1",
+                         f"{_pct(base[headline])} / {_pct(base['macro_f1'])} ({base['seconds']} s); model "
+                         f"{gap.get(headline, float('nan')):+.4f} / {gap.get('macro_f1', float('nan')):+.4f}", ""])
         per_class = [[escape(c), _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), m["support"]]
                      for c, m in test["per_class"].items()]
         metrics_html = _table(["metric", "value", "n"], rows)
@@ -118,7 +122,8 @@ class Report:
         if figs:
             html += "<div class='figs'>" + "".join(figs) + "</div>"
         html += self._misclassified(folder, examples)
-        self.findings.append([f"{escape(name)} test accuracy (seed {result.get('seed')})", _pct(test["accuracy"]),
+        self.findings.append([f"{escape(name)} test {metric_name(headline)} (seed {result.get('seed')})",
+                              _pct(test[headline]),
                               str(test.get("n", "")), "single run"])
         self._model(name, [result])
         return html
@@ -138,9 +143,11 @@ class Report:
         wrong = []
         with path.open(encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                if row.get("correct") == "0":
+                if row.get("correct", row.get("exact")) == "0":  # multi-label: `exact`, the whole label set
                     probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")}
-                    wrong.append((probs.get(row["predicted"], 0.0), row))
+                    chosen = [probs.get(label, 0.0) for label in row["predicted"].split("|") if label]
+                    wrong.append((min(chosen) if "exact" in row and chosen else probs.get(row["predicted"], 0.0),
+                                  row))
         wrong.sort(key=lambda t: -t[0])
         rows = [[escape(r["gold"]), escape(r["predicted"]), f"{p:.3f}", escape(r.get("text", ""))[:400]]
                 for p, r in wrong[:limit]]
@@ -195,17 +202,19 @@ class Report:
         return f"{len(rows)} runs"
 
     def _study_seeds(self, folder: Path, summary: dict) -> str:
-        rows = [[escape(r["model"]), r["accuracy"], f"[{r['accuracy_ci95'][0]:.4f}, {r['accuracy_ci95'][1]:.4f}]",
+        key = summary.get("metric", "accuracy")  # micro_f1 on multi-label data
+        name = metric_name(key)
+        rows = [[escape(r["model"]), r[key], f"[{r[f'{key}_ci95'][0]:.4f}, {r[f'{key}_ci95'][1]:.4f}]",
                  r["macro_f1"], f"{r['trainable_params']:,} ({r['trainable_percent']:.2f}%)", r["train_seconds"]]
                 for r in summary["table"]]
-        html = _table(["model", "accuracy (mean ± sd)", "95% CI", "macro-F1", "trainable", "train s"], rows)
+        html = _table(["model", f"{name} (mean ± sd)", "95% CI", "macro-F1", "trainable", "train s"], rows)
         n = len(summary["seeds"])
         for r in summary["table"]:
-            self.findings.append([f"{escape(r['model'])} accuracy over seeds", r["accuracy"], str(n),
-                                  f"[{r['accuracy_ci95'][0]:.4f}, {r['accuracy_ci95'][1]:.4f}]"])
+            self.findings.append([f"{escape(r['model'])} {name} over seeds", r[key], str(n),
+                                  f"[{r[f'{key}_ci95'][0]:.4f}, {r[f'{key}_ci95'][1]:.4f}]"])
         comparison = summary.get("comparison")
         if comparison:
-            c = comparison["test_accuracy"]
+            c = comparison[f"test_{key}"]
             html += f"<div class='verdict'>{escape(comparison['verdict'])}</div>"
             html += _table(["test", "value"], [
                 ["paired t p-value", f"{c['t_pvalue']:.3g}"], ["Wilcoxon p-value", f"{c['wilcoxon_pvalue']:.3g}"],
@@ -213,7 +222,7 @@ class Report:
                                                       f"{c['boot_high']:+.4f}]"],
                 ["Cohen's d_z", f"{c['cohens_dz']:.2f}"],
                 ["McNemar p (pooled test predictions)", f"{comparison['mcnemar_pooled_test']['pvalue']:.3g}"]])
-            self.findings.append(["difference in accuracy (paired by seed)", f"{c['mean_difference']:+.4f}", str(n),
+            self.findings.append([f"difference in {name} (paired by seed)", f"{c['mean_difference']:+.4f}", str(n),
                                   f"[{c['boot_low']:+.4f}, {c['boot_high']:+.4f}] p={c['t_pvalue']:.3g}"])
         by_config: dict[str, list[dict]] = {}
         for row in summary.get("rows", []):
@@ -232,18 +241,20 @@ class Report:
 
     def _study_sweep(self, folder: Path, summary: dict) -> str:
         best = summary["best"]
+        metric = summary.get("metric", "accuracy")  # micro_f1 on multi-label data
+        name = metric_name(metric)
         keys = list(summary.get("space", {}))
         rows = sorted(summary.get("rows", []), key=lambda r: [r.get(k, 0) for k in keys])
-        table = _table([*keys, "validation accuracy", "test accuracy", "train s"],
+        table = _table([*keys, f"validation {name}", f"test {name}", "train s"],
                        [[*(f"{r.get(k):g}" if isinstance(r.get(k), float) else r.get(k) for k in keys),
-                         _num(r.get("validation_accuracy")), _num(r.get("test_accuracy")),
+                         _num(r.get(f"validation_{metric}")), _num(r.get(f"test_{metric}")),
                          _num(r.get("train_seconds"), 1)] for r in rows], numeric_from=0)
         params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
+        val, test = best[f"validation_{metric}"], best[f"test_{metric}"]
         self.findings.append([f"best {escape(', '.join(keys))} ({escape(folder.name)})", escape(params),
-                              f"{summary.get('trials')} trials",
-                              f"validation {best['validation_accuracy']:.4f}, test {best['test_accuracy']:.4f}"])
-        return (f"<div class='verdict'>best: {escape(params)} — validation accuracy "
-                f"{best['validation_accuracy']:.4f}, its test accuracy {best['test_accuracy']:.4f} "
+                              f"{summary.get('trials')} trials", f"validation {val:.4f}, test {test:.4f}"])
+        return (f"<div class='verdict'>best: {escape(params)} — validation {name} "
+                f"{val:.4f}, its test {name} {test:.4f} "
                 f"({escape(summary.get('selection', ''))})</div>" + table)
 
     def _study_zeroshot(self, folder: Path, summary: dict) -> str:
@@ -272,18 +283,19 @@ class Report:
 
     def _study_scaling(self, folder: Path, summary: dict) -> str:
         fit = summary["fit"]
+        name = metric_name(summary.get("metric", "accuracy"))  # the fitted error is 1 - this
         rows = [[p["n"], _num(p["accuracy"]), f"[{p['low']:.4f}, {p['high']:.4f}]"] for p in summary["predictions"]]
         self.findings.append(["scaling fit: error = a·n^-b + c", f"b = {fit['b']:.3f}, c = {fit['c']:.4f}",
                               f"{len(summary.get('per_size', []))} sizes", f"R² = {fit['r2']:.3f}"])
         for p in summary["predictions"]:
-            self.findings.append([f"predicted accuracy at {p['n']:,} rows", f"{p['accuracy']:.4f}", "fit",
+            self.findings.append([f"predicted {name} at {p['n']:,} rows", f"{p['accuracy']:.4f}", "fit",
                                   f"[{p['low']:.4f}, {p['high']:.4f}]"])
         dr = summary.get("diminishing_returns", {})
         return (f"<div class='verdict'>error = {fit['a']:.3f} · n^-{fit['b']:.3f} + {fit['c']:.4f} "
                 f"(R² {fit['r2']:.3f});"
                 f" b 95% CI [{fit['b_ci'][0]:.3f}, {fit['b_ci'][1]:.3f}]; diminishing returns from ~"
                 f"{dr.get('size', float('nan')):,.0f} rows</div>"
-                + _table(["rows", "predicted accuracy", "95% band"], rows))
+                + _table(["rows", f"predicted {name}", "95% band"], rows))
 
     def _study_augmentation(self, folder: Path, summary: dict) -> str:
         rows = []
@@ -302,7 +314,8 @@ class Report:
                                   f"{f['difference']:+.4f}", "paired seeds",
                                   f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}] p={f['p_value']:.3g}"
                                   + (f" (Holm {f['p_holm']:.3g})" if f.get("p_holm") is not None else "")])
-        return _table(["rows", "operations", "ratio", "against", "accuracy − control", "95% bootstrap CI",
+        name = metric_name(summary.get("metric", "accuracy"))
+        return _table(["rows", "operations", "ratio", "against", f"{name} − control", "95% bootstrap CI",
                        "paired t p", "Holm p", "BH p", "significant"], rows, numeric_from=4)
 
     def _study_active(self, folder: Path, summary: dict) -> str:

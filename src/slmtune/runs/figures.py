@@ -47,6 +47,27 @@ def confusion_matrix_png(matrix: list[list[int]], label_names: list[str], path: 
     save_figure(fig, Path(path))
 
 
+def co_occurrence_png(matrix: list[list[int]], label_names: list[str], path: str | Path, title: str = "") -> None:
+    """Multi-label: rows holding label i (row) that also hold label j (column), coloured by share of row i."""
+    counts = np.asarray(matrix)
+    share = counts / np.maximum(np.diag(counts)[:, None], 1)
+    size = min(0.45 * len(label_names) + 3, 16)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(share, cmap="Purples", vmin=0, vmax=1)
+    if len(label_names) <= 12:
+        for i in range(counts.shape[0]):
+            for j in range(counts.shape[1]):
+                ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(label_names)), label_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(label_names)), label_names, fontsize=8)
+    ax.set_xlabel("also labelled")
+    ax.set_ylabel("rows labelled")
+    ax.set_title(title or "Label co-occurrence")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the row label's rows")
+    save_figure(fig, Path(path))
+
+
 def training_curves_png(records: list[dict], path: str | Path, n_validation: int | None = None) -> None:
     """Training loss per logged step, validation loss and accuracy per evaluation, against epochs.
 
@@ -78,7 +99,14 @@ def training_curves_png(records: list[dict], path: str | Path, n_validation: int
 
 
 def plot_run(run_dir: Path, metrics_log: list[dict], test_metrics: dict, label_names: list[str], n_val: int) -> None:
-    """A finished run's own figures: the test confusion matrix and the training curves."""
-    title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
-    confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png", title=title)
+    """A finished run's own figures: the test confusion matrix (multi-label: the test labels' co-occurrence) and
+    the training curves."""
+    if "co_occurrence" in test_metrics:
+        co_occurrence_png(test_metrics["co_occurrence"], label_names, run_dir / "label_cooccurrence.png",
+                          title=f"Test label co-occurrence (n={test_metrics['n']}, micro-F1 "
+                                f"{test_metrics['micro_f1']:.3f})")
+    else:
+        title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
+        confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png",
+                             title=title)
     training_curves_png(metrics_log, run_dir / "training_curves.png", n_validation=n_val)

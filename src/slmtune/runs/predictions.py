@@ -12,10 +12,21 @@ from slmtune.data import TextDataset
 from slmtune.runs.folder import atomic_write
 
 
-def write_predictions(path: Path, data: TextDataset, probs: np.ndarray) -> None:
+def write_predictions(path: Path, data: TextDataset, probs: np.ndarray, thresholds=None) -> None:
+    """Single-label: gold, predicted, correct, p_<class>. Multi-label: gold and predicted label sets (joined by
+    `|`), exact (the whole set right) and each label's sigmoid score."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     names = data.label_names
+    if data.multi_label:
+        chosen = probs >= (0.5 if thresholds is None else np.asarray(thresholds))
+        writer.writerow(["id", "gold", "predicted", "exact", *[f"p_{n}" for n in names], "text"])
+        for i, (text, gold) in enumerate(zip(data.texts, data.labels)):
+            predicted = [j for j in range(len(names)) if chosen[i, j]]
+            writer.writerow([i, "|".join(names[j] for j in gold), "|".join(names[j] for j in predicted),
+                             int(predicted == list(gold)), *[f"{p:.5f}" for p in probs[i]], text])
+        atomic_write(path, buffer.getvalue())
+        return
     writer.writerow(["id", "gold", "predicted", "correct", *[f"p_{n}" for n in names], "text"])
     predicted = probs.argmax(axis=1)
     for i, (text, gold) in enumerate(zip(data.texts, data.labels)):

@@ -39,6 +39,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SlmtuneError(f"cannot create {out}: {exc.strerror or exc}") from None
+    if run.multi_label:  # pipeline() reads problem_type and applies a sigmoid; recorded plainly too
+        run.model.config.function_to_apply = "sigmoid"
     run.model.save_pretrained(str(out), safe_serialization=True)
     tokenizer = run.tokenizer
     tokenizer.model_max_length = run.config.data.max_length
@@ -47,7 +49,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
     tokenizer.save_pretrained(str(out))
     (out / "slmtune.json").write_text(json.dumps({"source_run": str(Path(run_dir).resolve()),
                                                   "clean_text": run.config.data.clean,
-                                                  "max_length": run.config.data.max_length}, indent=2))
+                                                  "max_length": run.config.data.max_length,
+                                                  **({"multi_label": True, "thresholds": dict(zip(
+                                                      run.label_names, map(float, run.thresholds)))}
+                                                     if run.multi_label else {})}, indent=2))
     (out / "README.md").write_text(model_card(run, runs.read_result(run_dir)), encoding="utf-8")
     if onnx or int8:
         export_onnx(copy.deepcopy(run.model), out, int8=int8)  # the export switches attention to eager
@@ -70,7 +75,17 @@ def model_card(run, result: dict) -> str:
     dataset = config.data.dataset if config.data.dataset == "ag_news" else Path(config.data.dataset).stem
     test = result.get("metrics", {}).get("test", {})
     metrics, lines = [], []
-    if test:
+    if test and run.multi_label:
+        n = int(test["n"])
+        metrics = [{"type": "f1", "value": round(test["micro_f1"], 4), "name": "Test micro-F1",
+                    "args": {"average": "micro", "n": n}},
+                   {"type": "f1", "value": round(test["macro_f1"], 4), "name": "Test macro-F1",
+                    "args": {"average": "macro", "n": n}},
+                   {"type": "accuracy", "value": round(test["subset_accuracy"], 4), "name": "Test subset accuracy",
+                    "args": {"n": n}}]
+        lines = [f"| test micro-F1 | {test['micro_f1']:.4f} | |", f"| test macro-F1 | {test['macro_f1']:.4f} | |",
+                 f"| test subset accuracy | {test['subset_accuracy']:.4f} | |"]
+    elif test:
         n = int(test["n"])
         low, high = proportion_interval(round(test["accuracy"] * n), n)
         metrics = [{"type": "accuracy", "value": round(test["accuracy"], 4), "name": "Test accuracy",
@@ -87,18 +102,29 @@ def model_card(run, result: dict) -> str:
             "dataset": {"name": dataset, "type": dataset, "split": "test"}, "metrics": metrics}]}],
     }
     labels = ", ".join(run.label_names)
+    if run.multi_label:
+        use = ["classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", top_k=None, "
+               "truncation=True)",
+               "scores = classify(\"Stocks slid as oil prices rose\")[0]  # a sigmoid score per label",
+               "thresholds = json.load(open(\"path/to/this/folder/slmtune.json\"))[\"thresholds\"]",
+               "labels = [s[\"label\"] for s in scores if s[\"score\"] >= thresholds[s[\"label\"]]]"]
+        kind = ("A multi-label text classifier (a sigmoid score per label; each label has a decision threshold "
+                "tuned on validation, in slmtune.json)")
+    else:
+        use = ["classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True)",
+               "classify(\"Stocks slid as oil prices rose\")"]
+        kind = "A text classifier"
     return "\n".join([
         "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
         f"# {result.get('name', 'slmtune model')}", "",
-        f"A text classifier fine-tuned from `{base}` with slmtune ({config.model.method}"
+        f"{kind} fine-tuned from `{base}` with slmtune ({config.model.method}"
         f"{f', rank {config.lora.r}' if config.model.method == 'lora' else ''}, merged into plain weights) on "
         f"{dataset}: {result.get('sizes', {}).get('train', '?')} training rows, seed {config.seed}, "
         f"{config.train.epochs:g} epochs at learning rate {config.train.learning_rate:g}.", "",
         f"Labels: {labels}.", "",
         "| metric | value | 95% interval |", "|---|---|---|", *lines, "",
-        "## Use", "", "```python", "from transformers import pipeline", "",
-        "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True)",
-        "classify(\"Stocks slid as oil prices rose\")", "```", "",
+        "## Use", "", "```python", *(["import json"] if run.multi_label else []),
+        "from transformers import pipeline", "", *use, "```", "",
         f"Texts were {'cleaned (HTML entities, whitespace) and ' if config.data.clean else ''}truncated to "
         f"{config.data.max_length} tokens ({config.data.truncation}) in training; `slmtune predict` applies the "
         "same cleaning" + (" and truncation (`pipeline()` keeps the head of a longer text)"

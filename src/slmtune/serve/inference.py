@@ -10,20 +10,31 @@ import numpy as np
 
 from slmtune import runs
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import classification_metrics, predict_proba
+from slmtune.evaluate import predict_logits, score_split, softmax
 from slmtune.serve.backends import Engine, engine
 from slmtune.serve.loading import LoadedRun, load_run
 
 
 def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = None,
             backend: str = "torch", max_change: float = 0.005) -> list[dict[str, Any]]:
-    """Label and class probabilities per text, cleaned as the run's training data was."""
+    """Label and class probabilities per text, cleaned as the run's training data was.
+
+    Multi-label runs: `labels` is the predicted label set (each label whose sigmoid score reaches its tuned
+    threshold), `label` the same joined by `|`, `score` the highest label score, `probabilities` every label's
+    score (they do not sum to 1)."""
     if isinstance(texts, str):
         texts = [texts]
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise SlmtuneError("predict needs non-empty texts")
     run = load_run(run_dir)
     probs = _probabilities(run, engine(run_dir, backend, max_change), texts, clean, progress=len(texts) > 2000)
+    if run.multi_label:
+        out = []
+        for p in probs:
+            chosen = [n for n, v, t in zip(run.label_names, p, run.thresholds) if v >= t]
+            out.append({"labels": chosen, "label": "|".join(chosen), "score": float(np.max(p)),
+                        "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}})
+        return out
     return [
         {"label": run.label_names[int(np.argmax(p))], "score": float(np.max(p)),
          "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
@@ -54,10 +65,14 @@ def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool |
         from slmtune.data.clean import clean_texts
 
         texts = clean_texts(texts, run.config.data.clean_rules)
-    return predict_proba(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
-                         max_length=run.config.data.max_length, progress=progress, precision=used.precision,
-                         truncation=run.config.data.truncation,
-                         cache=cache)
+    logits = predict_logits(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
+                            max_length=run.config.data.max_length, progress=progress, precision=used.precision,
+                            truncation=run.config.data.truncation, cache=cache)
+    if run.multi_label:
+        from slmtune.multilabel import sigmoid
+
+        return sigmoid(logits)
+    return softmax(logits)
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path | None = None,
@@ -117,7 +132,11 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
             probs = _probabilities(run, used, texts, clean, cache=False)
             out = frame.copy()
             names = _output_names(list(map(str, frame.columns)), run.label_names)
-            out[names[0]] = [run.label_names[i] for i in probs.argmax(axis=1)]
+            if run.multi_label:  # the label set, joined by |
+                out[names[0]] = ["|".join(n for n, v, t in zip(run.label_names, p, run.thresholds) if v >= t)
+                                 for p in probs]
+            else:
+                out[names[0]] = [run.label_names[i] for i in probs.argmax(axis=1)]
             out[names[1]] = np.round(probs.max(axis=1), 5)
             for j, name in enumerate(names[2:]):
                 out[name] = np.round(probs[:, j], 5)
@@ -153,11 +172,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
     data = getattr(load_splits(run.config.data, run.config.seed), split)
     used = engine(run_dir, backend, max_change)
     start = time.perf_counter()
-    probs = predict_proba(used.model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
-                          max_length=run.config.data.max_length, progress=True, precision=used.precision,
-                          truncation=run.config.data.truncation)
+    logits = predict_logits(used.model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
+                            max_length=run.config.data.max_length, progress=True, precision=used.precision,
+                            truncation=run.config.data.truncation)
     seconds = time.perf_counter() - start
-    metrics = classification_metrics(data.labels, probs.argmax(axis=1), data.label_names)
+    metrics, _ = score_split(logits, data, run.thresholds)
     metrics.update(backend=used.name, split=split, seconds=round(seconds, 2),
                    precision="int8" if used.name == "onnx-int8" else used.precision.name,
                    samples_per_second=round(len(data) / seconds, 2))

@@ -23,6 +23,12 @@ class LoadedRun:
     label_names: list[str]
     precision: Precision
     """What inference computes in on this machine: the run's `train.precision`, resolved for the CPU."""
+    thresholds: Any = None
+    """Multi-label runs: each label's decision threshold (tuned on validation); None for single-label runs."""
+
+    @property
+    def multi_label(self) -> bool:
+        return self.thresholds is not None
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,7 +47,8 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
         if (model_dir / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            base = load_classifier(config.model.name, label_names, pooling=config.model.pooling)
+            base = load_classifier(config.model.name, label_names, pooling=config.model.pooling,
+                                   multi_label=config.data.multi_label)
             with quiet_peft():
                 model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
         else:
@@ -53,7 +60,13 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
         raise SlmtuneError(f"cannot load the model in {model_dir}: its files are damaged or incomplete ({reason}); "
                            "retrain the run or restore the folder") from None
     model.eval()
-    return LoadedRun(config, model, tokenizer, label_names, resolve_precision(config.train.precision, "cpu"))
+    thresholds = None
+    if config.data.multi_label:
+        from slmtune.multilabel import thresholds_of
+
+        thresholds = thresholds_of(result.get("thresholds"), len(label_names))
+    return LoadedRun(config, model, tokenizer, label_names, resolve_precision(config.train.precision, "cpu"),
+                     thresholds)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

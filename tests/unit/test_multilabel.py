@@ -56,6 +56,8 @@ def test_label_sets_from_text_cells_and_json_lists(tmp_path):
         load_table(jsonl, label_names=data.label_names, separator=",")
     numbers = load_table(write_csv(tmp_path / "n.csv", [("a", "10|2"), ("b", "2")]), separator="|")
     assert numbers.label_names == ["2", "10"] and numbers.labels == [[0, 1], [0]]  # integers sorted as numbers
+    with pytest.raises(SlmtuneError, match="separator ',' splits no label cell"):  # the file uses |
+        load_table(write_csv(tmp_path / "p.csv", [("a", "x|y"), ("b", "y")]), separator=",")
     with pytest.raises(SlmtuneError, match="no labels in any row"):
         load_table(write_csv(tmp_path / "e.csv", [("a", ""), ("b", "")]), separator=",")
 

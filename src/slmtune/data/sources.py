@@ -273,6 +273,9 @@ def _label_sets(texts: list[str], cells, where: str, separator: str,
         else:
             parts = [cell]
         sets.append(sorted({_label_text(p) for p in parts} - {""}))
+    if label_names is None and all(isinstance(c, str) for c in cells) and max(map(len, sets), default=0) == 1:
+        raise SlmtuneError(f"{where}: the label separator {separator!r} splits no label cell: every row has one "
+                           "label; set --label-separator to the one the file uses, or drop --multi-label")
     if label_names is None:
         found = {label for row in sets for label in row}
         if not found:

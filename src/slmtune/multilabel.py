@@ -36,6 +36,12 @@ def decide(scores: np.ndarray, thresholds) -> np.ndarray:
     return (scores >= np.asarray(thresholds, dtype=np.float64)).astype(np.int64)
 
 
+def label_sets(scores: np.ndarray, thresholds, names: list[str]) -> list[list[str]]:
+    """Per row, the names of the labels that are on (see `decide`), in label order."""
+    on = decide(scores, thresholds)
+    return [[names[j] for j in np.flatnonzero(row)] for row in on]
+
+
 def _micro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
     tp = float((gold * predicted).sum())
     fp_fn = float(((1 - gold) * predicted).sum() + (gold * (1 - predicted)).sum())

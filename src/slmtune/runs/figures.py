@@ -69,21 +69,24 @@ def co_occurrence_png(matrix: list[list[int]], label_names: list[str], path: str
 
 
 def training_curves_png(records: list[dict], path: str | Path, n_validation: int | None = None) -> None:
-    """Training loss per logged step, validation loss and accuracy per evaluation, against epochs.
+    """Training loss per logged step, validation loss and accuracy (micro-F1 for multi-label runs) per evaluation,
+    against epochs.
 
     The star marks the checkpoint that was kept (best `validation_select`)."""
     train = [(r["epoch"], r["loss"]) for r in records if "loss" in r]
-    val = [r for r in records if "validation_accuracy" in r]
+    key = "validation_micro_f1" if any("validation_micro_f1" in r for r in records) else "validation_accuracy"
+    name = "micro-F1" if key == "validation_micro_f1" else "accuracy"
+    val = [r for r in records if key in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if train:
         left.plot(*zip(*train), label="train loss", color="#4C72B0")
     if val:
         epochs = [r["epoch"] for r in val]
         left.plot(epochs, [r.get("validation_loss") for r in val], "o-", label="validation loss", color="#DD8452")
-        right.plot(epochs, [r["validation_accuracy"] for r in val], "o-", color="#55A868")
-        best = max(val, key=lambda r: r.get("validation_select", r["validation_accuracy"]))
-        right.plot([best["epoch"]], [best["validation_accuracy"]], marker="*", markersize=16, color="#C44E52",
-                   linestyle="none", label=f"kept: {best['validation_accuracy']:.3f} at epoch {best['epoch']:g}")
+        right.plot(epochs, [r[key] for r in val], "o-", color="#55A868")
+        best = max(val, key=lambda r: r.get("validation_select", r[key]))
+        right.plot([best["epoch"]], [best[key]], marker="*", markersize=16, color="#C44E52",
+                   linestyle="none", label=f"kept: {best[key]:.3f} at epoch {best['epoch']:g}")
         right.legend(loc="best")
         low, high = right.get_ylim()
         right.set_ylim(low, high + 0.1 * (high - low))
@@ -92,7 +95,7 @@ def training_curves_png(records: list[dict], path: str | Path, n_validation: int
     left.legend()
     left.grid(alpha=0.3)
     right.set_xlabel("epoch")
-    right.set_ylabel("validation accuracy" + (f" (n={n_validation})" if n_validation else ""))
+    right.set_ylabel(f"validation {name}" + (f" (n={n_validation})" if n_validation else ""))
     right.grid(alpha=0.3)
     fig.suptitle("Training curves")
     save_figure(fig, Path(path))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from slmtune.data import TextDataset
+from slmtune.multilabel import label_sets
 from slmtune.runs.folder import atomic_write
 
 
@@ -19,12 +20,12 @@ def write_predictions(path: Path, data: TextDataset, probs: np.ndarray, threshol
     writer = csv.writer(buffer)
     names = data.label_names
     if data.multi_label:
-        chosen = probs >= (0.5 if thresholds is None else np.asarray(thresholds))
+        chosen = label_sets(probs, 0.5 if thresholds is None else thresholds, names)
         writer.writerow(["id", "gold", "predicted", "exact", *[f"p_{n}" for n in names], "text"])
         for i, (text, gold) in enumerate(zip(data.texts, data.labels)):
-            predicted = [j for j in range(len(names)) if chosen[i, j]]
-            writer.writerow([i, "|".join(names[j] for j in gold), "|".join(names[j] for j in predicted),
-                             int(predicted == list(gold)), *[f"{p:.5f}" for p in probs[i]], text])
+            gold_names = [names[j] for j in gold]
+            writer.writerow([i, "|".join(gold_names), "|".join(chosen[i]), int(chosen[i] == gold_names),
+                             *[f"{p:.5f}" for p in probs[i]], text])
         atomic_write(path, buffer.getvalue())
         return
     writer.writerow(["id", "gold", "predicted", "correct", *[f"p_{n}" for n in names], "text"])

@@ -49,8 +49,9 @@ def engine(run_dir: str | Path, backend: str = "torch", max_change: float = 0.00
 
 def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1000) -> dict[str, Any]:
     """The fastest backend whose predictions differ from fp32 torch's on at most `max_change` of the run's own
-    validation and training rows (up to `rows`; never test rows). Measured once per run, budget and machine,
-    kept in RUN_DIR/backend.json; the choice and its figures are printed."""
+    validation and training rows (up to `rows`; never test rows); a multi-label row counts as changed when any
+    label of its set does. Measured once per run, budget and machine, kept in RUN_DIR/backend.json; the choice
+    and its figures are printed."""
     import importlib.util
     import platform
     import time
@@ -77,14 +78,14 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     for name in names:
         candidate = engine(run_dir, name)
         kwargs = {"batch_size": run.config.train.eval_batch_size, "max_length": run.config.data.max_length,
-                  "precision": candidate.precision, "cache": False}
+                  "precision": candidate.precision, "truncation": run.config.data.truncation, "cache": False}
         predict_logits(candidate.model, run.tokenizer, texts[:64], **kwargs)  # warm-up
         start = time.perf_counter()
-        predicted = predict_logits(candidate.model, run.tokenizer, texts, **kwargs).argmax(axis=1)
+        predicted = _decisions(run, predict_logits(candidate.model, run.tokenizer, texts, **kwargs))
         speed = len(texts) / (time.perf_counter() - start)
         reference = predicted if reference is None else reference
         table.append({"backend": name, "rows_per_s": round(speed, 1),
-                      "changed": round(float(np.mean(predicted != reference)), 5)})
+                      "changed": round(float(np.mean((predicted != reference).any(axis=1))), 5)})
     allowed = [row for row in table if row["changed"] <= max_change]
     chosen = max(allowed, key=lambda row: row["rows_per_s"])
     choice = {"chosen": chosen["backend"], "max_change": max_change, "rows": len(texts), "machine": machine,
@@ -94,6 +95,16 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     print(f"slmtune: backend {chosen['backend']}: the fastest whose predictions differ from fp32 torch on at most "
           f"{max_change:.2%} of {len(texts)} validation/training rows ({cells})", flush=True)
     return choice
+
+
+def _decisions(run, logits: np.ndarray) -> np.ndarray:
+    """(rows, k) decisions to compare between backends: the predicted class, or the label set of a multi-label
+    run at its thresholds (a row changes when any label does)."""
+    if run.multi_label:
+        from slmtune.multilabel import decide, sigmoid
+
+        return decide(sigmoid(logits), run.thresholds)
+    return logits.argmax(axis=1)[:, None]
 
 
 class OnnxClassifier:

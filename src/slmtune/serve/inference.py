@@ -11,6 +11,7 @@ import numpy as np
 from slmtune import runs
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import predict_logits, score_split, softmax
+from slmtune.multilabel import label_sets
 from slmtune.serve.backends import Engine, engine
 from slmtune.serve.loading import LoadedRun, load_run
 
@@ -29,12 +30,9 @@ def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = No
     run = load_run(run_dir)
     probs = _probabilities(run, engine(run_dir, backend, max_change), texts, clean, progress=len(texts) > 2000)
     if run.multi_label:
-        out = []
-        for p in probs:
-            chosen = [n for n, v, t in zip(run.label_names, p, run.thresholds) if v >= t]
-            out.append({"labels": chosen, "label": "|".join(chosen), "score": float(np.max(p)),
-                        "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}})
-        return out
+        return [{"labels": chosen, "label": "|".join(chosen), "score": float(np.max(p)),
+                 "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
+                for p, chosen in zip(probs, label_sets(probs, run.thresholds, run.label_names))]
     return [
         {"label": run.label_names[int(np.argmax(p))], "score": float(np.max(p)),
          "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
@@ -133,8 +131,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
             out = frame.copy()
             names = _output_names(list(map(str, frame.columns)), run.label_names)
             if run.multi_label:  # the label set, joined by |
-                out[names[0]] = ["|".join(n for n, v, t in zip(run.label_names, p, run.thresholds) if v >= t)
-                                 for p in probs]
+                out[names[0]] = ["|".join(chosen) for chosen in label_sets(probs, run.thresholds, run.label_names)]
             else:
                 out[names[0]] = [run.label_names[i] for i in probs.argmax(axis=1)]
             out[names[1]] = np.round(probs.max(axis=1), 5)

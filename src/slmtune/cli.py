@@ -130,10 +130,11 @@ exit codes: 0 done, 2 bad input (one line says what), 64 usage error, 1 unexpect
 (SLMTUNE_DEBUG=1 shows its traceback), 130 interrupted (finished work is kept)."""
 
 OVERRIDES = {"nargs": "*", "metavar": "key=value", "help": "run-config overrides, e.g. train.epochs=1"}
-BACKEND = {"choices": ["auto", "torch", "torch-fp32", "onnx", "onnx-int8"], "default": "torch",
-           "help": "inference engine: torch (default: the run's precision, bf16 on CPUs that have it), torch-fp32, "
-                   "onnx (ONNX Runtime, fused fp32), onnx-int8 (quantized), or auto: the fastest of these whose "
-                   "predictions stay within --max-change of fp32 torch's (measured once, kept in the run folder)"}
+BACKEND = {"choices": ["auto", "torch", "torch-fp32", "onnx", "onnx-int8"], "default": "auto",
+           "help": "inference engine: auto (default): the fastest of the others whose predictions stay within "
+                   "--max-change of fp32 torch's, measured once on the run's own rows and kept in the run folder "
+                   "(a job under 5,000 texts uses torch unless a choice is kept); torch: the run's precision, "
+                   "bf16 on CPUs that have it; torch-fp32; onnx (ONNX Runtime, fused fp32); onnx-int8 (quantized)"}
 MAX_CHANGE = {"type": float, "default": 0.005,
               "help": "auto: the largest share of predictions allowed to differ from fp32 torch's, on the run's "
                       "own validation and training rows (default 0.005)"}

@@ -21,6 +21,7 @@ from slmtune.serve.loading import load_run
 
 BACKENDS = ("torch", "torch-fp32", "onnx", "onnx-int8")
 CHOICE_FILE = "backend.json"
+AUTO_MIN_ROWS = 5000  # `auto` measures the backends (about 1,000 rows each) only for jobs at least this large
 
 
 @dataclass
@@ -32,11 +33,14 @@ class Engine:
     precision: Precision
 
 
-def engine(run_dir: str | Path, backend: str = "torch", max_change: float = 0.005) -> Engine:
+def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005, rows: int | None = None) -> Engine:
     """`torch` (the run's `train.precision` on this machine: bf16 where the CPU has it), `torch-fp32`, `onnx`
-    (fused fp32), `onnx-int8`, or `auto` (choose_backend with `max_change`)."""
+    (fused fp32), `onnx-int8`, or `auto`: the choice of choose_backend with `max_change`, measured when the job
+    scores at least AUTO_MIN_ROWS `rows` (None: a job of unknown size, such as a file) or already kept for this
+    budget and machine; a smaller job uses `torch`, since measuring would cost more than it could save."""
     if backend == "auto":
-        backend = choose_backend(run_dir, max_change)["chosen"]
+        measure = rows is None or rows >= AUTO_MIN_ROWS or _kept_choice(run_dir, max_change) is not None
+        backend = choose_backend(run_dir, max_change)["chosen"] if measure else "torch"
     run = load_run(run_dir)
     if backend == "torch":
         return Engine(backend, run.model, run.precision)
@@ -53,23 +57,16 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     label of its set does. Measured once per run, budget and machine, kept in RUN_DIR/backend.json; the choice
     and its figures are printed."""
     import importlib.util
-    import platform
     import time
 
     from slmtune.data import load_splits
     from slmtune.evaluate import predict_logits
-    from slmtune.precision import cpu_bf16_support
 
-    if not 0 <= max_change < 1:
-        raise SlmtuneError(f"--max-change must be in [0, 1), got {max_change}")
+    kept = _kept_choice(run_dir, max_change)
+    if kept is not None:
+        return kept
     run = load_run(run_dir)
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_bf16": cpu_bf16_support(),
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
     path = Path(run_dir) / CHOICE_FILE
-    if path.is_file():
-        kept = json.loads(path.read_text())
-        if kept.get("max_change") == max_change and kept.get("machine") == machine:
-            return kept
     splits = load_splits(run.config.data, run.config.seed)
     texts = (splits.validation.texts + splits.train.texts)[:rows]
     names = ["torch-fp32", *(["torch"] if run.precision.name != "fp32" else []),
@@ -88,13 +85,35 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
                       "changed": round(float(np.mean((predicted != reference).any(axis=1))), 5)})
     allowed = [row for row in table if row["changed"] <= max_change]
     chosen = max(allowed, key=lambda row: row["rows_per_s"])
-    choice = {"chosen": chosen["backend"], "max_change": max_change, "rows": len(texts), "machine": machine,
+    choice = {"chosen": chosen["backend"], "max_change": max_change, "rows": len(texts), "machine": _machine(),
               "candidates": table}
     runs.write_json(path, choice)
     cells = ", ".join(f"{r['backend']} {r['rows_per_s']:.0f}/s ({r['changed']:.2%} changed)" for r in table)
     print(f"slmtune: backend {chosen['backend']}: the fastest whose predictions differ from fp32 torch on at most "
           f"{max_change:.2%} of {len(texts)} validation/training rows ({cells})", flush=True)
     return choice
+
+
+def _machine() -> dict[str, Any]:
+    """What a kept backend choice depends on besides the run and the budget."""
+    import platform
+
+    from slmtune.precision import cpu_bf16_support
+
+    return {"processor": platform.processor() or platform.machine(), "cpu_bf16": cpu_bf16_support(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _kept_choice(run_dir: str | Path, max_change: float) -> dict[str, Any] | None:
+    """The choice kept in RUN_DIR/backend.json for this budget on this machine, if any."""
+    if not 0 <= max_change < 1:
+        raise SlmtuneError(f"--max-change must be in [0, 1), got {max_change}")
+    path = Path(run_dir) / CHOICE_FILE
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("max_change") == max_change and kept.get("machine") == _machine():
+            return kept
+    return None
 
 
 def _decisions(run, logits: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from slmtune.serve.loading import LoadedRun, load_run
 
 
 def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = None,
-            backend: str = "torch", max_change: float = 0.005) -> list[dict[str, Any]]:
+            backend: str = "auto", max_change: float = 0.005) -> list[dict[str, Any]]:
     """Label and class probabilities per text, cleaned as the run's training data was.
 
     Multi-label runs: `labels` is the predicted label set (each label whose sigmoid score reaches its tuned
@@ -28,7 +28,8 @@ def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = No
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise SlmtuneError("predict needs non-empty texts")
     run = load_run(run_dir)
-    probs = _probabilities(run, engine(run_dir, backend, max_change), texts, clean, progress=len(texts) > 2000)
+    probs = _probabilities(run, engine(run_dir, backend, max_change, rows=len(texts)), texts, clean,
+                           progress=len(texts) > 2000)
     if run.multi_label:
         return [{"labels": chosen, "label": "|".join(chosen), "score": float(np.max(p)),
                  "probabilities": {n: float(v) for n, v in zip(run.label_names, p)}}
@@ -74,7 +75,7 @@ def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool |
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path | None = None,
-                 text_column: str | None = None, backend: str = "torch", clean: bool | None = None,
+                 text_column: str | None = None, backend: str = "auto", clean: bool | None = None,
                  max_change: float = 0.005, chunk_rows: int = 5000, progress: bool = True) -> tuple[Path, int]:
     """Predict every row of a CSV / TSV / JSONL / Parquet file into a CSV, streaming: memory stays bounded
     whatever the file's size, rows are written as they are done, and the input's own columns are kept, with
@@ -157,7 +158,7 @@ def _output_names(columns: list[str], label_names: list[str]) -> list[str]:
     return [f"slmtune_{n}" if n in columns else n for n in names]
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch",
+def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "auto",
                  max_change: float = 0.005) -> dict[str, Any]:
     """Re-evaluate the run's best model on its own split (the same rows the run drew), with `backend`. The
     metrics, with the accuracy change against the run's own figure, also go to RUN/evaluation-<split>-<backend>.json."""
@@ -167,7 +168,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "torch
         raise SlmtuneError(f"unknown split {split!r}: use test, validation or train")
     run = load_run(run_dir)
     data = getattr(load_splits(run.config.data, run.config.seed), split)
-    used = engine(run_dir, backend, max_change)
+    used = engine(run_dir, backend, max_change, rows=len(data))
     start = time.perf_counter()
     logits = predict_logits(used.model, run.tokenizer, data.texts, batch_size=run.config.train.eval_batch_size,
                             max_length=run.config.data.max_length, progress=True, precision=used.precision,

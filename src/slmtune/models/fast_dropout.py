@@ -5,6 +5,11 @@ step on a 2-core CPU (profiled: 32 dropout calls per step, 1.8 ms each). Here ea
 torch's generator (so `torch.manual_seed` still decides everything) gives three uniform 16-bit lanes; an element
 is kept when its lane clears a threshold, so P(drop) = round(65536 p) / 65536 (p = 0.1 -> 0.100006).
 Only training on CPU changes; evaluation, p = 0 and other devices use `nn.Dropout` itself.
+
+The attention-probability dropout sits inside `scaled_dot_product_attention`, whose CPU kernel draws Bernoulli
+samples too (a tenth of a LoRA step); models that use transformers' attention interface (BERT, DistilBERT,
+RoBERTa, ELECTRA, ModernBERT, ...) get `ATTENTION`: SDPA itself, except in CPU training with attention dropout,
+where the softmax probabilities get the same cheap mask.
 """
 
 from __future__ import annotations
@@ -46,11 +51,51 @@ class FastDropout(torch.nn.Dropout):
         return _Dropout.apply(x, self.p)
 
 
+ATTENTION = "slmtune_sdpa"  # the attention implementation's registered name
+
+
+def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+              **kwargs):
+    """transformers' SDPA attention, but in CPU training with attention dropout: the masked softmax of the scaled
+    scores (transformers' eager attention) with FastDropout's mask."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not (module.training and 0 < dropout < 1 and query.device.type == "cpu" and key.shape[1] == query.shape[1]
+            and not kwargs.get("is_causal")):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:  # SDPA's mask: True where a token may be attended to (or an additive float)
+        scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+                  if attention_mask.dtype == torch.bool else scores + attention_mask)
+    probabilities = _Dropout.apply(torch.softmax(scores, dim=-1), dropout)
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
+
+
+def _use_attention(model: torch.nn.Module) -> bool:
+    """Route the attention of a model that runs transformers' SDPA through the interface to `attention`."""
+    from transformers import AttentionInterface, PreTrainedModel
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not isinstance(base, PreTrainedModel) or base.config._attn_implementation != "sdpa":
+        return False
+    AttentionInterface.register(ATTENTION, attention)
+    AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    try:
+        base.set_attn_implementation(ATTENTION)
+    except (ValueError, ImportError):
+        return False
+    return base.config._attn_implementation == ATTENTION
+
+
 def install(model: torch.nn.Module) -> int:
-    """Swap every `nn.Dropout` in `model` (encoder, head, LoRA) for `FastDropout`; returns how many."""
+    """Swap every `nn.Dropout` in `model` (encoder, head, LoRA) for `FastDropout`, and its attention for
+    `ATTENTION` where transformers' attention interface allows; returns how many dropout modules were swapped."""
     swapped = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout:
             module.__class__ = FastDropout  # same state (p, inplace), new forward
             swapped += 1
+    _use_attention(model)
     return swapped

@@ -1,5 +1,6 @@
 """Numeric precision: bf16 autocast where the hardware runs it natively (CUDA, CPUs with AVX512-BF16 or AMX),
-fp32 elsewhere. Master weights and optimizer state stay fp32 either way; only matmuls run in bf16."""
+fp32 elsewhere. Master weights and optimizer state stay fp32 either way; only matmuls run in bf16, and the
+frozen weights of a LoRA model are held in bf16 while it trains (`Precision.frozen_weights`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,24 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def frozen_weights(self, model: torch.nn.Module):
+        """While training: the model's frozen floating-point weights held in the autocast dtype (so autocast
+        does not cast them again at every step; trained weights stay fp32), restored bit for bit after."""
+        if self.dtype is None:
+            yield
+            return
+        kept = {}
+        for parameter in model.parameters():
+            if not parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != self.dtype:
+                kept[parameter] = parameter.data
+                parameter.data = parameter.data.to(self.dtype)
+        try:
+            yield
+        finally:
+            for parameter, data in kept.items():
+                parameter.data = data
 
     def as_dict(self) -> dict[str, str]:
         return {"precision": self.name, "device": self.device, "reason": self.reason}

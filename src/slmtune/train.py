@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -382,7 +383,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                            balanced_weights(splits.train.labels, n_labels)) if weighted else None,
         )
         t0 = time.perf_counter()
-        trainer.train()
+        with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext():
+            trainer.train()
         seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
         state = trainer.state
         result["best"] = {"checkpoint_step": _step_of(state.best_model_checkpoint),

@@ -236,6 +236,27 @@ def test_bf16_run_records_its_precision_and_matches_fp32_predictions(tiny_models
     assert (fp32.argmax(1) == bf16.argmax(1)).mean() >= 0.9 and np.abs(fp32 - bf16).max() < 0.5
 
 
+def test_frozen_weights_are_held_in_bf16_while_training_and_restored_exactly():
+    import torch
+
+    from slmtune.precision import Precision
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    for p in model[:2].parameters():
+        p.requires_grad_(False)
+    before = {name: p.data.clone() for name, p in model.named_parameters()}
+    with Precision("bf16", "cpu", "test").frozen_weights(model):
+        assert {p.dtype for p in model[:2].parameters()} == {torch.bfloat16}
+        assert {p.dtype for p in model[2].parameters()} == {torch.float32}  # trained weights stay fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.randn(3, 4)).sum().backward()
+        assert model[2].weight.grad.dtype == torch.float32
+    assert all(torch.equal(p.data, before[name]) and p.dtype == torch.float32 for name, p in model.named_parameters()
+               if not p.requires_grad)
+    with Precision("fp32", "cpu", "test").frozen_weights(model):
+        assert model[0].weight.dtype == torch.float32
+
+
 def test_report_to_passes_through(tmp_path):
     from slmtune.config import load_config
     from slmtune.precision import Precision

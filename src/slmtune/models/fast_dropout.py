@@ -51,22 +51,21 @@ ATTENTION = "slmtune_sdpa"  # the attention implementation's registered name
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
               **kwargs):
     """transformers' SDPA attention, but in CPU training with attention dropout: the masked softmax of the scaled
-    scores with FastDropout's mask, computed in fp32 like SDPA's own math path (transformers' eager attention
-    would run it in bf16 under autocast)."""
+    scores with FastDropout's mask; the two matmuls run in the autocast dtype, the softmax and its dropout in
+    fp32 (as autocast does on CUDA; under CPU autocast a softmax would stay in bf16)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if not (module.training and 0 < dropout < 1 and query.device.type == "cpu" and key.shape[1] == query.shape[1]
             and not kwargs.get("is_causal")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    with torch.autocast(query.device.type, enabled=False):  # in fp32, as SDPA's math path computes bf16 inputs
-        scores = torch.matmul(query.float(), key.float().transpose(2, 3))
-        scores = scores * (query.size(-1) ** -0.5 if scaling is None else scaling)
-        if attention_mask is not None:  # SDPA's mask: True where a token may be attended to (or an additive float)
-            scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-                      if attention_mask.dtype == torch.bool else scores + attention_mask)
-        probabilities = _Dropout.apply(torch.softmax(scores, dim=-1), dropout)
-        out = torch.matmul(probabilities, value.float()).to(query.dtype)
+    scores = torch.matmul(query, key.transpose(2, 3)).float()  # matmuls in the autocast dtype, softmax in fp32
+    scores = scores * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:  # SDPA's mask: True where a token may be attended to (or an additive float)
+        scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+                  if attention_mask.dtype == torch.bool else scores + attention_mask)
+    probabilities = _Dropout.apply(torch.softmax(scores, dim=-1), dropout)
+    out = torch.matmul(probabilities.to(value.dtype), value)
     return out.transpose(1, 2).contiguous(), None
 
 

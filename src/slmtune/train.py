@@ -383,6 +383,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                            balanced_weights(splits.train.labels, n_labels)) if weighted else None,
         )
         t0 = time.perf_counter()
+        # LoRA only: full fine-tuning's one frozen part, the mean-pooling layer, was measured in fp32
         with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext():
             trainer.train()
         seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)

@@ -183,7 +183,8 @@ class _PruningCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         import optuna
 
-        value = (metrics or {}).get("eval_micro_f1", (metrics or {}).get("eval_accuracy"))
+        metrics = metrics or {}
+        value = metrics.get("eval_micro_f1", metrics.get("eval_accuracy"))
         if value is not None:
             self.trial.report(value, step=state.global_step)
             if self.trial.should_prune():

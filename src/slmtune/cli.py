@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from slmtune.config import TRAIN_SHORTCUTS, shortcut_kwargs
+from slmtune.config import DATA_SHORTCUTS, TRAIN_SHORTCUTS, shortcut_kwargs
 from slmtune.errors import SlmtuneError
 
 
@@ -15,14 +15,18 @@ def _one_of_text_or_input(args: argparse.Namespace) -> None:
         raise SlmtuneError("give --text (one or more) or --input FILE")
 
 
+def _with_shortcuts(args: argparse.Namespace, flags) -> list[str]:
+    """The `key=value` overrides of the command line, after those its shortcut flags (`--dataset X`) stand for."""
+    given = {TRAIN_SHORTCUTS[flag][0]: getattr(args, flag[2:].replace("-", "_")) for flag in flags}
+    return [f"{k}={v}" for k, v in given.items() if v is not None] + list(args.overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from slmtune.config import load_config
     from slmtune.console import train_summary
     from slmtune.train import train
 
-    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in TRAIN_SHORTCUTS.items()}
-    overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(args.overrides)
-    config = load_config(args.config, overrides, method=args.method)
+    config = load_config(args.config, _with_shortcuts(args, TRAIN_SHORTCUTS), method=args.method)
     print(train_summary(train(config, overwrite=args.overwrite), config))
 
 
@@ -71,7 +75,8 @@ def cmd_study_kind(args: argparse.Namespace) -> None:
     """Any registered study: its flags onto its config, its `run`, its report."""
     kind = args.study_kind
     flag_text = {flag.field: getattr(args, flag.field + "_flag") for flag in kind.flags}
-    print(kind.run_from_cli(flag_text, args.config, args.study_dir, args.overrides, args.workers,
+    overrides = _with_shortcuts(args, DATA_SHORTCUTS)
+    print(kind.run_from_cli(flag_text, args.config, args.study_dir, overrides, args.workers,
                             getattr(args, "queue_storage", None), getattr(args, "queue_worker", False), args.argv,
                             name=args.name, recipe=args.recipe))
 
@@ -86,7 +91,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     cfg = load_reference_config(args.config or args.config_file, args.name)
     only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
     print(study_summary(run_reference(
-        cfg, args.study_dir, list(args.overrides), only=only, budget=args.budget, dry_run=args.dry_run,
+        cfg, args.study_dir, _with_shortcuts(args, DATA_SHORTCUTS), only=only, budget=args.budget,
+        dry_run=args.dry_run,
         workers=args.workers, storage=args.queue_storage, worker=args.queue_worker,
         worker_argv=worker_command(args.argv))))
 
@@ -154,7 +160,8 @@ def _study_options(config_help: str, recipe: bool = True, queue: bool = True) ->
     return [("--config", {"help": f"study config ({config_help})"}),
             *[("--recipe", {"help": "base run recipe (configs/*.yaml)"})] * recipe,
             ("--name", {"help": "study name (default folder studies/<name>)"}),
-            ("--study-dir", {"help": "study folder"}), ("overrides", OVERRIDES),
+            ("--study-dir", {"help": "study folder"}), *[(f, shortcut_kwargs(f)) for f in DATA_SHORTCUTS],
+            ("overrides", OVERRIDES),
             ("--workers", {"type": int, "default": 1, "help": "train N runs at once (CPU threads divided)"}),
             *[("--storage", {"dest": "queue_storage", "help": "run queue URL shared by machines (default: SQLite "
                              "in the study folder), e.g. postgresql://host/db"}),

@@ -43,6 +43,14 @@ TRAIN_SHORTCUTS = {  # --flag: (config field, help)
 }
 
 
+# The TRAIN_SHORTCUTS that every study command takes too: which data a study runs on.
+DATA_SHORTCUTS = ("--dataset", "--dataset-config", "--test-file", "--text-column", "--label-column", "--multi-label",
+                  "--label-separator")
+# Data fields that belong to a recipe's own dataset (AG News' reference sizes, its folder): a study or an override
+# that names another dataset leaves them out (slmtune.experiments.common.load_run_config), so sizes follow the data.
+DATASET_BOUND = ("train_size", "val_size", "test_size", "data_dir", "test_file")
+
+
 def shortcut_kwargs(flag: str) -> dict[str, Any]:
     """argparse settings of a TRAIN_SHORTCUTS flag: a switch for a boolean field, else a typed value."""
     help_text = TRAIN_SHORTCUTS[flag][1].replace("%", "%%")  # argparse formats help with %
@@ -476,7 +484,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
                 if name not in given.get(section, {}):
                     values.get(section, {}).pop(name, None)
         given = merge(given, {"model": {"method": method}})
-    return from_dict(with_dataset_defaults(merge(values, given)))
+    return from_dict(with_dataset_defaults(merge(for_dataset(values, given), given)))
+
+
+def for_dataset(values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a recipe) without its DATASET_BOUND data fields when `update` names another dataset: AG News'
+    2,400 / 240 rows do not carry over to someone's own file; `update`'s own fields still apply."""
+    data = values.get("data") or {}
+    new = (update.get("data") or {}).get("dataset")
+    if new is None or new == data.get("dataset", DataConfig.dataset):
+        return values
+    return {**values, "data": {k: v for k, v in data.items() if k not in DATASET_BOUND}}
 
 
 def with_dataset_defaults(values: dict[str, Any]) -> dict[str, Any]:

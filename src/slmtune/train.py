@@ -384,7 +384,8 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         )
         t0 = time.perf_counter()
         # LoRA only: full fine-tuning's one frozen part, the mean-pooling layer, was measured in fp32
-        with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext():
+        with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext(), \
+                first_token_only(model):  # a mean-pooling layer computes the one token the head reads
             trainer.train()
         seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
         state = trainer.state

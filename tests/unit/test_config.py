@@ -33,6 +33,21 @@ def test_sizes_and_names_follow_the_dataset_not_ag_news():
     assert load_config(None, method="full").name == "agnews-full"
 
 
+def test_a_recipe_s_sizes_stay_with_its_dataset():
+    """An AG News recipe pointed at another dataset (a file or a study's --dataset) leaves its reference sizes
+    behind, so the sizes follow the data; sizes given with the new dataset apply."""
+    from slmtune.experiments.common import load_run_config
+
+    recipe = "configs/agnews-lora.yaml"
+    assert load_config(recipe).data.train_size == 2400
+    other = load_config(recipe, ["data.dataset=tickets/train.csv"])
+    assert (other.data.train_size, other.data.val_size, other.model.method) == (None, None, "lora")
+    assert load_config(recipe, ["data.dataset=tickets/train.csv", "data.train_size=500"]).data.train_size == 500
+    assert load_config(recipe, ["data.dataset=ag_news"]).data.train_size == 2400  # the same dataset: kept
+    study = load_run_config(recipe, {"train": {"epochs": 1}}, ["data.dataset=tickets/train.csv"])
+    assert (study.data.train_size, study.data.val_size, study.train.epochs) == (None, None, 1)
+
+
 @pytest.mark.parametrize("overrides, check", [
     (["train.epochs=1"], lambda c: c.train.epochs == 1),
     (["lora.r=16", "lora.alpha=32"], lambda c: (c.lora.r, c.lora.alpha) == (16, 32)),

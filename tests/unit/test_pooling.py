@@ -61,11 +61,7 @@ def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
             fast_no_mask = model(input_ids=ids[1:]).logits
             hook.remove()
             states = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            assert torch.equal(states[-1][:, 1:], states[-2][:, 1:])  # eval: only the first token is computed
-            model.train()  # training takes the real layer (dropout, every position)
-            states = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            assert not torch.allclose(states[-1][:, 1:], states[-2][:, 1:])
-            model.eval()
+            assert torch.equal(states[-1][:, 1:], states[-2][:, 1:])  # only the first token is computed
     assert len(calls) == 3
     assert torch.allclose(fast, full, atol=1e-5) and not torch.equal(fast, torch.zeros_like(fast))
     assert torch.allclose(fast_unpadded, unpadded, atol=1e-5) and torch.allclose(fast_no_mask, unpadded, atol=1e-5)
@@ -74,6 +70,50 @@ def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
     tokenizer = load_tokenizer(tiny_models[kind])
     slow = torch.stack([model(**tokenizer(t, return_tensors="pt")).logits[0] for t in texts]).detach().numpy()
     assert abs(predict_logits(model, tokenizer, texts) - slow).max() < 1e-5  # slmtune's inference uses it
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_first_token_only_trains_like_the_whole_layer(tiny_models, kind):
+    """In training the first-token path gives the whole layer's loss and gradients (dropout off), and applies
+    the layer's own dropout modules when they are on; blocks nest."""
+    from slmtune.models.pooling import first_token_only
+
+    ids = torch.tensor([[101, 2054, 2003, 2023, 102, 0, 0], [101, 3000, 2001, 2000, 1999, 2003, 102]])
+    mask, labels = (ids != 0).long(), torch.tensor([1, 3])
+    model = load_classifier(tiny_models[kind], list("abcd"), pooling="mean").train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # the head's too (DistilBERT's seq_classif_dropout)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    whole, whole_grads = loss_and_grads()
+    with first_token_only(model), first_token_only(model):
+        fast, fast_grads = loss_and_grads()
+    assert "forward" not in vars(_layers(model)[-1])
+    assert torch.allclose(fast, whole, atol=1e-6) and whole_grads.keys() == fast_grads.keys()
+    for name, grad in whole_grads.items():
+        assert torch.allclose(fast_grads[name], grad, atol=1e-6), name
+
+    model = load_classifier(tiny_models[kind], list("abcd"), dropout=0.3, attention_dropout=0.3,
+                            pooling="mean").train()
+    layer = _layers(model)[-1]
+    used = []
+    for name in ("attention_dropout", "out_dropout"):
+        if name in LAYOUTS[kind]:
+            layer.get_submodule(LAYOUTS[kind][name]).register_forward_hook(lambda *a, n=name: used.append(n))
+    with first_token_only(model):
+        draws = [model(input_ids=ids, attention_mask=mask).logits for _ in range(2)]
+        model.eval()
+        plain = model(input_ids=ids, attention_mask=mask).logits
+    assert not torch.allclose(draws[0], draws[1])  # the pooled token gets dropout in training
+    assert set(used) == {n for n in ("attention_dropout", "out_dropout") if n in LAYOUTS[kind]}
+    with torch.no_grad():
+        assert torch.allclose(plain, model(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["roberta", "electra"])

@@ -113,6 +113,39 @@ def test_budget_drops_and_says_so(recipes, tmp_path):
         parse_budget("soon")
 
 
+def test_the_plan_follows_the_data_s_rows_and_text_length(recipes, tmp_path):
+    """Runs that leave sizes to the data are estimated on its rows; time per text scales with its tokens."""
+    from slmtune.config import load_config
+    from slmtune.experiments.common import PRIOR_SAMPLES_PER_SECOND, REFERENCE_TOKENS, DataSizes, run_seconds
+
+    config = load_config(recipes["lora"], ["data.train_size=null", "data.val_size=null", "data.test_size=null"])
+    rates = PRIOR_SAMPLES_PER_SECOND["lora"]
+    short, long = DataSizes(1000, 100, 500), DataSizes(1000, 100, 500, tokens=2 * REFERENCE_TOKENS)
+    evals = config.train.evals_per_epoch * config.train.epochs
+    expected = 1000 * config.train.epochs / rates["train"] + (100 * evals + 500) / rates["eval"]
+    assert run_seconds(config, rates, short) == pytest.approx(expected + 3.0)
+    assert run_seconds(config, rates, long) == pytest.approx(2 * expected + 3.0)
+    plan = make_plan(reference_config(recipes), tmp_path, None, 1.0)
+    assert plan.sizes.classes == 4 and 0 < plan.sizes.tokens < 20  # the synthetic texts are a few words
+    doubled = make_plan(reference_config(recipes), tmp_path, None, 1.0,
+                        sizes=DataSizes(**{**vars(plan.sizes), "tokens": 2 * plan.sizes.tokens}))
+    assert doubled.seconds - plan.seconds == pytest.approx(plan.seconds - 3.0 * plan.new_runs)  # 3 s: start-up
+
+
+def test_study_dataset_flags_replace_the_recipe_s_data(synthetic_files, tmp_path, capsys):
+    """`slmtune study --dataset F --test-file T` runs an AG News study on F: the plan loads F and sizes from it."""
+    path = tmp_path / "s.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "agnews-lora.yaml"
+    path.write_text(f"study: reference\nrecipe: {recipe}\nparts: {{seeds: {{seeds: [1, 2]}}}}\n")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "calibration.json").write_text(json.dumps({"speed_vs_reference": 1.0}))
+    code = main(["study", str(path), "--study-dir", str(tmp_path / "x"), "--dry-run",
+                 "--dataset", synthetic_files["train"], "--test-file", synthetic_files["test"]])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 training runs" in out
+    assert "data: 144 training rows" in out and "16 validation, 60 test, 4 classes" in out
+
+
 def test_only_picks_parts_by_name_or_kind(recipes, tmp_path):
     cfg = reference_config(recipes)
     assert list(make_plan(cfg, tmp_path, None, 1.0, only=["sweep"]).parts) == ["sweep-lr"]

@@ -7,9 +7,11 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from slmtune import runs
@@ -29,16 +31,54 @@ FULL_TRAIN_RATE = PRIOR_SAMPLES_PER_SECOND["full"]["train"]
 SETFIT_PAIRS_PER_SECOND = 16.3
 
 
-def run_seconds(config: RunConfig, rates: dict[str, float]) -> float:
-    """Expected wall time of a run from training and inference samples/s: training rows x epochs,
-    validation passes (capped by max_evals) and the test set, plus 3 s of start-up (a study process spent 1-2 s
-    a run beyond the runs' own train + eval seconds in the seeds, lr-sweep and scaling studies)."""
-    train_rows = (config.data.shots_per_class * 4 if config.data.shots_per_class else config.data.train_size or 10_000)
-    train_rows *= 1 + config.data.augment_ratio
+# Mean tokens of a reference-study training text (AG News, 2,400 rows, MiniLM's tokenizer, max_length 128): the
+# length at which PRIOR_SAMPLES_PER_SECOND and the calibration were measured. Time per text grows with its tokens
+# (Reuters topics: 106 tokens a text, 2.1x the time per text of AG News in training).
+REFERENCE_TOKENS = 49.7
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """The rows a dataset gives a run whose config leaves a size to the data (train_size, val_size or test_size
+    null), and its texts' mean length; the defaults are AG News' (a 10% training sample, its 7,600 test rows)
+    for estimates made without loading it."""
+
+    train: int = 10_000
+    validation: int = 240
+    test: int = 7600
+    classes: int = 4
+    tokens: float = REFERENCE_TOKENS
+    """Mean tokens per training text after truncation (from up to 1,000 of them)."""
+
+
+def data_sizes(base: RunConfig) -> DataSizes:
+    """What `base`'s dataset holds once every training row is kept, and how long its texts are (loads both the
+    data and the model's tokenizer)."""
+    from slmtune.models.build import load_tokenizer, resolve_model
+
+    splits = load_splits(replace(base, **{"data.train_size": None}).data, base.seed)
+    texts = splits.train.texts
+    sample = np.random.default_rng(0).choice(len(texts), min(len(texts), 1000), replace=False)
+    tokenizer = load_tokenizer(resolve_model(base.model.name))
+    ids = tokenizer([texts[i] for i in sample], truncation=True, max_length=base.data.max_length)["input_ids"]
+    return DataSizes(len(splits.train), len(splits.validation), len(splits.test), len(splits.label_names),
+                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS)
+
+
+def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = DataSizes()) -> float:
+    """Expected wall time of a run from training and inference samples/s (at REFERENCE_TOKENS a text, scaled to
+    the data's mean length): training rows x epochs, validation passes (capped by max_evals) and the test set,
+    plus 3 s of start-up (a study process spent 1-2 s a run beyond the runs' own train + eval seconds in the
+    seeds, lr-sweep and scaling studies)."""
+    data = config.data
+    train_rows = (data.shots_per_class * sizes.classes if data.shots_per_class
+                  else data.train_size or sizes.train)
+    train_rows *= 1 + data.augment_ratio
     evals = config.train.evals_per_epoch * config.train.epochs
     if config.train.max_evals:
         evals = min(evals, config.train.max_evals)
-    eval_rows = config.data.val_size * evals + (config.data.test_size or 7600)
+    eval_rows = (data.val_size or sizes.validation) * evals + (data.test_size or sizes.test)
+    rates = {k: v * REFERENCE_TOKENS / sizes.tokens for k, v in rates.items()}  # the rates are per reference text
     return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
 
 
@@ -98,12 +138,11 @@ def run_key(config: RunConfig) -> str:
 
 def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cli_overrides: list[str] | None = None):
     """The base run config of a study: an optional recipe file, the study's `run:` section, then CLI overrides."""
-    from slmtune.config import parse_overrides
+    from slmtune.config import for_dataset, parse_overrides
 
     values = load_yaml(recipe) if recipe else {}
-    values = merge(values, run_overrides or {})
-    if cli_overrides:
-        values = merge(values, parse_overrides(cli_overrides))
+    for update in (run_overrides or {}, parse_overrides(cli_overrides) if cli_overrides else {}):
+        values = merge(for_dataset(values, update), update)  # another dataset: the recipe's sizes stay behind
     return from_dict(values)
 
 

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from slmtune import runs
-from slmtune.config import RunConfig, replace
+from slmtune.config import RunConfig
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     PRIOR_SAMPLES_PER_SECOND,
+    REFERENCE_TOKENS,
     Clock,
+    DataSizes,
+    data_sizes,
     format_duration,
     load_run_config,
     run_key,
@@ -155,6 +158,8 @@ class Plan:
     seconds: float
     disk_mb: float
     dropped: list[str]
+    sizes: DataSizes
+    """The data the estimates are for: rows, classes, mean tokens per text."""
 
     def lines(self) -> list[str]:
         out = [f"  {'part':<16}{'kind':<14}{'runs':>6}{'done':>6}{'estimate':>11}{'disk':>9}"]
@@ -167,7 +172,9 @@ class Plan:
 
 
 def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None, speed: float,
-              only: list[str] | None = None) -> Plan:
+              only: list[str] | None = None, sizes: DataSizes | None = None) -> Plan:
+    """The runs of every part and their estimated seconds at `speed` x the reference CPU, for the study's data
+    (`sizes`: its rows and text length, loaded when not given)."""
     rates = {m: {k: v * speed for k, v in r.items()} for m, r in PRIOR_SAMPLES_PER_SECOND.items()}
     kinds = {n: part_kind(n, settings) for n, settings in cfg.parts.items()}
     if only:
@@ -176,7 +183,8 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
             raise SlmtuneError(f"--only {','.join(only)} matches no part; parts: {', '.join(cfg.parts)}")
     names = list(kinds)
     study_cfgs = {n: _study_cfg(kinds[n], n, cfg.parts[n], cfg.recipe) for n in names}
-    available = _available_rows(cfg, cli_overrides) if "scaling" in kinds.values() else 0
+    sizes = sizes or data_sizes(load_run_config(cfg.recipe, {}, cli_overrides))
+    available = sizes.train
     seen: set[str] = set()
     finished = {p.name for p in root.glob("*/runs/*") if runs.is_finished(p)}
     parts, total, new, seconds, disk = {}, 0, 0, 0.0, 0.0
@@ -197,7 +205,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
             if key in finished:
                 p["done"] += 1
                 continue
-            p["seconds"] += run_seconds(config, rates[config.model.method])
+            p["seconds"] += run_seconds(config, rates[config.model.method], sizes)
             p["disk_mb"] += DISK_MB[config.model.method]
             p["new"].append(config)
         parts[name] = p
@@ -205,14 +213,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         new += p["runs"] - p["done"]
         seconds += p["seconds"]
         disk += p["disk_mb"]
-    return Plan(parts, total, new, seconds, disk, [])
-
-
-def _available_rows(cfg: ReferenceConfig, cli_overrides: list[str] | None) -> int:
-    from slmtune.data import load_splits
-
-    base = load_run_config(cfg.recipe, {}, cli_overrides)
-    return len(load_splits(replace(base, **{"data.train_size": None}).data, base.seed).train)
+    return Plan(parts, total, new, seconds, disk, [], sizes)
 
 
 # Ways to shrink the study, cheapest loss first: (part kind, field, new value or callable, message).
@@ -235,6 +236,7 @@ def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, bu
     cfg = copy.deepcopy(cfg)
     dropped: list[str] = []
     plan = make_plan(cfg, root, cli_overrides, speed, only)
+    sizes = plan.sizes
     for kind, key, change, message in REDUCTIONS:
         if plan.seconds <= budget_s:
             break
@@ -254,7 +256,7 @@ def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, bu
                 touched = True
         if touched:
             dropped.append(message)
-            plan = make_plan(cfg, root, cli_overrides, speed, only)
+            plan = make_plan(cfg, root, cli_overrides, speed, only, sizes)
     plan.dropped = dropped
     if plan.seconds > budget_s:
         plan.dropped.append(f"still ~{format_duration(plan.seconds)} after every reduction: pick parts with --only")
@@ -297,6 +299,9 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         plan = make_plan(cfg, root, cli_overrides, speed, only)
     progress(f"reference study {cfg.name} in {root}: {plan.total_runs} training runs, {plan.new_runs} to train; "
              f"~{format_duration(plan.seconds)} on this machine; ~{plan.disk_mb:.0f} MB of new run folders")
+    progress(f"  data: {plan.sizes.train:,} training rows (before each part's own sizes), {plan.sizes.validation:,} "
+             f"validation, {plan.sizes.test:,} test, {plan.sizes.classes} classes; {plan.sizes.tokens:.0f} tokens a "
+             f"text (time per text scaled from the calibration's {REFERENCE_TOKENS:.0f})")
     for line in plan.lines():
         progress(line)
     for message in plan.dropped:

@@ -158,12 +158,10 @@ def run_study(module, cfg, study_dir: str | Path | None, overrides: list[str], o
         progress(f"worker: trained {work(queue_url(root, storage), progress=progress)} run(s)")
         return None
     if workers > 1 or storage:
-        from slmtune.config import replace
-        from slmtune.data import load_splits
-        from slmtune.experiments.common import load_run_config
+        from slmtune.experiments.common import data_sizes, load_run_config
 
         base = load_run_config(cfg.recipe, cfg.run, overrides)
-        available = len(load_splits(replace(base, **{"data.train_size": None}).data, base.seed).train)
+        available = data_sizes(base).train
         configs, _ = module.plan(cfg, base, overrides, available, root)
         run_workers([(root, config) for config in configs], root, workers, storage,
                     worker_command(argv or []), progress=progress)

@@ -32,12 +32,15 @@ _BERT_LIKE = {
     "query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
     "out": "attention.output.dense", "norm1": "attention.output.LayerNorm",
     "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "norm2": "output.LayerNorm",
+    "attention_dropout": "attention.self.dropout", "out_dropout": "attention.output.dropout",
 }
-_DISTILBERT = {
+_DISTILBERT = {  # no dropout on the attention output
     "query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
     "out": "attention.out_lin", "norm1": "sa_layer_norm",
     "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2", "norm2": "output_layer_norm",
+    "attention_dropout": "attention.dropout",
 }
+_WEIGHTED = ("query", "key", "value", "out", "norm1", "ffn_in", "ffn_out", "norm2")
 LAYOUTS = {"bert": _BERT_LIKE, "roberta": _BERT_LIKE, "xlm-roberta": _BERT_LIKE, "camembert": _BERT_LIKE,
            "electra": _BERT_LIKE, "distilbert": _DISTILBERT}
 
@@ -71,7 +74,7 @@ def add_mean_pooling(model) -> int:
     layers = _layers(model)
     last = layers[-1]
     layer = copy.deepcopy(last)
-    part = {name: layer.get_submodule(path) for name, path in layout.items()}
+    part = {name: layer.get_submodule(path) for name, path in layout.items() if name in _WEIGHTED}
     for name in ("query", "key", "ffn_in", "ffn_out"):
         part[name].weight.zero_()
         part[name].bias.zero_()
@@ -125,27 +128,28 @@ def _key_mask(attention_mask, hidden: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def first_token_only(model):
-    """Inside this block, the mean-pooling layer of `model` (eval mode) computes only the first token, the one
-    the head reads; the other positions pass through unchanged. Same logits, a seventh less work on a 6-layer
-    encoder. A no-op for models without the layer. Used by slmtune's own inference (`evaluate.predict_logits`).
-    """
-    if not is_mean_pooled(getattr(model, "config", None)):
-        yield
+    """Inside this block, the mean-pooling layer of `model` computes only the first token, the one the head
+    reads; the other positions pass through unchanged. Same logits in evaluation, the same computation and
+    dropout in training (on the first query's attention probabilities and on the attention output, each by the
+    layer's own dropout module), for a seventh less work on a 6-layer encoder forward and backward. A no-op for
+    models without the layer. Used by slmtune's training, validation and inference."""
+    if not is_mean_pooled(getattr(model, "config", None)) or "forward" in vars(_layers(model)[-1]):
+        yield  # nothing to do, or already inside such a block
         return
     layer = _layers(model)[-1]
     part = {name: layer.get_submodule(path) for name, path in _layout(model).items()}
+    no_dropout = torch.nn.Identity()
 
     def forward(hidden_states, attention_mask=None, *args, **kwargs):
-        if layer.training:  # dropout and gradients: the real layer
-            return type(layer).forward(layer, hidden_states, attention_mask, *args, **kwargs)
-        keys = _key_mask(attention_mask, hidden_states).unsqueeze(-1)
-        values = part["value"](hidden_states)
-        mean = (values * keys).sum(1) / keys.sum(1).clamp(min=1.0)  # uniform attention: queries and keys are zero
-        first = part["norm1"](part["out"](mean) + hidden_states[:, 0])
+        keys = _key_mask(attention_mask, hidden_states)
+        weights = keys / keys.sum(1, keepdim=True).clamp(min=1.0)  # uniform attention: queries and keys are zero
+        weights = part["attention_dropout"](weights)
+        # the value projection is linear with a zero bias: project the weighted sum instead of every token
+        mean = part["value"]((hidden_states * weights.unsqueeze(-1).to(hidden_states.dtype)).sum(1))
+        attended = part.get("out_dropout", no_dropout)(part["out"](mean))
+        first = part["norm1"](attended + hidden_states[:, 0])
         first = part["norm2"](first)  # the feed-forward block is zero, so its residual add is the identity
-        out = hidden_states.clone()
-        out[:, 0] = first
-        return out
+        return torch.cat([first.unsqueeze(1).to(hidden_states.dtype), hidden_states[:, 1:]], dim=1)
 
     layer.forward = forward
     try:

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from slmtune import runs
-from slmtune.config import RunConfig, dump_yaml
+from slmtune.config import PROBE_ROWS_PER_CLASS, RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.data.tokenize import count_truncated
 from slmtune.evaluate import (
@@ -38,7 +38,7 @@ from slmtune.evaluate import (
 from slmtune.methods.tfidf import class_balance, tfidf_baseline
 from slmtune.models import fast_dropout
 from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
-from slmtune.models.head_init import prior_bias, probe_head
+from slmtune.models.head_init import has_output_layer, prior_bias, probe_head
 from slmtune.models.pooling import first_token_only, is_mean_pooled
 from slmtune.multilabel import label_balance, metric_name, pos_weights
 from slmtune.precision import Precision
@@ -348,9 +348,14 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                                 multi_label=multi)
         if multi:
             prior_bias(model, np.asarray(balance["counts"]), len(splits.train))
-        if config.model.head_init == "probe":
+        result["head_init"] = head_init = config.head_init_for(len(splits.train), len(splits.label_names))
+        if head_init == "probe" and config.model.head_init == "auto" and not has_output_layer(model):
+            result["head_init"] = head_init = "random"  # auto: an architecture without a linear output layer
+        if head_init == "probe":
             fit = probe_head(model, train_ids, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
-            print(f"slmtune: head initialised by a linear probe (training accuracy {fit:.4f})", flush=True)
+            why = (f" (head_init=auto: {len(splits.train)} training rows for {len(splits.label_names)} classes, "
+                   f"at most {PROBE_ROWS_PER_CLASS} a class)" if config.model.head_init == "auto" else "")
+            print(f"slmtune: head initialised by a linear probe{why}; training accuracy {fit:.4f}", flush=True)
         if config.model.method == "lora":
             model = add_lora(model, config.lora)
         fast_dropout.install(model)  # same dropout, cheaper masks on CPU (a fifth of a step otherwise)

@@ -24,7 +24,7 @@ def test_real_minilm_learns_ag_news(real_run):
     result = json.loads((real_run / "result.json").read_text())
     assert result["status"] == "success"
     assert result["sizes"] == {"train": 200, "validation": 40, "test": 400}
-    assert result["metrics"]["test"]["accuracy"] > 0.5  # chance is 0.25; 0.67 measured
+    assert result["metrics"]["test"]["accuracy"] > 0.5  # chance is 0.25
     assert 0 < result["params"]["percent"] < 1  # LoRA trains under 1% of MiniLM
     for name in ("config.yaml", "env.json", "metrics.jsonl", "predictions.csv", "confusion_matrix.png",
                  "training_curves.png", "model/adapter_model.safetensors", "model/adapter_config.json"):

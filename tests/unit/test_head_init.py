@@ -1,5 +1,7 @@
 """LP-FT head initialisation and layer-wise learning rates, on tiny random models."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,34 @@ def test_train_with_probe_head_and_layer_decay(tiny_models, synthetic_files, tmp
     assert result.metrics["test"]["accuracy"] > 0.4  # chance is 0.25
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "head_init: probe" in saved and "layer_decay: 0.8" in saved
+
+
+def test_auto_head_init_probes_few_rows_per_class(tiny_models, synthetic_files, tmp_path, capsys):
+    """head_init=auto (the default): a probe up to 100 single-label training rows a class, else random; never for
+    multi-label data; AG News configs key their runs by what auto decides."""
+    from slmtune.config import load_config
+    from slmtune.experiments.common import run_identity, run_key
+
+    cfg = from_dict({"data": {"train_size": 500}})
+    assert cfg.model.head_init == "auto" and cfg.head_init_for(500, 22) == "probe"
+    assert cfg.head_init_for(2400, 4) == "random" and cfg.head_init_for(400, 4) == "probe"
+    assert cfg.head_init_for(401, 4) == "random"
+    assert from_dict({"data": {"multi_label": True}}).head_init_for(50, 23) == "random"
+    assert from_dict({"model": {"head_init": "random"}}).head_init_for(10, 4) == "random"
+    random_key = run_key(load_config(None, ["model.head_init=random"]))
+    assert run_key(load_config(None, ["model.head_init=auto"])) == random_key  # 2,400 AG News rows: random
+    assert run_identity(load_config(None, ["data.train_size=100"]))["model"]["head_init"] == "probe"
+    from slmtune.experiments.scaling import one_head  # a learning curve decides once, at its largest size
+
+    assert one_head(cfg, [50, 100, 5000], 4).model.head_init == "random"
+    assert one_head(cfg, [10, 50, 200], 4).model.head_init == "probe"
+    assert one_head(from_dict({"model": {"head_init": "random"}}), [10], 4).model.head_init == "random"
+
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"model.head_init": "auto", "train.epochs": 1})
+    result = train(from_dict(values), run_dir=tmp_path / "run")  # 120 rows, 4 classes
+    assert result.status == "success"
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["head_init"] == "probe"
+    assert "head_init=auto: 120 training rows for 4 classes" in capsys.readouterr().out
 
 
 def test_config_rejects_bad_head_init_and_layer_decay():

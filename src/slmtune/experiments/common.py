@@ -99,6 +99,10 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         values["model"].pop("pooling", None)
     if values["train"].get("layer_decay") == 1.0:
         values["train"].pop("layer_decay", None)
+    if values["model"].get("head_init") == "auto" and values["data"].get("dataset") == "ag_news":
+        data = config.data  # 4 classes: auto is decided by the config's sizes (every row of the file: random)
+        rows = data.shots_per_class * 4 if data.shots_per_class else data.train_size
+        values["model"]["head_init"] = config.head_init_for(rows, 4) if rows else "random"
     if values["model"].get("head_init") == "random":
         values["model"].pop("head_init", None)
     data, fit = values["data"], values["train"]

@@ -47,8 +47,10 @@ def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_ove
         raise SlmtuneError("seeds must be a non-empty list without duplicates")
     study = Study(study_dir or Path("studies") / cfg.name)
     probe = replace(base, **{"data.train_size": None})
-    available = len(study.splits(probe).train)
+    everything = study.splits(probe)
+    available = len(everything.train)
     sizes = sizes_for(cfg, available)
+    base = one_head(base, sizes, len(everything.label_names))
     dropped = sorted(set(cfg.sizes or []) - set(sizes))
     if len(sizes) < 3:
         raise SlmtuneError(f"need at least 3 sizes within the {available} available training rows")
@@ -116,8 +118,21 @@ def sizes_for(cfg: ScalingConfig, available: int) -> list[int]:
     return sorted({int(n) for n in spaced if n < available} | {available})
 
 
+def one_head(base: RunConfig, sizes: list[int], classes: int) -> RunConfig:
+    """A learning curve is one recipe: `model.head_init=auto` is decided once, for the largest size (else small
+    sizes would start from a probe and large ones from a random head, and the fit would mix the two)."""
+    if base.model.head_init != "auto" or not sizes:
+        return base
+    return replace(base, **{"model.head_init": base.head_init_for(max(sizes), classes)})
+
+
 def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
     sizes = sizes_for(cfg, available)
+    if base.model.head_init == "auto":
+        from slmtune.data import load_splits
+
+        classes = len(load_splits(replace(base, **{"data.train_size": None}).data, base.seed).label_names)
+        base = one_head(base, sizes, classes)
     return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
             for n in sizes for seed in cfg.seeds], 0.0
 

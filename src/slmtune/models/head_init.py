@@ -16,6 +16,12 @@ from slmtune.errors import SlmtuneError
 from slmtune.models.pooling import first_token_only
 
 
+def has_output_layer(model: torch.nn.Module) -> bool:
+    """Whether a probe can be copied into `model` (a linear layer with one output per label)."""
+    num_labels = model.config.num_labels
+    return any(isinstance(m, torch.nn.Linear) and m.out_features == num_labels for m in model.modules())
+
+
 def output_layer(model: torch.nn.Module) -> torch.nn.Linear:
     """The last linear layer with one output per label (BERT's `classifier`, DistilBERT's `classifier`,
     RoBERTa's `classifier.out_proj`)."""

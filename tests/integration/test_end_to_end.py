@@ -47,7 +47,8 @@ def test_predict_evaluate_export_on_the_real_run(real_run, tmp_path, capsys):
     assert main(["predict", str(real_run), "--text", "Stocks fell as oil prices rose"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[0] in ("World", "Sports", "Business", "Sci/Tech")
 
-    assert main(["evaluate", str(real_run)]) == 0
+    # torch: the exact engine of the run (the default, auto, may keep a faster engine measured by predict --input)
+    assert main(["evaluate", str(real_run), "--backend", "torch"]) == 0
     evaluation = json.loads((real_run / "evaluation-test-torch.json").read_text())
     stored = json.loads((real_run / "result.json").read_text())["metrics"]["test"]
     assert evaluation["accuracy"] == pytest.approx(stored["accuracy"])

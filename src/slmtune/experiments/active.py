@@ -112,6 +112,8 @@ def _curve(study: Study, cfg: ActiveConfig, base: RunConfig, strategy: str, seed
             runs.write_json(record_path, record)
         config = with_min_steps(replace(pool_config, name=f"{cfg.name}-{strategy}-{seed}-{target}"), target,
                                 cfg.min_steps)
+        # the round trains on `target` rows, not the pool its config draws: auto is decided (and keyed) for those
+        config = replace(config, **{"model.head_init": config.head_init_for(target, len(pool.label_names))})
         round_splits = Splits(pool.subset(labeled), splits.validation, splits.test)
         result = study.run(config, splits=round_splits, key=_labeled_key(labeled, cfg.pool_size))
         row = {"strategy": strategy, "seed": seed, "labels": target, **flat_metrics(result),

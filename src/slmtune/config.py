@@ -29,6 +29,11 @@ POOLINGS = ("cls", "mean")  # what the head reads; `mean` is built by slmtune.po
 DEFAULT_POOLING = {"lora": "cls", "full": "mean"}
 # Learning rates used when `train.learning_rate` is not set; measured, see docs/results.md.
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+IMBALANCED = 3.0  # largest class over smallest: above this the data counts as imbalanced (metric, weights, epochs)
+# `train.epochs` when null: EPOCHS, but LONG_EPOCHS for LoRA on imbalanced or multi-label data, where the rare
+# classes were still being learned at epoch 3 (Reuters topics and topic sets, docs/results.md).
+EPOCHS = 3
+LONG_EPOCHS = 6
 # `slmtune train` flags that set the most used fields (`--model X` is `model.name=X`): flag -> (field, help).
 TRAIN_SHORTCUTS = {  # --flag: (config field, help)
     "--model": ("model.name", "minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder"),
@@ -50,9 +55,11 @@ TRAIN_SHORTCUTS = {  # --flag: (config field, help)
 # The TRAIN_SHORTCUTS that every study command takes too: which data a study runs on.
 DATA_SHORTCUTS = ("--dataset", "--dataset-config", "--test-file", "--text-column", "--label-column", "--multi-label",
                   "--label-separator")
-# Data fields that belong to a recipe's own dataset (AG News' reference sizes, its folder): a study or an override
-# that names another dataset leaves them out (slmtune.experiments.common.load_run_config), so sizes follow the data.
-DATASET_BOUND = ("train_size", "val_size", "test_size", "data_dir", "test_file")
+# Fields that belong to a recipe's own dataset (AG News' reference sizes, its folder, its epochs): a study or an
+# override that names another dataset leaves them out (slmtune.experiments.common.load_run_config), so they follow
+# the data.
+DATASET_BOUND = ("data.train_size", "data.val_size", "data.test_size", "data.data_dir", "data.test_file",
+                 "train.epochs")
 
 
 def shortcut_kwargs(flag: str) -> dict[str, Any]:
@@ -215,8 +222,10 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3
-    """Passes over the training rows."""
+    epochs: float | None = None
+    """Passes over the training rows; null: 3, or 6 for LoRA on imbalanced data (largest class over 3x the
+    smallest) and on multi-label data, where rare classes were still being learned at epoch 3 (docs/results.md).
+    The run prints and records the number it trained."""
     batch_size: int = 16
     """Training batch size."""
     eval_batch_size: int = 64
@@ -271,7 +280,7 @@ class TrainConfig:
     why are printed and recorded in env.json."""
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0:
+        if self.epochs is not None and self.epochs <= 0:
             raise SlmtuneError(f"train.epochs must be positive, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise SlmtuneError("train.batch_size and train.eval_batch_size must be positive")
@@ -324,6 +333,13 @@ class RunConfig:
             return self.model.head_init
         few = rows <= PROBE_ROWS_PER_CLASS * classes
         return "probe" if few and not self.data.multi_label else "random"
+
+    def epochs_for(self, imbalance: float, multi_label: bool) -> float:
+        """`train.epochs` resolved for training data with this imbalance (largest class over smallest)."""
+        if self.train.epochs is not None:
+            return self.train.epochs
+        long = self.model.method == "lora" and (multi_label or imbalance > IMBALANCED)
+        return LONG_EPOCHS if long else EPOCHS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -500,13 +516,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 
 
 def for_dataset(values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """`values` (a recipe) without its DATASET_BOUND data fields when `update` names another dataset: AG News'
-    2,400 / 240 rows do not carry over to someone's own file; `update`'s own fields still apply."""
-    data = values.get("data") or {}
+    """`values` (a recipe) without its DATASET_BOUND fields when `update` names another dataset: AG News'
+    2,400 / 240 rows and 3 epochs do not carry over to someone's own file; `update`'s own fields still apply."""
     new = (update.get("data") or {}).get("dataset")
-    if new is None or new == data.get("dataset", DataConfig.dataset):
+    if new is None or new == (values.get("data") or {}).get("dataset", DataConfig.dataset):
         return values
-    return {**values, "data": {k: v for k, v in data.items() if k not in DATASET_BOUND}}
+    values = dict(values)
+    for key in DATASET_BOUND:
+        section, name = key.split(".")
+        if name in (values.get(section) or {}):
+            values[section] = {k: v for k, v in values[section].items() if k != name}
+    return values
 
 
 def with_dataset_defaults(values: dict[str, Any]) -> dict[str, Any]:

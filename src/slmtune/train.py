@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from slmtune import runs
-from slmtune.config import PROBE_ROWS_PER_CLASS, RunConfig, dump_yaml
+from slmtune.config import EPOCHS, IMBALANCED, PROBE_ROWS_PER_CLASS, RunConfig, dump_yaml, replace
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.data.tokenize import count_truncated
 from slmtune.evaluate import (
@@ -100,7 +100,10 @@ def layer_depth(name: str, num_layers: int) -> int:
     return 0 if "embeddings" in name else num_layers + 1
 
 
-IMBALANCED = 3.0  # largest class over smallest: above this, `train.metric: auto` selects on macro-F1
+def data_balance(splits: Splits) -> dict[str, Any]:
+    """Training rows per class (or label) and the imbalance ratio: largest over the smallest present one."""
+    balance = label_balance if splits.train.multi_label else class_balance
+    return balance(splits.train.labels, len(splits.label_names))
 
 
 def selection_metric(metric: str, imbalance: float, multi_label: bool = False) -> str:
@@ -300,6 +303,14 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     `overwrite` empties a run folder that already holds a run (else such a folder is refused).
     """
     splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
+    multi = splits.train.multi_label
+    n_labels = len(splits.label_names)
+    balance = data_balance(splits)
+    if config.train.epochs is None:  # the run folder's config names the number trained
+        config = replace(config, **{"train.epochs": config.epochs_for(balance["imbalance"], multi)})
+        if config.train.epochs != EPOCHS:
+            why = "multi-label" if multi else f"imbalanced: largest class {balance['imbalance']:.0f}x the smallest"
+            print(f"slmtune: {config.train.epochs:g} epochs (train.epochs=null: LoRA on {why} data)", flush=True)
     precision = resolve_precision(config.train.precision, config.train.device)
     recorder = RunRecorder(config.name, run_dir or config.output_dir, dump_yaml(config), overwrite=overwrite,
                            compute=precision.as_dict(),
@@ -310,9 +321,6 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     with recorder:
         result["label_names"] = splits.label_names
         result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
-        multi = splits.train.multi_label
-        n_labels = len(splits.label_names)
-        balance = (label_balance if multi else class_balance)(splits.train.labels, n_labels)
         metric = selection_metric(config.train.metric, balance["imbalance"], multi)
         weighted = config.train.class_weight == "balanced" or (
             config.train.class_weight == "auto" and balance["imbalance"] > IMBALANCED)

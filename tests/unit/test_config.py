@@ -19,7 +19,8 @@ def test_defaults_are_the_documented_recipe():
     assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (2400, 240, None)
     assert cfg.data.clean_rules == "agnews"
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
-    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (3, 16, 3, 0.001)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (None, 16, 3, 0.001)
+    assert cfg.epochs_for(1.1, False) == 3  # AG News is balanced: 3 epochs
     assert cfg.train.learning_rate == DEFAULT_LR["lora"]
     assert cfg.model.pooling == DEFAULT_POOLING["lora"] == "cls"
 
@@ -34,14 +35,15 @@ def test_sizes_and_names_follow_the_dataset_not_ag_news():
 
 
 def test_a_recipe_s_sizes_stay_with_its_dataset():
-    """An AG News recipe pointed at another dataset (a file or a study's --dataset) leaves its reference sizes
-    behind, so the sizes follow the data; sizes given with the new dataset apply."""
+    """An AG News recipe pointed at another dataset (a file or a study's --dataset) leaves its reference sizes and
+    epochs behind, so they follow the data; sizes given with the new dataset, or a study's own, apply."""
     from slmtune.experiments.common import load_run_config
 
     recipe = "configs/agnews-lora.yaml"
     assert load_config(recipe).data.train_size == 2400
     other = load_config(recipe, ["data.dataset=tickets/train.csv"])
     assert (other.data.train_size, other.data.val_size, other.model.method) == (None, None, "lora")
+    assert load_config(recipe).train.epochs == 3 and other.train.epochs is None  # epochs follow the data too
     assert load_config(recipe, ["data.dataset=tickets/train.csv", "data.train_size=500"]).data.train_size == 500
     assert load_config(recipe, ["data.dataset=ag_news"]).data.train_size == 2400  # the same dataset: kept
     study = load_run_config(recipe, {"train": {"epochs": 1}}, ["data.dataset=tickets/train.csv"])
@@ -120,3 +122,19 @@ def test_run_keys_of_the_recipes_do_not_move(recipe, key):
     from slmtune.experiments.common import run_key
 
     assert run_key(load_config(recipe, ["train.precision=fp32"])) == key
+
+
+def test_epochs_follow_the_data():
+    """Null epochs: 3, but 6 for LoRA on imbalanced (over 3:1) or multi-label data; a number given is kept; AG News
+    runs keep the key they had when the default was 3."""
+    from slmtune.experiments.common import run_key
+
+    lora, full = load_config(None), load_config(None, method="full")
+    assert lora.epochs_for(3.0, False) == 3 and lora.epochs_for(3.5, False) == 6 and lora.epochs_for(1.0, True) == 6
+    assert full.epochs_for(116.0, False) == 3 and full.epochs_for(1.0, True) == 3
+    assert load_config(None, ["train.epochs=2"]).epochs_for(50.0, True) == 2
+    assert run_key(lora) == run_key(load_config(None, ["train.epochs=3"]))
+    own = load_config(None, ["data.dataset=tickets.csv"])
+    assert run_key(own) != run_key(load_config(None, ["data.dataset=tickets.csv", "train.epochs=3"]))
+    with pytest.raises(SlmtuneError, match="train.epochs must be positive"):
+        load_config(None, ["train.epochs=0"])

@@ -110,11 +110,17 @@ def test_auto_head_init_probes_few_rows_per_class(tiny_models, synthetic_files, 
     random_key = run_key(load_config(None, ["model.head_init=random"]))
     assert run_key(load_config(None, ["model.head_init=auto"])) == random_key  # 2,400 AG News rows: random
     assert run_identity(load_config(None, ["data.train_size=100"]))["model"]["head_init"] == "probe"
-    from slmtune.experiments.scaling import one_head  # a learning curve decides once, at its largest size
+    from slmtune.data import Splits, TextDataset
+    from slmtune.experiments.scaling import one_recipe  # a learning curve decides once, at its largest size
 
-    assert one_head(cfg, [50, 100, 5000], 4).model.head_init == "random"
-    assert one_head(cfg, [10, 50, 200], 4).model.head_init == "probe"
-    assert one_head(from_dict({"model": {"head_init": "random"}}), [10], 4).model.head_init == "random"
+    balanced = TextDataset(["a", "b", "c", "d", "e", "f", "g", "h"], [0, 1, 2, 3] * 2, ["w", "x", "y", "z"])
+    everything = Splits(balanced, balanced, balanced)
+    assert one_recipe(cfg, [50, 100, 5000], everything).model.head_init == "random"
+    assert one_recipe(cfg, [10, 50, 200], everything).model.head_init == "probe"
+    assert one_recipe(from_dict({"model": {"head_init": "random"}}), [10], everything).model.head_init == "random"
+    assert one_recipe(cfg, [10], everything).train.epochs == 3  # and null epochs once, from every row's balance
+    skewed = TextDataset(list("abcdefgh"), [0, 0, 0, 0, 0, 1, 2, 3], ["w", "x", "y", "z"])  # 5:1
+    assert one_recipe(cfg, [10], Splits(skewed, balanced, balanced)).train.epochs == 6
 
     values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"model.head_init": "auto", "train.epochs": 1})
     result = train(from_dict(values), run_dir=tmp_path / "run")  # 120 rows, 4 classes

@@ -115,7 +115,7 @@ def test_budget_drops_and_says_so(recipes, tmp_path):
 
 def test_the_plan_follows_the_data_s_rows_and_text_length(recipes, tmp_path):
     """Runs that leave sizes to the data are estimated on its rows; time per text scales with its tokens."""
-    from slmtune.config import load_config
+    from slmtune.config import load_config, replace
     from slmtune.experiments.common import PRIOR_SAMPLES_PER_SECOND, REFERENCE_TOKENS, DataSizes, run_seconds
 
     config = load_config(recipes["lora"], ["data.train_size=null", "data.val_size=null", "data.test_size=null"])
@@ -125,6 +125,10 @@ def test_the_plan_follows_the_data_s_rows_and_text_length(recipes, tmp_path):
     expected = 1000 * config.train.epochs / rates["train"] + (100 * evals + 500) / rates["eval"]
     assert run_seconds(config, rates, short) == pytest.approx(expected + 3.0)
     assert run_seconds(config, rates, long) == pytest.approx(2 * expected + 3.0)
+    unset = replace(config, **{"train.epochs": None})  # null epochs: LoRA trains twice as long on imbalanced data
+    skewed = DataSizes(1000, 100, 500, imbalance=5.0)
+    assert run_seconds(unset, rates, skewed) - run_seconds(unset, rates, short) == pytest.approx(
+        1000 * 3 / rates["train"] + 100 * 3 / rates["eval"])
     plan = make_plan(reference_config(recipes), tmp_path, None, 1.0)
     assert plan.sizes.classes == 4 and 0 < plan.sizes.tokens < 20  # the synthetic texts are a few words
     doubled = make_plan(reference_config(recipes), tmp_path, None, 1.0,

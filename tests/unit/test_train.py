@@ -429,15 +429,17 @@ def test_imbalanced_run_selects_on_macro_f1_weighs_classes_and_reports_its_basel
     rows += [r for r in synthetic_rows(10, seed=4) if r[1] != "Sports"]  # 40 Sports, 10 of each other class
     data = write_csv(tmp_path / "imbalanced.csv", rows)
     cfg = from_dict(tiny_overrides(tiny_models["bert"], {"train": str(data), "test": str(data)}, **{
-        "data.train_size": None, "data.val_size": None, "train.class_weight": "balanced"}))
+        "data.train_size": None, "data.val_size": None, "train.class_weight": "balanced", "train.epochs": None}))
     result = train(cfg, run_dir=tmp_path / "run")
     saved = runs.read_result(tmp_path / "run")
     assert saved["data"]["selection_metric"] == "macro_f1" and saved["data"]["imbalance"] > 3  # about 4:1
+    assert "epochs: 6" in (tmp_path / "run" / "config.yaml").read_text()  # LoRA on imbalanced data: 6, recorded
     baseline = saved["baseline"]
     assert baseline["method"] == "tfidf+logreg" and 0 <= baseline["accuracy"] <= 1 and baseline["seconds"] >= 0
     margin = baseline["model_minus_baseline"]["accuracy"]
     assert margin == pytest.approx(result.metrics["test"]["accuracy"] - baseline["accuracy"], abs=1e-4)
-    assert "TF-IDF + logistic regression baseline" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "TF-IDF + logistic regression baseline" in out and "6 epochs (train.epochs=null: LoRA on imbalanced" in out
 
 
 def test_tfidf_baseline_is_fitted_once_per_split_and_skipped_without_words():

@@ -22,6 +22,7 @@ from slmtune.experiments.common import (
     flat_metrics,
     format_duration,
     load_run_config,
+    pin_epochs,
     single_label_only,
     with_min_steps,
 )
@@ -92,6 +93,7 @@ def _curve(study: Study, cfg: ActiveConfig, base: RunConfig, strategy: str, seed
     pool_config = replace(base, seed=seed, **{"data.train_size": cfg.pool_size})
     splits = study.splits(pool_config)
     pool = splits.train
+    pool_config = pin_epochs(pool_config, splits)  # every round and strategy trains as long (not by what it queried)
     record_path = study.root / "active" / f"{strategy}-{seed}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"rounds": []}
     rows = []

@@ -10,7 +10,15 @@ from typing import Any
 from slmtune import stats
 from slmtune.config import EDA_OPS, RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.experiments.common import (
+    Clock,
+    Study,
+    flat_metrics,
+    format_duration,
+    load_run_config,
+    pin_epochs,
+    study_metric,
+)
 from slmtune.multilabel import metric_name
 
 
@@ -74,7 +82,7 @@ def run_augmentation(cfg: AugmentStudyConfig, study_dir: str | Path | None = Non
                      cli_overrides: list[str] | None = None, progress=print) -> dict[str, Any]:
     check(cfg)
     base = load_run_config(cfg.recipe, cfg.run, cli_overrides)
-    plan = _plan(cfg, base)  # builds every config first, so a bad operation fails before any training
+    plan = _plan(cfg, _pinned(base))  # builds every config first, so a bad operation fails before any training
     study = Study(study_dir or Path("studies") / cfg.name)
     study.write_study_yaml({"study": "augmentation", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                             "cli_overrides": cli_overrides or []})
@@ -172,7 +180,16 @@ def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
 
 
 def plan(cfg: AugmentStudyConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
-    return [c for _, c in _plan(cfg, base)], 0.0
+    return [c for _, c in _plan(cfg, _pinned(base))], 0.0
+
+
+def _pinned(base: RunConfig) -> RunConfig:
+    """A null `train.epochs` decided once from every training row, so the steps-matched controls can be counted."""
+    if base.train.epochs is not None:
+        return base
+    from slmtune.data import load_splits
+
+    return pin_epochs(base, load_splits(replace(base, **{"data.train_size": None}).data, base.seed))
 
 
 def report(summary: dict[str, Any]) -> list[str]:

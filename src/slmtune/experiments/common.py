@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from slmtune import runs
-from slmtune.config import RunConfig, dump_yaml, from_dict, load_yaml, merge, replace
+from slmtune.config import EPOCHS, RunConfig, dump_yaml, from_dict, load_yaml, merge, replace
 from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.precision import resolve as resolve_precision
@@ -49,12 +49,17 @@ class DataSizes:
     classes: int = 4
     tokens: float = REFERENCE_TOKENS
     """Mean tokens per training text after truncation (from up to 1,000 of them)."""
+    imbalance: float = 1.0
+    """Training rows of the largest class over the smallest (labels on multi-label data)."""
+    multi_label: bool = False
+    """Rows hold label sets (with imbalance, what a null `train.epochs` is decided by)."""
 
 
 def data_sizes(base: RunConfig) -> DataSizes:
     """What `base`'s dataset holds once every training row is kept, and how long its texts are (loads both the
     data and the model's tokenizer)."""
     from slmtune.models.build import load_tokenizer, resolve_model
+    from slmtune.train import data_balance
 
     splits = load_splits(replace(base, **{"data.train_size": None}).data, base.seed)
     texts = splits.train.texts
@@ -62,7 +67,8 @@ def data_sizes(base: RunConfig) -> DataSizes:
     tokenizer = load_tokenizer(resolve_model(base.model.name))
     ids = tokenizer([texts[i] for i in sample], truncation=True, max_length=base.data.max_length)["input_ids"]
     return DataSizes(len(splits.train), len(splits.validation), len(splits.test), len(splits.label_names),
-                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS)
+                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS,
+                     data_balance(splits)["imbalance"], splits.train.multi_label)
 
 
 def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = DataSizes()) -> float:
@@ -74,12 +80,13 @@ def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = D
     train_rows = (data.shots_per_class * sizes.classes if data.shots_per_class
                   else data.train_size or sizes.train)
     train_rows *= 1 + data.augment_ratio
-    evals = config.train.evals_per_epoch * config.train.epochs
+    epochs = config.epochs_for(sizes.imbalance, sizes.multi_label)
+    evals = config.train.evals_per_epoch * epochs
     if config.train.max_evals:
         evals = min(evals, config.train.max_evals)
     eval_rows = (data.val_size or sizes.validation) * evals + (data.test_size or sizes.test)
     rates = {k: v * REFERENCE_TOKENS / sizes.tokens for k, v in rates.items()}  # the rates are per reference text
-    return train_rows * config.train.epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
+    return train_rows * epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
 
 
 def run_identity(config: RunConfig) -> dict[str, Any]:
@@ -103,6 +110,8 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
         data = config.data  # 4 classes: auto is decided by the config's sizes (every row of the file: random)
         rows = data.shots_per_class * 4 if data.shots_per_class else data.train_size
         values["model"]["head_init"] = config.head_init_for(rows, 4) if rows else "random"
+    if values["train"].get("epochs") is None and values["data"].get("dataset") == "ag_news":
+        values["train"]["epochs"] = EPOCHS  # balanced: null trains 3 epochs, the default every run had before
     if values["model"].get("head_init") == "random":
         values["model"].pop("head_init", None)
     data, fit = values["data"], values["train"]
@@ -145,8 +154,11 @@ def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cl
     from slmtune.config import for_dataset, parse_overrides
 
     values = load_yaml(recipe) if recipe else {}
-    for update in (run_overrides or {}, parse_overrides(cli_overrides) if cli_overrides else {}):
-        values = merge(for_dataset(values, update), update)  # another dataset: the recipe's sizes stay behind
+    updates = (run_overrides or {}, parse_overrides(cli_overrides) if cli_overrides else {})
+    for update in updates:
+        values = for_dataset(values, update)  # another dataset: the recipe's sizes and epochs stay behind
+    for update in updates:
+        values = merge(values, update)
     return from_dict(values)
 
 
@@ -253,11 +265,23 @@ class Study:
         return path
 
 
+def pin_epochs(config: RunConfig, splits: Splits) -> RunConfig:
+    """`config` with a null `train.epochs` decided once from `splits`' training rows, so that every run of a
+    curve or comparison trains as long as the others (a queried or smaller subset could count as imbalanced)."""
+    if config.train.epochs is not None:
+        return config
+    from slmtune.train import data_balance
+
+    epochs = config.epochs_for(data_balance(splits)["imbalance"], splits.train.multi_label)
+    return replace(config, **{"train.epochs": epochs})
+
+
 def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:
     """`config` with enough epochs for at least `min_steps` optimizer steps on `rows` training rows."""
     steps_per_epoch = max(1, math.ceil(rows / config.train.batch_size))
-    epochs = max(config.train.epochs, math.ceil(min_steps / steps_per_epoch))
-    if epochs == config.train.epochs:
+    at_least = config.train.epochs or EPOCHS  # null: the run decides from its data, 3 epochs or more
+    epochs = max(at_least, math.ceil(min_steps / steps_per_epoch))
+    if epochs == at_least:
         return config
     return replace(config, **{"train.epochs": epochs, "train.max_evals": config.train.max_evals or 10})
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from slmtune import stats
 from slmtune.config import RunConfig, replace
+from slmtune.data import Splits
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     Clock,
@@ -15,6 +16,7 @@ from slmtune.experiments.common import (
     flat_metrics,
     format_duration,
     load_run_config,
+    pin_epochs,
     study_metric,
     with_min_steps,
 )
@@ -50,7 +52,7 @@ def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_ove
     everything = study.splits(probe)
     available = len(everything.train)
     sizes = sizes_for(cfg, available)
-    base = one_head(base, sizes, len(everything.label_names))
+    base = one_recipe(base, sizes, everything)
     dropped = sorted(set(cfg.sizes or []) - set(sizes))
     if len(sizes) < 3:
         raise SlmtuneError(f"need at least 3 sizes within the {available} available training rows")
@@ -118,21 +120,22 @@ def sizes_for(cfg: ScalingConfig, available: int) -> list[int]:
     return sorted({int(n) for n in spaced if n < available} | {available})
 
 
-def one_head(base: RunConfig, sizes: list[int], classes: int) -> RunConfig:
+def one_recipe(base: RunConfig, sizes: list[int], everything: Splits) -> RunConfig:
     """A learning curve is one recipe: `model.head_init=auto` is decided once, for the largest size (else small
-    sizes would start from a probe and large ones from a random head, and the fit would mix the two)."""
+    sizes would start from a probe and large ones from a random head, and the fit would mix the two), and a null
+    `train.epochs` once, from every training row's balance."""
+    base = pin_epochs(base, everything)
     if base.model.head_init != "auto" or not sizes:
         return base
-    return replace(base, **{"model.head_init": base.head_init_for(max(sizes), classes)})
+    return replace(base, **{"model.head_init": base.head_init_for(max(sizes), len(everything.label_names))})
 
 
 def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
     sizes = sizes_for(cfg, available)
-    if base.model.head_init == "auto":
+    if base.model.head_init == "auto" or base.train.epochs is None:
         from slmtune.data import load_splits
 
-        classes = len(load_splits(replace(base, **{"data.train_size": None}).data, base.seed).label_names)
-        base = one_head(base, sizes, classes)
+        base = one_recipe(base, sizes, load_splits(replace(base, **{"data.train_size": None}).data, base.seed))
     return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
             for n in sizes for seed in cfg.seeds], 0.0
 

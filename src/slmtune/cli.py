@@ -225,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> None:
+    """End an interrupted process without waiting for threads a library left behind. The stop signal is raised
+    as an exception wherever Python happens to be, and raised inside a thread pool's bookkeeping it can leave an
+    idle worker that nobody tells to stop: the interpreter then waits for it forever at exit (seen once in a
+    sweep stopped by SIGTERM). What the command computed is saved by now; exit handlers still run."""
+    import atexit
+    import logging
+
+    getattr(atexit, "_run_exitfuncs", lambda: None)()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -244,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupt_seen()
         print("slmtune: interrupted (finished work and the run folder's status are saved)", file=sys.stderr)
+        if argv is None:  # the command line itself, not a caller in Python
+            _exit_now(130)
         return 130
     except Exception as exc:  # never a traceback for the user; SLMTUNE_DEBUG=1 shows it
         if os.environ.get("SLMTUNE_DEBUG"):

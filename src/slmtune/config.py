@@ -482,8 +482,26 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+"""The recipes and study configs shipped with slmtune; `configs/<name>` names one from any folder."""
+
+
+def find_config(path: str | Path, beside: str | Path | None = None) -> Path:
+    """The config file `path` names: as given (from the working folder) when it exists; else, for a path written
+    inside the config file `beside`, relative to that file's folder or a folder above it; else, for
+    `configs/...`, the copy shipped with slmtune. Unresolved paths come back as given."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    folders = [Path(beside).resolve().parent, *Path(beside).resolve().parent.parents] if beside else []
+    candidates = [folder / given for folder in folders]
+    if given.parts and given.parts[0] == "configs":
+        candidates.append(PACKAGED_CONFIGS.joinpath(*given.parts[1:]))
+    return next((c for c in candidates if c.is_file()), given)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = find_config(path)
     if path.is_dir():
         raise SlmtuneError(f"{path} is a folder; give a config file (YAML) inside it")
     if not path.is_file():

@@ -50,6 +50,31 @@ def test_a_recipe_s_sizes_stay_with_its_dataset():
     assert (study.data.train_size, study.data.val_size, study.train.epochs) == (None, None, 1)
 
 
+def test_configs_are_found_from_any_folder(tmp_path, monkeypatch):
+    """`configs/...` names a shipped recipe from any working folder; a study file's recipe paths also resolve
+    beside it (or a folder above it); a file in the working folder comes first."""
+    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.seeds import SeedsConfig
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "studies").mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "recipes").mkdir()
+    (project / "recipes" / "mine.yaml").write_text("train: {learning_rate: 2.0e-4}\n")
+    (project / "studies" / "seeds.yaml").write_text(
+        "study: seeds\nrecipe: recipes/mine.yaml\ncompare: configs/agnews-full.yaml\n")
+    monkeypatch.chdir(elsewhere)
+    assert load_config("configs/reference-lora.yaml").train.learning_rate == 5e-4  # the shipped recipe
+    cfg = load_study_config(SeedsConfig, str(project / "studies" / "seeds.yaml"))
+    assert load_config(cfg.recipe).train.learning_rate == 2e-4  # found beside the study file
+    assert load_config(cfg.compare).model.method == "full"  # a shipped recipe named by a study file
+    (elsewhere / "configs").mkdir()
+    (elsewhere / "configs" / "reference-lora.yaml").write_text("train: {learning_rate: 1.0e-3}\n")
+    assert load_config("configs/reference-lora.yaml").train.learning_rate == 1e-3  # the working folder's first
+    with pytest.raises(SlmtuneError, match="config file not found: configs/nope.yaml"):
+        load_config("configs/nope.yaml")
+
+
 @pytest.mark.parametrize("overrides, check", [
     (["train.epochs=1"], lambda c: c.train.epochs == 1),
     (["lora.r=16", "lora.alpha=32"], lambda c: (c.lora.r, c.lora.alpha) == (16, 32)),

@@ -10,13 +10,28 @@ from slmtune.config import from_dict
 from slmtune.data.tokenize import encode
 from slmtune.evaluate import predict_logits
 from slmtune.models.build import load_classifier, load_tokenizer
-from slmtune.models.head_init import head_features, output_layer, probe_head
+from slmtune.models.head_init import head_features, logistic_probe, output_layer, probe_head
 from slmtune.train import _BucketTrainer, layer_depth, train
 
 TEXTS = ["goal match team win", "stock market shares profit", "team season coach game", "bank profit quarter",
          "election minister government", "software chip internet", "match league player", "shares investors fund",
          "president war troops", "computer researchers space", "government talks peace", "internet web users"]
 LABELS = [1, 2, 1, 2, 0, 3, 1, 2, 0, 3, 0, 3]
+
+
+def test_a_one_shot_probe_fits_quietly():
+    """One row a class is what a probe is for: scikit-learn's 'many classes for the rows' warning stays hidden."""
+    import warnings
+
+    features = np.random.default_rng(0).normal(size=(22, 8))  # 1 shot of 22 classes (scikit-learn warns from 21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe = logistic_probe(features, list(range(22)))
+    assert list(probe.classes_) == list(range(22)) and (probe.predict(features) == np.arange(22)).all()
+    with pytest.warns(UserWarning, match="unique classes"):  # what the probe hides, when fitted directly
+        from sklearn.linear_model import LogisticRegression
+
+        LogisticRegression().fit(features, list(range(22)))
 
 
 @pytest.mark.parametrize("kind, pooling", [("bert", "cls"), ("bert", "mean"), ("distilbert", "cls")])

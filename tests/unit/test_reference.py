@@ -58,12 +58,12 @@ def test_plan_counts_shared_runs_once(reference_study):
 
 
 def test_default_reference_plan_shares_the_sweep_lines(ag_news_dir, tmp_path, monkeypatch):
-    from slmtune.experiments.common import load_study_config
+    from slmtune.experiments.reference import load_reference_config
 
     monkeypatch.setenv("SLMTUNE_DATA_DIR", str(ag_news_dir))
-    root = Path(__file__).resolve().parents[2]
-    monkeypatch.chdir(root)  # the config names its recipes relative to the repository
-    cfg = load_study_config(ReferenceConfig, "configs/studies/reference.yaml")
+    monkeypatch.chdir(tmp_path)  # any folder: the shipped study config and the recipes it names are found
+    cfg = load_reference_config("configs/studies/reference.yaml")
+    assert all(Path(r).is_file() for r in cfg.parts["train"]["recipes"] + [cfg.recipe, cfg.parts["seeds"]["compare"]])
     plan = make_plan(cfg, tmp_path, None, speed=1.0)  # 1.0: the reference CPU's measured rates
     sweeps = [plan.parts[n]["runs"] for n in ("sweep-lr", "sweep-wd", "sweep-grid")]
     assert sweeps == [5, 4, 16]  # the lr and wd lines lie inside the 5x5 grid: 25 runs in all
@@ -89,11 +89,13 @@ def test_plan_counts_kept_rows_as_done(recipes, tmp_path):
     cfg = ReferenceConfig(name="ref", recipe=recipes["lora"], parts={
         "zeroshot": {"methods": ["untrained-head", "templates"]},
         "fewshot": {"shots": [2], "draws": 2, "methods": ["probe", "prompt"], "prompt_min_steps": 2}})
-    before = make_plan(cfg, tmp_path, None, 1.0).parts
-    from slmtune.experiments.common import EVAL_RATE
+    plan = make_plan(cfg, tmp_path, None, 1.0)
+    before, data = plan.parts, plan.sizes
+    from slmtune.experiments.common import EVAL_RATE, REFERENCE_TOKENS
 
-    assert before["zeroshot"]["seconds"] == pytest.approx(2 * 7600 / EVAL_RATE)  # untrained head + embeddings
-    assert before["fewshot"]["seconds"] > 7600 / EVAL_RATE  # the probe's test embedding and two prompt draws
+    one_pass = data.test / EVAL_RATE * data.tokens / REFERENCE_TOKENS  # the test rows, at their length
+    assert before["zeroshot"]["seconds"] == pytest.approx(2 * one_pass)  # untrained head + embeddings
+    assert before["fewshot"]["seconds"] > 3 * one_pass  # the probe's test embedding and two prompt draws
     run_reference(cfg, tmp_path, **QUIET)
     assert len(list((tmp_path / "fewshot" / "rows").glob("*.json"))) == 4
     after = make_plan(cfg, tmp_path, None, 1.0).parts  # every result is kept: nothing left to estimate
@@ -136,17 +138,52 @@ def test_the_plan_follows_the_data_s_rows_and_text_length(recipes, tmp_path):
     assert doubled.seconds - plan.seconds == pytest.approx(plan.seconds - 3.0 * plan.new_runs)  # 3 s: start-up
 
 
+def test_a_study_s_own_estimate_is_for_its_data(recipes, tmp_path):
+    """What a study prints before its runs ("~N min if none is done yet") counts the data's rows, test rows and
+    text length, not AG News' defaults; the data is read once for all the study's configs."""
+    from slmtune.config import load_config, replace
+    from slmtune.experiments.common import PRIOR_SAMPLES_PER_SECOND, DataSizes, Study, data_sizes, run_seconds
+
+    config = load_config(recipes["lora"], ["data.train_size=null", "data.test_size=null"])
+    study, sizes, rates = Study(tmp_path / "s"), data_sizes(config), PRIOR_SAMPLES_PER_SECOND["lora"]
+    assert sizes.train < 200 and sizes.tokens < 20  # the synthetic data: short rows
+    assert study.estimate_seconds(config) == pytest.approx(run_seconds(config, rates, sizes))
+    assert study.estimate_seconds(config) < run_seconds(config, rates, DataSizes()) / 10  # AG News': far longer
+    augmented = replace(config, **{"data.augment_ratio": 1.0, "data.train_size": 20})
+    assert study.data_sizes(augmented) is study.data_sizes(config)  # same rows: not loaded again
+
+
+def test_the_few_shot_and_zero_shot_plans_follow_the_class_count_and_test_rows(recipes):
+    """k shots of 22 classes are 22k rows, not 4k; shots above the smallest class's rows are not planned (the run
+    drops them too); prompt and probe evaluate the data's own test rows."""
+    from slmtune.config import load_config
+    from slmtune.experiments import fewshot, zeroshot
+    from slmtune.experiments.common import DataSizes
+
+    base = load_config(recipes["lora"])
+    cfg = fewshot.FewShotConfig(shots=[1, 5, 40], draws=1, methods=["lora", "prompt"])
+    four = DataSizes(1000, 100, 500, classes=4, smallest_class=200)
+    many = DataSizes(1000, 100, 500, classes=22, smallest_class=30)
+    runs4, runs22 = fewshot.plan(cfg, base, None, four, None)[0], fewshot.plan(cfg, base, None, many, None)[0]
+    assert [c.data.shots_per_class for c in runs4] == [1, 5, 40]
+    assert [c.data.shots_per_class for c in runs22] == [1, 5]  # 40 shots > the smallest class's 30 rows
+    prompt = fewshot.FewShotConfig(shots=[1, 5], draws=1, methods=["prompt"])
+    assert fewshot.plan(prompt, base, None, many, None)[1] > fewshot.plan(prompt, base, None, four, None)[1]
+    assert zeroshot.plan(zeroshot.ZeroShotConfig(), base, None, DataSizes(test=2000), None)[1] == pytest.approx(
+        zeroshot.plan(zeroshot.ZeroShotConfig(), base, None, DataSizes(test=1000), None)[1] * 2)
+
+
 def test_study_dataset_flags_replace_the_recipe_s_data(synthetic_files, tmp_path, capsys):
     """`slmtune study --dataset F --test-file T` runs an AG News study on F: the plan loads F and sizes from it."""
     path = tmp_path / "s.yaml"
-    recipe = Path(__file__).resolve().parents[2] / "configs" / "agnews-lora.yaml"
-    path.write_text(f"study: reference\nrecipe: {recipe}\nparts: {{seeds: {{seeds: [1, 2]}}}}\n")
+    path.write_text("study: reference\nrecipe: configs/agnews-lora.yaml\nparts: {seeds: {seeds: [1, 2]}}\n")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "calibration.json").write_text(json.dumps({"speed_vs_reference": 1.0}))
     code = main(["study", str(path), "--study-dir", str(tmp_path / "x"), "--dry-run",
                  "--dataset", synthetic_files["train"], "--test-file", synthetic_files["test"]])
-    out = capsys.readouterr().out
-    assert code == 0 and "2 training runs" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0 and "2 training runs" in out, captured.err
     assert "data: 144 training rows" in out and "16 validation, 60 test, 4 classes" in out
 
 
@@ -311,6 +348,8 @@ def _main_py():
                                   ["active", "--config", "configs/studies/active.yaml"]]),
 ])
 def test_main_py_maps_reference_commands(argv, expected):
+    from slmtune.config import find_config
+
     module = _main_py()
     assert module.commands(module.build_parser().parse_args(argv)) == expected
     for command in expected:  # every mapped command parses in slmtune
@@ -318,7 +357,7 @@ def test_main_py_maps_reference_commands(argv, expected):
 
         build_parser().parse_known_args(command)
         config = command[command.index("--config") + 1] if "--config" in command else None
-        assert config is None or (Path(__file__).resolve().parents[2] / config).is_file()
+        assert config is None or find_config(config).is_file()  # a shipped config
 
 
 def test_main_py_clean_test_runs(capsys):

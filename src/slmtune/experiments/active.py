@@ -18,6 +18,7 @@ from slmtune.data import Splits, stratified_indices
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     Clock,
+    DataSizes,
     Study,
     flat_metrics,
     format_duration,
@@ -199,7 +200,8 @@ def shares_runs(cfg: ActiveConfig) -> bool:
     return False  # later rounds train on queried rows: their configs do not name their runs
 
 
-def plan(cfg: ActiveConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: ActiveConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     """Planned by size only (what is queried is not known in advance); a finished part (summary.json) is done."""
     from slmtune.experiments.common import EVAL_RATE
 

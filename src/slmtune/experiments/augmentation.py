@@ -12,7 +12,9 @@ from slmtune.config import EDA_OPS, RunConfig, replace
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     Clock,
+    DataSizes,
     Study,
+    all_rows,
     flat_metrics,
     format_duration,
     load_run_config,
@@ -179,7 +181,8 @@ def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
     return values
 
 
-def plan(cfg: AugmentStudyConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: AugmentStudyConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     return [c for _, c in _plan(cfg, _pinned(base))], 0.0
 
 
@@ -187,9 +190,7 @@ def _pinned(base: RunConfig) -> RunConfig:
     """A null `train.epochs` decided once from every training row, so the steps-matched controls can be counted."""
     if base.train.epochs is not None:
         return base
-    from slmtune.data import load_splits
-
-    return pin_epochs(base, load_splits(replace(base, **{"data.train_size": None}).data, base.seed))
+    return pin_epochs(base, all_rows(base))
 
 
 def report(summary: dict[str, Any]) -> list[str]:

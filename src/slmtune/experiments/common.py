@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from slmtune import runs
-from slmtune.config import EPOCHS, RunConfig, dump_yaml, from_dict, load_yaml, merge, replace
+from slmtune.config import EPOCHS, RunConfig, dump_yaml, find_config, from_dict, load_yaml, merge, replace
 from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.precision import resolve as resolve_precision
@@ -53,6 +53,20 @@ class DataSizes:
     """Training rows of the largest class over the smallest (labels on multi-label data)."""
     multi_label: bool = False
     """Rows hold label sets (with imbalance, what a null `train.epochs` is decided by)."""
+    smallest_class: int = 2400
+    """Training rows of the smallest class present (what caps few-shot shots)."""
+
+
+ROWS_FIELDS = ("dataset", "dataset_config", "splits", "data_dir", "test_file", "validation_file", "text_column",
+               "label_column", "multi_label", "label_separator", "val_size", "test_size", "clean", "clean_rules",
+               "max_length", "truncation")
+"""The data fields that change which rows a dataset gives, or their length in tokens (`Study.data_sizes`)."""
+
+
+def all_rows(base: RunConfig) -> Splits:
+    """`base`'s dataset with every training row kept (its `data.train_size` and `shots_per_class` set aside):
+    what a study sizes its plan, and decides per-data defaults, from."""
+    return load_splits(replace(base, **{"data.train_size": None, "data.shots_per_class": None}).data, base.seed)
 
 
 def data_sizes(base: RunConfig) -> DataSizes:
@@ -61,14 +75,15 @@ def data_sizes(base: RunConfig) -> DataSizes:
     from slmtune.models.build import load_tokenizer, resolve_model
     from slmtune.train import data_balance
 
-    splits = load_splits(replace(base, **{"data.train_size": None}).data, base.seed)
+    splits = all_rows(base)
     texts = splits.train.texts
     sample = np.random.default_rng(0).choice(len(texts), min(len(texts), 1000), replace=False)
     tokenizer = load_tokenizer(resolve_model(base.model.name))
     ids = tokenizer([texts[i] for i in sample], truncation=True, max_length=base.data.max_length)["input_ids"]
+    balance = data_balance(splits)
     return DataSizes(len(splits.train), len(splits.validation), len(splits.test), len(splits.label_names),
-                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS,
-                     data_balance(splits)["imbalance"], splits.train.multi_label)
+                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS, balance["imbalance"],
+                     splits.train.multi_label, min([c for c in balance["counts"] if c] or [0]))
 
 
 def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = DataSizes()) -> float:
@@ -162,11 +177,26 @@ def load_run_config(recipe: str | None, run_overrides: dict[str, Any] | None, cl
     return from_dict(values)
 
 
+RECIPE_FIELDS = ("recipe", "compare", "recipes")
+"""Study fields that name run recipes: written in a study file, relative to it (see `config.find_config`)."""
+
+
+def with_recipes_found(values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A study file's `values` with the recipe paths it names resolved beside the file `path`."""
+    out, path = dict(values), find_config(path)
+    for key in RECIPE_FIELDS:
+        if isinstance(out.get(key), str):
+            out[key] = str(find_config(out[key], beside=path))
+        elif isinstance(out.get(key), list):
+            out[key] = [str(find_config(r, beside=path)) if isinstance(r, str) else r for r in out[key]]
+    return out
+
+
 def load_study_config(cls: type, path: str | None, **cli: Any):
     """A study dataclass from an optional YAML file (its `study:` key names the kind) plus CLI values."""
     from dataclasses import fields
 
-    values = load_yaml(path) if path else {}
+    values = with_recipes_found(load_yaml(path), path) if path else {}
     values.pop("study", None)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
@@ -189,6 +219,7 @@ class Study:
         except OSError as exc:
             raise SlmtuneError(f"cannot write the study folder {self.root}: {exc.strerror or exc}") from None
         self._splits: dict[tuple[str, int], Splits] = {}
+        self._sizes: dict[str, DataSizes] = {}
 
     def folder(self, config: RunConfig, key: str | None = None) -> Path:
         suffix = f"-{hashlib.sha1(key.encode()).hexdigest()[:8]}" if key else ""
@@ -239,14 +270,28 @@ class Study:
         runs.write_json(path, {"key": key, "row": row})
         return row
 
+    def data_sizes(self, config: RunConfig) -> DataSizes:
+        """`data_sizes` of `config`'s dataset and tokenizer, loaded once per study (what changes neither the rows
+        kept nor their length, such as sizes and augmentation, is not part of the cache key)."""
+        data = config.data
+        key = digest({"model": config.model.name, **{k: getattr(data, k) for k in ROWS_FIELDS}})
+        if key not in self._sizes:
+            self._sizes[key] = data_sizes(config)
+        return self._sizes[key]
+
     def estimate_seconds(self, config: RunConfig) -> float:
-        """Expected wall time of one run: from finished runs of this study, else the measured prior."""
+        """Expected wall time of one run on its data: at the samples/s of this study's finished runs (measured on
+        the data's texts), else at the reference CPU's, scaled to the texts' length."""
+        from dataclasses import replace as replace_fields
+
         rates = dict(PRIOR_SAMPLES_PER_SECOND[config.model.method])
+        sizes = self.data_sizes(config)
         done = [runs.read_result(p) for p in (self.root / "runs").glob(f"{config.model.method}-*")
                 if runs.is_finished(p)]
         if done:
             rates = {k: sum(r["samples_per_second"][k] for r in done) / len(done) for k in ("train", "eval")}
-        return run_seconds(config, rates)
+            sizes = replace_fields(sizes, tokens=REFERENCE_TOKENS)  # measured on these texts already
+        return run_seconds(config, rates, sizes)
 
     def write_summary(self, rows: list[dict[str, Any]], extra: dict[str, Any]) -> pd.DataFrame:
         frame = pd.DataFrame(rows)

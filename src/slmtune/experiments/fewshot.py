@@ -24,6 +24,7 @@ from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics
 from slmtune.experiments.common import (
     Clock,
+    DataSizes,
     Study,
     flat_metrics,
     format_duration,
@@ -147,9 +148,8 @@ def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 
 
 def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-
     from slmtune.methods.embeddings import embed, load_encoder
+    from slmtune.models.head_init import logistic_probe
 
     clock = Clock()
     splits = study.splits(config)
@@ -157,7 +157,7 @@ def _probe(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any
     cache = study.root / "cache"
     train_x = embed(encoder, splits.train.texts, max_length=config.data.max_length, cache_dir=cache)
     test_x = embed(encoder, splits.test.texts, max_length=config.data.max_length, cache_dir=cache)
-    probe = LogisticRegression(C=cfg.probe_c, max_iter=2000).fit(train_x, splits.train.labels)
+    probe = logistic_probe(train_x, splits.train.labels, cfg.probe_c, seed=0)
     return _row(splits, probe.predict(test_x), clock.elapsed, clock.elapsed, probe.coef_.size + probe.intercept_.size)
 
 
@@ -255,13 +255,16 @@ CONFIG = FewShotConfig
 run = run_fewshot
 
 
-def plan(cfg: FewShotConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
-    """Runs of the lora and full methods; seconds of the methods with their own loops (kept rows count as done)."""
+def plan(cfg: FewShotConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
+    """Runs of the lora and full methods; seconds of the methods with their own loops (kept rows count as done),
+    for shots up to the smallest class's rows, as `run` takes them."""
     from slmtune.experiments.common import EVAL_RATE, FULL_TRAIN_RATE, SETFIT_PAIRS_PER_SECOND, row_file
     from slmtune.methods.prompt_head import steps_for
 
     out, extra, probe_left = [], 0.0, False
-    for k in cfg.shots:
+    classes = data.classes
+    for k in sorted(k for k in set(cfg.shots) if k <= data.smallest_class):
         for draw in range(cfg.draws):
             for method in cfg.methods:
                 if method in OWN_LOOP and root is not None:
@@ -270,15 +273,15 @@ def plan(cfg: FewShotConfig, base: RunConfig, cli_overrides: list[str] | None, a
                         continue  # kept from an earlier run of this part
                 probe_left = probe_left or method == "probe"
                 if method == "prompt":
-                    steps = steps_for(4 * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
-                    extra += steps * base.train.batch_size / FULL_TRAIN_RATE + 7600 / EVAL_RATE
+                    steps = steps_for(classes * k, base.train.batch_size, cfg.prompt_min_steps, cfg.prompt_epochs)
+                    extra += steps * base.train.batch_size / FULL_TRAIN_RATE + data.test / EVAL_RATE
                 if method == "setfit":  # SetFit's default oversampling: 2 x max(same-, cross-class) pairs
-                    same, cross = 4 * k * (k - 1) // 2, 6 * k * k
-                    extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + 7600 / EVAL_RATE
+                    same, cross = classes * k * (k - 1) // 2, classes * (classes - 1) // 2 * k * k
+                    extra += 2 * max(same, cross) / SETFIT_PAIRS_PER_SECOND + data.test / EVAL_RATE
                 if method not in ("lora", "full"):
                     continue
-                out.append(with_min_steps(draw_config(cfg, base, k, draw, method), 4 * k, cfg.min_steps))
-    return out, extra + (7600 / EVAL_RATE if probe_left else 0.0)  # the probe embeds the test set once
+                out.append(with_min_steps(draw_config(cfg, base, k, draw, method), classes * k, cfg.min_steps))
+    return out, extra + (data.test / EVAL_RATE if probe_left else 0.0)  # the probe embeds the test set once
 
 
 def report(summary: dict[str, Any]) -> list[str]:

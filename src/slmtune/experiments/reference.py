@@ -30,6 +30,7 @@ from slmtune.experiments.common import (
     load_run_config,
     run_key,
     run_seconds,
+    with_recipes_found,
 )
 from slmtune.experiments.registry import STUDIES
 
@@ -62,6 +63,10 @@ def load_reference_config(path: str, name: str | None = None) -> ReferenceConfig
     unknown = sorted(set(values) - {"name", "recipe", "parts"})
     if unknown:
         raise SlmtuneError(f"unknown field(s) {', '.join(unknown)} in {path}; known: name, recipe, parts")
+    values = with_recipes_found(values, path)
+    if isinstance(values.get("parts"), dict):
+        values["parts"] = {part: with_recipes_found(settings, path) if isinstance(settings, dict) else settings
+                           for part, settings in values["parts"].items()}
     cfg = ReferenceConfig(**values)
     cfg.name = name or cfg.name
     return cfg
@@ -87,13 +92,13 @@ def _study_cfg(kind: str, name: str, settings: dict[str, Any], recipe: str):
 # ------------------------------------------------------------------------------------------------ plan
 
 
-def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, available: int,
+def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, data: DataSizes,
                  root: Path | None = None) -> tuple[list[RunConfig], float]:
-    """The training runs a part will ask for, and the seconds (on the reference CPU) of the work it does outside
-    them: each study's own `plan` (slmtune.experiments.registry). `root` (the part's folder) lets results it
-    already keeps count as done."""
+    """The training runs a part will ask for, and the seconds (on the reference CPU, at REFERENCE_TOKENS a text)
+    of the work it does outside them: each study's own `plan` (slmtune.experiments.registry). `root` (the
+    part's folder) lets results it already keeps count as done."""
     return STUDIES[kind].load().plan(cfg, load_run_config(cfg.recipe, cfg.run, cli_overrides), cli_overrides,
-                                     available, root)
+                                     data, root)
 
 
 def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: str = "auto") -> dict[str, float]:
@@ -184,15 +189,14 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     names = list(kinds)
     study_cfgs = {n: _study_cfg(kinds[n], n, cfg.parts[n], cfg.recipe) for n in names}
     sizes = sizes or data_sizes(load_run_config(cfg.recipe, {}, cli_overrides))
-    available = sizes.train
     seen: set[str] = set()
     finished = {p.name for p in root.glob("*/runs/*") if runs.is_finished(p)}
     parts, total, new, seconds, disk = {}, 0, 0, 0.0, 0.0
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
-        configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, available, root / name)
-        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": extra_seconds / speed, "disk_mb": 0.0,
-             "new": []}
+        configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, sizes, root / name)
+        outside_runs = extra_seconds / speed * sizes.tokens / REFERENCE_TOKENS  # estimated at the reference length
+        p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": outside_runs, "disk_mb": 0.0, "new": []}
         shares = getattr(STUDIES[kind].load(), "shares_runs", None)
         shareable = shares(study_cfg) if shares else True  # configs that name their runs are shared by parts
         for config in configs:

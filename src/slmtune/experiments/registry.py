@@ -5,8 +5,8 @@ Each study is a module of slmtune.experiments that follows one protocol:
 - `CONFIG`: its dataclass (fields with docstrings; `name`, `recipe` and `run` are shared by all);
 - `run(cfg, study_dir=None, cli_overrides=None, progress=print, **options) -> summary` (also written to
   the study folder as summary.json), resumable: finished runs and kept results are reused;
-- `plan(cfg, base, cli_overrides, available, root) -> (run configs, seconds of work outside runs)`: what `run`
-  will train, for the estimate before a whole study starts;
+- `plan(cfg, base, cli_overrides, data, root) -> (run configs, seconds of work outside runs)`: what `run`
+  will train, for the estimate before a whole study starts (`data`: the dataset's `common.DataSizes`);
 - `report(summary) -> lines`: what the CLI prints when it ends;
 - optional `shares_runs(cfg) -> bool` (default True: its configs name their runs, so parts share them) and
   `from_cli(values) -> values` (turns flag values into config fields).

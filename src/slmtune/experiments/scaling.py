@@ -12,7 +12,9 @@ from slmtune.data import Splits
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
     Clock,
+    DataSizes,
     Study,
+    all_rows,
     flat_metrics,
     format_duration,
     load_run_config,
@@ -130,12 +132,11 @@ def one_recipe(base: RunConfig, sizes: list[int], everything: Splits) -> RunConf
     return replace(base, **{"model.head_init": base.head_init_for(max(sizes), len(everything.label_names))})
 
 
-def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
-    sizes = sizes_for(cfg, available)
+def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
+    sizes = sizes_for(cfg, data.train)
     if base.model.head_init == "auto" or base.train.epochs is None:
-        from slmtune.data import load_splits
-
-        base = one_recipe(base, sizes, load_splits(replace(base, **{"data.train_size": None}).data, base.seed))
+        base = one_recipe(base, sizes, all_rows(base))
     return [with_min_steps(replace(base, seed=seed, **{"data.train_size": n}), n, cfg.min_steps)
             for n in sizes for seed in cfg.seeds], 0.0
 

@@ -12,7 +12,15 @@ import numpy as np
 from slmtune import stats
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.experiments.common import (
+    Clock,
+    DataSizes,
+    Study,
+    flat_metrics,
+    format_duration,
+    load_run_config,
+    study_metric,
+)
 from slmtune.multilabel import metric_name
 
 METRICS = ("test_accuracy", "test_macro_f1", "validation_accuracy", "train_seconds")
@@ -133,7 +141,8 @@ CONFIG = SeedsConfig
 run = run_seeds
 
 
-def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     configs = [base] + ([load_run_config(cfg.compare, cfg.compare_run, cli_overrides)] if cfg.compare else [])
     return [replace(c, seed=s) for c in configs for s in resolve_seeds(cfg.seeds, cfg.num_runs)], 0.0
 

@@ -18,7 +18,15 @@ from transformers import TrainerCallback
 
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import Clock, Study, flat_metrics, format_duration, load_run_config, study_metric
+from slmtune.experiments.common import (
+    Clock,
+    DataSizes,
+    Study,
+    flat_metrics,
+    format_duration,
+    load_run_config,
+    study_metric,
+)
 from slmtune.multilabel import metric_name
 
 LR_VALUES = [1e-5, 5e-5, 1e-4, 2e-4, 5e-4]
@@ -390,7 +398,8 @@ def shares_runs(cfg: SweepConfig) -> bool:
     return not cfg.search  # search trials train sampled values: their configs are not known in advance
 
 
-def plan(cfg: SweepConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: SweepConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     base = with_method(base, cfg.method)
     if cfg.search:
         return [base] * cfg.search, 0.0

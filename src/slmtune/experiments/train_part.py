@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.config import RunConfig
-from slmtune.experiments.common import Study, flat_metrics, load_run_config
+from slmtune.experiments.common import DataSizes, Study, flat_metrics, load_run_config
 
 
 @dataclass
@@ -38,7 +38,8 @@ CONFIG = TrainPartConfig
 run = run_train_part
 
 
-def plan(cfg: TrainPartConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: TrainPartConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     return [load_run_config(r, cfg.run, cli_overrides) for r in cfg.recipes], 0.0
 
 

@@ -161,8 +161,7 @@ def run_study(module, cfg, study_dir: str | Path | None, overrides: list[str], o
         from slmtune.experiments.common import data_sizes, load_run_config
 
         base = load_run_config(cfg.recipe, cfg.run, overrides)
-        available = data_sizes(base).train
-        configs, _ = module.plan(cfg, base, overrides, available, root)
+        configs, _ = module.plan(cfg, base, overrides, data_sizes(base), root)
         run_workers([(root, config) for config in configs], root, workers, storage,
                     worker_command(argv or []), progress=progress)
     return module.run(cfg, study_dir, overrides, **options)

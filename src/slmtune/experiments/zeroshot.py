@@ -16,7 +16,7 @@ from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.evaluate import classification_metrics, predict_logits
-from slmtune.experiments.common import Clock, Study, load_run_config, single_label_only
+from slmtune.experiments.common import Clock, DataSizes, Study, load_run_config, single_label_only
 from slmtune.methods.zeroshot import default_descriptions, label_prompts, nli_predict, prompt_classifier, templates_for
 
 PROMPT_SETS = {
@@ -143,7 +143,8 @@ def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
     return values
 
 
-def plan(cfg: ZeroShotConfig, base: RunConfig, cli_overrides: list[str] | None, available: int, root: Path):
+def plan(cfg: ZeroShotConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
+         root: Path):
     """No training run: one pass over the test set for the untrained head, one for the embeddings (kept results
     count as done)."""
     from slmtune.experiments.common import EVAL_RATE, row_file
@@ -152,7 +153,7 @@ def plan(cfg: ZeroShotConfig, base: RunConfig, cli_overrides: list[str] | None, 
     if root is not None and (root / "rows").is_dir():
         descriptions = label_descriptions(cfg, load_splits(base.data, base.seed).test.label_names)
         left = {m for m in left if not row_file(root, *kept_row(cfg, base, m, descriptions)).exists()}
-    return [], 7600 / EVAL_RATE * (("untrained-head" in left) + bool(left - {"untrained-head"}))
+    return [], data.test / EVAL_RATE * (("untrained-head" in left) + bool(left - {"untrained-head"}))
 
 
 def report(summary: dict[str, Any]) -> list[str]:

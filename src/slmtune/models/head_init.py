@@ -55,14 +55,25 @@ def head_features(model: torch.nn.Module, ids: list[list[int]], pad_id: int, bat
     return features
 
 
+def logistic_probe(features: np.ndarray, labels: list[int], c: float = 1.0, seed: int = 0):
+    """A multinomial logistic regression (L2, inverse strength `c`) fitted on `features`; one or a few rows a
+    class is what a probe is for, so scikit-learn's warning that there are many classes for the rows is not
+    shown."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(features, labels)
+
+
 def probe_head(model: torch.nn.Module, ids: list[list[int]], labels: list[int], pad_id: int, c: float = 1.0,
                seed: int = 0) -> float:
     """Fit the output layer as a multinomial logistic regression (L2, inverse strength `c`) on the frozen
     features of (ids, labels) and write it into the model; returns the probe's training accuracy."""
-    from sklearn.linear_model import LogisticRegression
-
     features = head_features(model, ids, pad_id)
-    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(features, labels)
+    probe = logistic_probe(features, labels, c, seed)
     layer = output_layer(model)
     coef, intercept = probe.coef_, probe.intercept_
     if len(probe.classes_) == 2:  # scikit-learn keeps one row for two classes: split it symmetrically

@@ -15,8 +15,8 @@ from conftest import tiny_overrides
 pytest.importorskip("optuna")
 
 
-def _seeds_file(tmp_path, tiny_models, synthetic_files, seeds):
-    run = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 12, "train.max_evals": 2})
+def _seeds_file(tmp_path, tiny_models, synthetic_files, seeds, epochs=12):
+    run = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": epochs, "train.max_evals": 2})
     run["data"].update(train_size=48, val_size=12)
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump({"study": "seeds", "name": "s", "run": run, "seeds": seeds}))
@@ -58,7 +58,9 @@ def test_two_workers_train_each_run_once_with_the_results_of_one(tiny_models, sy
         with sqlalchemy.create_engine(storage).begin() as connection:
             connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
         storage = f"{storage}?options=-csearch_path%3D{schema}"
-    study_file = _seeds_file(tmp_path, tiny_models, synthetic_files, [1, 2, 3, 4])
+    # runs long enough (several seconds each) that the second process, which takes 6-10 s to import torch and
+    # join the queue on a 2-core machine, still finds runs to take
+    study_file = _seeds_file(tmp_path, tiny_models, synthetic_files, [1, 2, 3, 4], epochs=40)
     parallel = _seeds(study_file, tmp_path / "parallel", "--workers", "2", storage=storage)
     assert parallel.returncode == 0, parallel.stdout[-3000:] + parallel.stderr[-3000:]
     assert "queue: 4 run(s) to train, 2 worker(s) with 1 CPU thread(s) each" in parallel.stdout

@@ -23,15 +23,11 @@ def test_a_one_shot_probe_fits_quietly():
     """One row a class is what a probe is for: scikit-learn's 'many classes for the rows' warning stays hidden."""
     import warnings
 
-    features = np.random.default_rng(0).normal(size=(22, 8))  # 1 shot of 22 classes (scikit-learn warns from 21)
+    features = np.random.default_rng(0).normal(size=(22, 8))  # 1 shot of 22 classes (recent scikit-learn warns)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         probe = logistic_probe(features, list(range(22)))
     assert list(probe.classes_) == list(range(22)) and (probe.predict(features) == np.arange(22)).all()
-    with pytest.warns(UserWarning, match="unique classes"):  # what the probe hides, when fitted directly
-        from sklearn.linear_model import LogisticRegression
-
-        LogisticRegression().fit(features, list(range(22)))
 
 
 @pytest.mark.parametrize("kind, pooling", [("bert", "cls"), ("bert", "mean"), ("distilbert", "cls")])

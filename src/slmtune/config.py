@@ -493,8 +493,8 @@ def find_config(path: str | Path, beside: str | Path | None = None) -> Path:
     given = Path(path)
     if given.exists() or given.is_absolute():
         return given
-    folders = [Path(beside).resolve().parent, *Path(beside).resolve().parent.parents] if beside else []
-    candidates = [folder / given for folder in folders]
+    folder = Path(beside).resolve().parent if beside else None
+    candidates = [f / given for f in (folder, *folder.parents)] if folder else []
     if given.parts and given.parts[0] == "configs":
         candidates.append(PACKAGED_CONFIGS.joinpath(*given.parts[1:]))
     return next((c for c in candidates if c.is_file()), given)

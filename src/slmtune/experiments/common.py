@@ -57,25 +57,28 @@ class DataSizes:
     """Training rows of the smallest class present (what caps few-shot shots)."""
 
 
-ROWS_FIELDS = ("dataset", "dataset_config", "splits", "data_dir", "test_file", "validation_file", "text_column",
-               "label_column", "multi_label", "label_separator", "val_size", "test_size", "clean", "clean_rules",
-               "max_length", "truncation")
-"""The data fields that change which rows a dataset gives, or their length in tokens (`Study.data_sizes`)."""
+NOT_ROWS_FIELDS = ("train_size", "shots_per_class", "augment_ratio", "augment_ops", "augment_rate", "back_translation")
+"""Data fields that change neither the rows a dataset holds nor their length (`Study.data_sizes`)."""
+
+
+def every_row(config: RunConfig) -> RunConfig:
+    """`config` with every training row kept (its `data.train_size` and `shots_per_class` set aside)."""
+    return replace(config, **{"data.train_size": None, "data.shots_per_class": None})
 
 
 def all_rows(base: RunConfig) -> Splits:
-    """`base`'s dataset with every training row kept (its `data.train_size` and `shots_per_class` set aside):
-    what a study sizes its plan, and decides per-data defaults, from."""
-    return load_splits(replace(base, **{"data.train_size": None, "data.shots_per_class": None}).data, base.seed)
+    """`base`'s dataset with every training row kept: what a study sizes its plan, and decides per-data
+    defaults, from."""
+    return load_splits(every_row(base).data, base.seed)
 
 
-def data_sizes(base: RunConfig) -> DataSizes:
-    """What `base`'s dataset holds once every training row is kept, and how long its texts are (loads both the
-    data and the model's tokenizer)."""
+def data_sizes(base: RunConfig, splits: Splits | None = None) -> DataSizes:
+    """What `base`'s dataset holds once every training row is kept (`splits`, loaded when not given), and how
+    long its texts are (loads the model's tokenizer)."""
     from slmtune.models.build import load_tokenizer, resolve_model
     from slmtune.train import data_balance
 
-    splits = all_rows(base)
+    splits = splits or all_rows(base)
     texts = splits.train.texts
     sample = np.random.default_rng(0).choice(len(texts), min(len(texts), 1000), replace=False)
     tokenizer = load_tokenizer(resolve_model(base.model.name))
@@ -271,12 +274,12 @@ class Study:
         return row
 
     def data_sizes(self, config: RunConfig) -> DataSizes:
-        """`data_sizes` of `config`'s dataset and tokenizer, loaded once per study (what changes neither the rows
-        kept nor their length, such as sizes and augmentation, is not part of the cache key)."""
-        data = config.data
-        key = digest({"model": config.model.name, **{k: getattr(data, k) for k in ROWS_FIELDS}})
+        """`data_sizes` of `config`'s dataset and tokenizer, once per study (sizes, augmentation and the seed are
+        not part of the key), from the study's own copy of every training row."""
+        data = {k: v for k, v in config.to_dict()["data"].items() if k not in NOT_ROWS_FIELDS}
+        key = digest({"model": config.model.name, "data": data})
         if key not in self._sizes:
-            self._sizes[key] = data_sizes(config)
+            self._sizes[key] = data_sizes(config, self.splits(every_row(config)))
         return self._sizes[key]
 
     def estimate_seconds(self, config: RunConfig) -> float:

@@ -26,6 +26,7 @@ from slmtune.experiments.common import (
     Clock,
     DataSizes,
     Study,
+    every_row,
     flat_metrics,
     format_duration,
     load_run_config,
@@ -204,7 +205,7 @@ def run_fewshot(cfg: FewShotConfig, study_dir: str | Path | None = None, cli_ove
     study = Study(study_dir or Path("studies") / cfg.name)
     study.write_study_yaml({"study": "fewshot", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                             "cli_overrides": cli_overrides or []})
-    pool = study.splits(replace(base, **{"data.train_size": None, "data.shots_per_class": None})).train
+    pool = study.splits(every_row(base)).train
     smallest = int(min(c for c in np.bincount(pool.labels, minlength=len(pool.label_names)) if c))
     shots = sorted(k for k in set(cfg.shots) if k <= smallest)
     if not shots:

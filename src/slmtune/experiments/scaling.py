@@ -15,6 +15,7 @@ from slmtune.experiments.common import (
     DataSizes,
     Study,
     all_rows,
+    every_row,
     flat_metrics,
     format_duration,
     load_run_config,
@@ -50,8 +51,7 @@ def run_scaling(cfg: ScalingConfig, study_dir: str | Path | None = None, cli_ove
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise SlmtuneError("seeds must be a non-empty list without duplicates")
     study = Study(study_dir or Path("studies") / cfg.name)
-    probe = replace(base, **{"data.train_size": None})
-    everything = study.splits(probe)
+    everything = study.splits(every_row(base))
     available = len(everything.train)
     sizes = sizes_for(cfg, available)
     base = one_recipe(base, sizes, everything)

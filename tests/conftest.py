@@ -133,3 +133,30 @@ def crashed(output: str) -> bool:
     """A traceback in a command's output other than Python's "Exception ignored in ..." reports (a signal that
     lands inside a weakref callback or __del__ is reported that way by Python itself, and the run goes on)."""
     return output.count("Traceback (most recent call last)") > output.count("Exception ignored")
+
+
+GATE_DIR = Path(__file__).resolve().parent / "gate"
+
+
+def gated_env(gate: Path) -> dict[str, str]:
+    """The environment of a subprocess whose training runs wait at their first step for the test (tests/gate)."""
+    gate.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join(p for p in (str(GATE_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "SLMTUNE_TEST_GATE": str(gate)}
+
+
+def wait_until(predicate, seconds: float = 300, what: str = "the awaited state") -> None:
+    """Poll `predicate` (a file a process writes, a state it reaches) until it holds; fail after `seconds`, a bound
+    for a hung process only, never a synchronisation."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never reached: {what}")
+        time.sleep(0.02)
+
+
+def started(gate: Path, pid: int | None = None) -> list[str]:
+    """The gate markers of runs waiting (or let through): `started-<pid>-<k>`, for one process or all."""
+    return sorted(p.name for p in gate.glob(f"started-{pid if pid is not None else '*'}-*"))

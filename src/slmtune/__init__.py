@@ -21,6 +21,7 @@ _EXPORTS = {
     "slmtune.serve.inference": ["evaluate_run", "predict", "predict_file"],
     "slmtune.serve.loading": ["load_run"],
     "slmtune.models": ["get_model", "load_classifier", "load_tokenizer"],
+    "slmtune.resolve": ["DataFacts", "ResolvedRun", "resolve"],
     "slmtune.train": ["RunResult", "train"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -5,115 +5,59 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-from slmtune.config import DATA_SHORTCUTS, TRAIN_SHORTCUTS, shortcut_kwargs
+from slmtune.commands import (
+    cmd_clean,
+    cmd_config,
+    cmd_env,
+    cmd_evaluate,
+    cmd_export,
+    cmd_predict,
+    cmd_report,
+    cmd_study,
+    cmd_study_kind,
+    cmd_train,
+)
 from slmtune.errors import SlmtuneError
 
+# `slmtune train` flags that set the most used fields (`--model X` is `model.name=X`): flag -> (field, help).
+TRAIN_SHORTCUTS = {  # --flag: (config field, help)
+    "--model": ("model.name", "minilm-l6 (default), distilbert-base-uncased, a Hub id or a local folder"),
+    "--data-dir": ("data.data_dir", "AG News CSV folder (default: $SLMTUNE_DATA_DIR, else the Hub)"),
+    "--dataset": ("data.dataset", "ag_news, a CSV/TSV/JSONL/Parquet training file, a folder of train/validation/"
+                                  "test files, or a Hugging Face dataset id"),
+    "--dataset-config": ("data.dataset_config", "the Hugging Face dataset's configuration, e.g. sst2 of glue"),
+    "--test-file": ("data.test_file", "test rows for a dataset file (default: its own test split, else 20%)"),
+    "--text-column": ("data.text_column", "the text column of a custom dataset"),
+    "--label-column": ("data.label_column", "the label column of a custom dataset"),
+    "--output-dir": ("output_dir", "run folder (default runs/<name>-<timestamp>); must be new or empty"),
+    "--multi-label": ("data.multi_label", "each row holds a set of labels, separated by --label-separator"),
+    "--label-separator": ("data.label_separator", "multi-label: what separates a row's labels (default ,)"),
+    "--blend": ("model.blend", "tfidf: average the encoder with TF-IDF + logistic regression, weight chosen on "
+                               "validation; predict, evaluate and export serve the blend"),
+    "--name": ("name", "run name"),
+    "--seed": ("seed", "seed of the data draw, batch order and initialisation"),
+}
 
-def _one_of_text_or_input(args: argparse.Namespace) -> None:
-    if bool(args.text) == bool(args.input):
-        raise SlmtuneError("give --text (one or more) or --input FILE")
+
+# The TRAIN_SHORTCUTS that every study command takes too: which data a study runs on.
+DATA_SHORTCUTS = ("--dataset", "--dataset-config", "--test-file", "--text-column", "--label-column", "--multi-label",
+                  "--label-separator")
+def shortcut_kwargs(flag: str) -> dict[str, Any]:
+    """argparse settings of a TRAIN_SHORTCUTS flag: a switch for a boolean field, else a typed value."""
+    help_text = TRAIN_SHORTCUTS[flag][1].replace("%", "%%")  # argparse formats help with %
+    if flag == "--multi-label":
+        return {"action": "store_const", "const": "true", "help": help_text}
+    return {"help": help_text, "type": int if flag == "--seed" else str}
 
 
-def _with_shortcuts(args: argparse.Namespace, flags) -> list[str]:
+def with_shortcuts(args: argparse.Namespace, flags) -> list[str]:
     """The `key=value` overrides of the command line, after those its shortcut flags (`--dataset X`) stand for."""
     given = {TRAIN_SHORTCUTS[flag][0]: getattr(args, flag[2:].replace("-", "_")) for flag in flags}
     return [f"{k}={v}" for k, v in given.items() if v is not None] + list(args.overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from slmtune.config import load_config
-    from slmtune.console import train_summary
-    from slmtune.train import train
-
-    config = load_config(args.config, _with_shortcuts(args, TRAIN_SHORTCUTS), method=args.method)
-    print(train_summary(train(config, overwrite=args.overwrite), config))
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from slmtune.console import evaluation_summary
-    from slmtune.serve.inference import evaluate_run
-
-    metrics = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
-    print(evaluation_summary(metrics, args.run_dir, args.split))
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from slmtune.console import prediction_lines
-    from slmtune.serve.inference import predict, predict_file, write_predictions
-
-    _one_of_text_or_input(args)
-    if args.input:
-        output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend,
-                                    max_change=args.max_change)
-        print(f"{rows} predictions written to {output}")
-    else:
-        predictions = predict(args.run_dir, args.text, backend=args.backend, max_change=args.max_change)
-        if args.output:
-            print(f"{len(predictions)} predictions written to {write_predictions(args.output, args.text, predictions)}")
-        print(prediction_lines(args.text, predictions))
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from slmtune.serve.export import export_run
-
-    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
-    print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
-
-
-def cmd_clean(args: argparse.Namespace) -> None:
-    from slmtune.console import cleaning_preview
-    from slmtune.data.clean import clean_file, clean_text
-
-    _one_of_text_or_input(args)
-    pairs = ([(t, clean_text(t, args.rules)) for t in args.text or []]
-             or clean_file(args.input, args.output, args.text_column, args.rules))
-    print(cleaning_preview(pairs, args.output, args.preview))
-
-
-def cmd_study_kind(args: argparse.Namespace) -> None:
-    """Any registered study: its flags onto its config, its `run`, its report."""
-    kind = args.study_kind
-    flag_text = {flag.field: getattr(args, flag.field + "_flag") for flag in kind.flags}
-    overrides = _with_shortcuts(args, DATA_SHORTCUTS)
-    print(kind.run_from_cli(flag_text, args.config, args.study_dir, overrides, args.workers,
-                            getattr(args, "queue_storage", None), getattr(args, "queue_worker", False), args.argv,
-                            name=args.name, recipe=args.recipe))
-
-
-def cmd_study(args: argparse.Namespace) -> None:
-    from slmtune.console import study_summary
-    from slmtune.experiments.reference import load_reference_config, run_reference
-    from slmtune.experiments.workers import worker_command
-
-    if bool(args.config) == bool(args.config_file):
-        raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
-    cfg = load_reference_config(args.config or args.config_file, args.name)
-    only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
-    print(study_summary(run_reference(
-        cfg, args.study_dir, _with_shortcuts(args, DATA_SHORTCUTS), only=only, budget=args.budget,
-        dry_run=args.dry_run,
-        workers=args.workers, storage=args.queue_storage, worker=args.queue_worker,
-        worker_argv=worker_command(args.argv))))
-
-
-def cmd_config(args: argparse.Namespace) -> None:
-    from slmtune.config import reference_markdown, reference_text
-
-    print(reference_markdown() if args.markdown else reference_text(args.field or ""), end="")
-
-
-def cmd_env(args: argparse.Namespace) -> None:
-    from slmtune.runs import diagnostics, diagnostics_text
-
-    print(diagnostics_text(diagnostics(), as_json=args.json))
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from slmtune.report.html import build_report
-
-    path = build_report(args.folder, args.output)
-    print(f"slmtune report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
 
 
 USAGE_ERROR = 64  # EX_USAGE: the command line is wrong (input errors exit 2, unexpected failures 1, Ctrl-C 130)

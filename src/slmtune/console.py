@@ -20,31 +20,32 @@ def _num(value: float | None) -> str:
 
 
 def train_summary(result: Any, config: Any) -> str:
-    """The end of `slmtune train`: folder, model, parameters, validation and test scores, seconds."""
+    """The end of `slmtune train`: folder, model, parameters, validation and test scores, the baseline and blend,
+    seconds, and the advice line when TF-IDF did better on validation."""
     test, val, p, sec = result.metrics["test"], result.metrics["validation"], result.params, result.seconds
-    model = config.model
-    if "micro_f1" in test:  # multi-label
-        return table([
-            ("run folder", str(result.run_dir)), ("model / method", f"{model.name} / {model.method}"),
+    multi = "micro_f1" in test
+    first, name = ("micro_f1", "micro-F1") if multi else ("accuracy", "accuracy")
+    rows = [("run folder", str(result.run_dir)), ("model / method", f"{config.model.name} / {config.model.method}"
+                                                 f"{' + TF-IDF blend' if result.blend else ''}"),
             ("trainable params", f"{p['trainable']:,} of {p['total']:,} ({p['percent']:.2f}%)"),
-            ("validation micro-F1", _num(val["micro_f1"])), ("test micro-F1", f"{_num(test['micro_f1'])}  "
-                                                                           f"(n={test['n']})"),
-            ("test macro-F1", _num(test["macro_f1"])), ("test subset accuracy", _num(test["subset_accuracy"])),
-            *([("TF-IDF baseline micro / macro-F1", f"{_num(base['micro_f1'])} / {_num(base['macro_f1'])}  (model "
-                f"{base['model_minus_baseline']['micro_f1']:+.4f} / {base['model_minus_baseline']['macro_f1']:+.4f})")]
-              if (base := result.baseline) else []),
-            ("seconds train / eval / total", f"{sec['train']:.0f} / {sec['eval']:.0f} / {sec['total']:.0f}"),
-        ], title="\nslmtune train: done")
-    return table([
-        ("run folder", str(result.run_dir)), ("model / method", f"{model.name} / {model.method}"),
-        ("trainable params", f"{p['trainable']:,} of {p['total']:,} ({p['percent']:.2f}%)"),
-        ("validation accuracy", _num(val["accuracy"])), ("test accuracy", f"{_num(test['accuracy'])}  (n={test['n']})"),
-        ("test macro-F1", _num(test["macro_f1"])),
-        *([("TF-IDF baseline acc / F1", f"{_num(base['accuracy'])} / {_num(base['macro_f1'])}  (model "
-            f"{base['model_minus_baseline']['accuracy']:+.4f} / {base['model_minus_baseline']['macro_f1']:+.4f})")]
-          if (base := result.baseline) else []),
-        ("seconds train / eval / total", f"{sec['train']:.0f} / {sec['eval']:.0f} / {sec['total']:.0f}"),
-    ], title="\nslmtune train: done")
+            (f"validation {name}", _num(val[first])), (f"test {name}", f"{_num(test[first])}  (n={test['n']})"),
+            ("test macro-F1", _num(test["macro_f1"]))]
+    if multi:
+        rows.append(("test subset accuracy", _num(test["subset_accuracy"])))
+    short = "micro / macro-F1" if multi else "acc / F1"
+    if blend := result.blend:
+        weight = blend["weight"]
+        alone = blend["test_encoder"]
+        rows += [("blend: encoder weight", f"{weight:.2f}" if not isinstance(weight, list) else
+                  f"{min(weight):.2f}-{max(weight):.2f} (per label)"),
+                 (f"encoder alone {short}", f"{_num(alone[first])} / {_num(alone['macro_f1'])}")]
+    if base := result.baseline:
+        gap = base["model_minus_baseline"]
+        rows.append((f"TF-IDF baseline {short}", f"{_num(base[first])} / {_num(base['macro_f1'])}  (model "
+                     f"{gap[first]:+.4f} / {gap['macro_f1']:+.4f})"))
+    rows.append(("seconds train / eval / total", f"{sec['train']:.0f} / {sec['eval']:.0f} / {sec['total']:.0f}"))
+    advice = f"\n  note: {result.advice}" if result.advice else ""
+    return table(rows, title="\nslmtune train: done") + advice
 
 
 def evaluation_summary(metrics: dict, run_dir: str | Path, split: str) -> str:

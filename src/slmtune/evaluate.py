@@ -94,17 +94,29 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     }
 
 
-def score_split(logits: np.ndarray, data, thresholds=None) -> tuple[dict, np.ndarray]:
-    """(metrics, probabilities) of a split's logits: softmax and argmax, or for multi-label data sigmoid scores
-    decided at `thresholds` (one per label; 0.5 when None)."""
-    if not data.multi_label:
-        probs = softmax(logits)
-        return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs
-    from slmtune.multilabel import decide, multi_hot, multilabel_metrics, sigmoid
+def scores_of(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Class probabilities (softmax), or each label's sigmoid score on multi-label data."""
+    if not multi_label:
+        return softmax(logits)
+    from slmtune.multilabel import sigmoid
 
-    scores = sigmoid(logits)
-    predicted = decide(scores, 0.5 if thresholds is None else thresholds)
-    return multilabel_metrics(multi_hot(data.labels, len(data.label_names)), predicted, data.label_names), scores
+    return sigmoid(logits)
+
+
+def score_probs(probs: np.ndarray, data, thresholds=None) -> tuple[dict, np.ndarray]:
+    """(metrics, probabilities) of a split's probabilities: argmax, or for multi-label data the scores decided at
+    `thresholds` (one per label; 0.5 when None)."""
+    if not data.multi_label:
+        return classification_metrics(data.labels, probs.argmax(axis=1), data.label_names), probs
+    from slmtune.multilabel import decide, multi_hot, multilabel_metrics
+
+    predicted = decide(probs, 0.5 if thresholds is None else thresholds)
+    return multilabel_metrics(multi_hot(data.labels, len(data.label_names)), predicted, data.label_names), probs
+
+
+def score_split(logits: np.ndarray, data, thresholds=None) -> tuple[dict, np.ndarray]:
+    """score_probs of a split's logits."""
+    return score_probs(scores_of(logits, data.multi_label), data, thresholds)
 
 
 def classification_report_text(metrics: dict) -> str:

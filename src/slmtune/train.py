@@ -25,24 +25,29 @@ from transformers import (
 )
 
 from slmtune import runs
-from slmtune.config import EPOCHS, IMBALANCED, PROBE_ROWS_PER_CLASS, RunConfig, dump_yaml, replace
+from slmtune.blend import choose_weight, mix, save_blend
+from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.data.tokenize import count_truncated
+from slmtune.errors import SlmtuneError
 from slmtune.evaluate import (
     classification_report_text,
     compute_metrics,
     encode,
     predict_logits,
+    score_probs,
     score_split,
+    scores_of,
 )
-from slmtune.methods.tfidf import class_balance, tfidf_baseline
+from slmtune.methods.tfidf import TfidfModel, fit_tfidf, tfidf_scores
 from slmtune.models import fast_dropout
 from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
 from slmtune.models.head_init import has_output_layer, prior_bias, probe_head
 from slmtune.models.pooling import first_token_only, is_mean_pooled
-from slmtune.multilabel import label_balance, metric_name, pos_weights
+from slmtune.multilabel import metric_name, pos_weights
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
+from slmtune.resolve import EPOCHS, DataFacts, ResolvedRun, balanced_weights, resolve
 from slmtune.runs.predictions import write_predictions
 from slmtune.runs.recorder import RunRecorder
 
@@ -59,6 +64,10 @@ class RunResult:
     tokenizer: Any = field(default=None, repr=False)
     baseline: dict[str, Any] | None = None
     """The TF-IDF + logistic regression baseline on the same split (`train.baseline`), with the model's margin."""
+    blend: dict[str, Any] | None = None
+    """`model.blend`: the encoder's weight and its test scores alone and blended."""
+    advice: str | None = None
+    """One line when TF-IDF, alone or blended, beats the model on validation (what to run instead)."""
 
 
 class LengthBucketSampler(Sampler[int]):
@@ -98,26 +107,6 @@ def layer_depth(name: str, num_layers: int) -> int:
     if match:
         return int(match.group(1)) + 1
     return 0 if "embeddings" in name else num_layers + 1
-
-
-def data_balance(splits: Splits) -> dict[str, Any]:
-    """Training rows per class (or label) and the imbalance ratio: largest over the smallest present one."""
-    balance = label_balance if splits.train.multi_label else class_balance
-    return balance(splits.train.labels, len(splits.label_names))
-
-
-def selection_metric(metric: str, imbalance: float, multi_label: bool = False) -> str:
-    """The validation metric that picks the checkpoint: `auto` is micro-F1 on multi-label data, macro-F1 on
-    imbalanced data, else accuracy."""
-    if metric != "auto":
-        return metric
-    return "micro_f1" if multi_label else "macro_f1" if imbalance > IMBALANCED else "accuracy"
-
-
-def balanced_weights(labels: list[int], n_classes: int) -> torch.Tensor:
-    """scikit-learn's `balanced` class weights: n_rows / (n_classes x rows of the class)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
 class _BucketTrainer(Trainer):
@@ -293,6 +282,250 @@ def save_model(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(str(path))
 
 
+@dataclass
+class Encoded:
+    """Token ids of the training and validation rows (the phases between tokenizing and fitting share them)."""
+
+    train: list[list[int]]
+    validation: list[list[int]]
+
+
+def record_data(result: dict[str, Any], run: ResolvedRun, splits: Splits) -> None:
+    """The run's data and every decision taken from it (with its reason) into result.json."""
+    data = run.data
+    result["label_names"] = splits.label_names
+    result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
+    result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, data.counts)),
+                      "imbalance": round(data.imbalance, 2), "selection_metric": run.metric,
+                      "class_weight": "balanced" if run.class_weighted else "none", "multi_label": data.multi_label}
+    result["resolved"] = run.as_record()
+
+
+def fit_baseline(run: ResolvedRun, splits: Splits, result: dict[str, Any]) -> TfidfModel | None:
+    """TF-IDF + logistic regression on the training rows, scored on test (`train.baseline`) and fitted for a
+    blend (`model.blend`); None when neither asks for it or the texts hold no word to count."""
+    if not (run.config.train.baseline or run.blend):
+        return None
+    tfidf = fit_tfidf(splits.train.texts, splits.train.labels, len(splits.label_names), run.config.seed)
+    if tfidf is None:
+        if run.blend:
+            raise SlmtuneError("model.blend=tfidf needs texts with words to count; these texts hold none")
+        return None
+    if run.config.train.baseline:
+        result["baseline"] = baseline = {**tfidf_scores(tfidf, splits.test.texts, splits.test.labels),
+                                         "seconds": tfidf.seconds}
+        first = "micro_f1" if run.data.multi_label else "accuracy"
+        print(f"slmtune: TF-IDF + logistic regression baseline: test {metric_name(first)} {baseline[first]:.4f}, "
+              f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
+    return tfidf
+
+
+def tokenize(config: RunConfig, splits: Splits, tokenizer, result: dict[str, Any]) -> Encoded:
+    """Token ids of the training and validation rows; how many texts truncation cut goes to result.json."""
+    cut, length = config.data.truncation, config.data.max_length
+    encoded = Encoded(encode(tokenizer, splits.train.texts, length, truncation=cut),
+                      encode(tokenizer, splits.validation.texts, length, truncation=cut))
+    result["data"]["truncated"] = truncated = {
+        "max_length": length, "side": cut,
+        **{name: count_truncated(tokenizer, part.texts, length) for name, part in (("train", splits.train),
+                                                                                  ("test", splits.test))}}
+    if truncated["train"] or truncated["test"]:
+        print(f"slmtune: {truncated['train']} of {len(splits.train)} training and {truncated['test']} of "
+              f"{len(splits.test)} test texts are longer than {length} tokens; kept: their {cut} "
+              "(data.truncation, data.max_length)", flush=True)
+    return encoded
+
+
+def build_model(run: ResolvedRun, splits: Splits, tokenizer, encoded: Encoded, result: dict[str, Any]):
+    """The classifier to train: the encoder with its head (label priors, or a probe when decided), LoRA-wrapped
+    for LoRA, with the fast dropout masks installed."""
+    config, data = run.config, run.data
+    set_seed(config.seed)  # the head and LoRA init depend on it
+    model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
+                            attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
+                            multi_label=data.multi_label)
+    if data.multi_label:
+        prior_bias(model, np.asarray(data.counts), len(splits.train))
+    result["head_init"] = head_init = run.head_init
+    if head_init == "probe" and config.model.head_init == "auto" and not has_output_layer(model):
+        result["head_init"] = head_init = "random"  # auto: an architecture without a linear output layer
+    if head_init == "probe":
+        fit = probe_head(model, encoded.train, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
+        why = f" ({run.reasons['model.head_init']})" if config.model.head_init == "auto" else ""
+        print(f"slmtune: head initialised by a linear probe{why}; training accuracy {fit:.4f}", flush=True)
+    if config.model.method == "lora":
+        model = add_lora(model, config.lora)
+    fast_dropout.install(model)  # same dropout, cheaper masks on CPU (a fifth of a step otherwise)
+    result["params"] = param_counts(model)
+    return model
+
+
+def fit_model(run: ResolvedRun, splits: Splits, model, tokenizer, encoded: Encoded, precision: Precision,
+              recorder: RunRecorder, callbacks: list[TrainerCallback] | None) -> Fitted:
+    """Train with the Trainer (length buckets, early stopping, the best checkpoint on the selection metric);
+    saves the best model to the run's model folder and returns it, LoRA merged into plain weights."""
+    config, n_labels = run.config, len(splits.label_names)
+    steps_per_epoch = math.ceil(len(encoded.train) / config.train.batch_size)
+    final_test = _FinalTestCallback(lambda m: {
+        k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config, precision)[0].items()
+        if k in ("accuracy", "macro_f1", "micro_f1")}) if config.train.final_test else None
+    weights = None
+    if run.class_weighted:
+        weights = torch.from_numpy(pos_weights(splits.train.labels, n_labels) if run.data.multi_label else
+                                   balanced_weights(splits.train.labels, n_labels)).float()
+    val_rows = sorted(_rows(encoded.validation, splits.validation), key=lambda r: len(r["input_ids"]))
+    trainer = _BucketTrainer(
+        model=model, args=_training_args(config, recorder.dir, steps_per_epoch, precision),
+        train_dataset=_rows(encoded.train, splits.train), eval_dataset=val_rows,  # sorted: little padding
+        processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_selection_metrics(run.metric),
+        callbacks=[EarlyStoppingCallback(config.train.patience, config.train.threshold),
+                   _MetricsCallback(recorder.log), *(callbacks or []), *([final_test] if final_test else [])],
+        bucket_seed=config.seed, layer_decay=config.train.layer_decay, class_weights=weights)
+    t0 = time.perf_counter()
+    # LoRA only: full fine-tuning's one frozen part, the mean-pooling layer, was measured in fp32
+    with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext(), \
+            first_token_only(model):  # a mean-pooling layer computes the one token the head reads
+        trainer.train()
+    recorder.seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
+    state = trainer.state
+    recorder.result["best"] = {"checkpoint_step": _step_of(state.best_model_checkpoint),
+                               "validation_select": state.best_metric, "epochs_run": round(state.epoch or 0.0, 3)}
+    model = trainer.model  # the best checkpoint, reloaded by the Trainer
+    save_model(model, tokenizer, recorder.dir / "model")
+    shutil.rmtree(recorder.dir / "checkpoints", ignore_errors=True)
+    if config.model.method == "lora":
+        model = model.merge_and_unload()  # plain weights: inference without adapter overhead
+    return Fitted(model, state.epoch or 0.0, final_test.metrics if final_test else None)
+
+
+@dataclass
+class Fitted:
+    """What the fitting phase leaves: the best model and how training went."""
+
+    model: Any
+    epochs_run: float
+    test_final: dict[str, Any] | None = None
+    """`train.final_test`: the test scores of the model as training left it."""
+
+
+@dataclass
+class Scored:
+    """What the scoring phase leaves for the writing phase."""
+
+    validation: dict[str, Any]
+    test: dict[str, Any]
+    test_probs: np.ndarray
+    thresholds: Any
+    test_seconds: float
+
+
+def score_model(run: ResolvedRun, splits: Splits, model, tokenizer, precision: Precision, tfidf: TfidfModel | None,
+                result: dict[str, Any], model_dir: Path) -> Scored:
+    """Validation and test scores of the best model (blended with TF-IDF when the run blends; multi-label
+    thresholds tuned on validation), the blend's weight and what it changes, and the advice line."""
+    config, multi = run.config, run.data.multi_label
+    val_probs = scores_of(_logits(model, tokenizer, splits.validation, config, precision)[0], multi)
+    test_logits, test_seconds = _logits(model, tokenizer, splits.test, config, precision)
+    test_probs = scores_of(test_logits, multi)
+    if tfidf is not None:
+        tfidf_val = tfidf.predict_proba(splits.validation.texts)
+        chosen = choose_weight(val_probs, tfidf_val, splits.validation.labels, multi)
+        blended_val = mix(val_probs, tfidf_val, chosen["weight"])
+        result["blend_validation"] = {
+            **chosen, **{name: _headline(probs, splits.validation, multi)
+                         for name, probs in (("encoder", val_probs), ("tfidf", tfidf_val), ("blend", blended_val))}}
+        if run.blend:
+            result["blend"] = {"method": run.blend, "weight": chosen["weight"],
+                               "test_encoder": _headline(test_probs, splits.test, multi)}
+            save_blend(model_dir, tfidf, chosen["weight"])
+            val_probs = blended_val
+            test_probs = mix(test_probs, tfidf.predict_proba(splits.test.texts), chosen["weight"])
+    thresholds = _tune_thresholds(val_probs, splits.validation, config, result) if multi else None
+    val_metrics, _ = score_probs(val_probs, splits.validation, thresholds)
+    test_metrics, _ = score_probs(test_probs, splits.test, thresholds)
+    if run.blend:
+        result["blend"]["test_blend"] = {k: test_metrics[k] for k in _HEADLINE[multi]}
+        print(f"slmtune: blend with TF-IDF, encoder weight {_weight_text(chosen['weight'])} (validation log-loss "
+              f"{chosen['log_loss']['encoder']:.4f} encoder alone, {chosen['log_loss']['blend']:.4f} blended)",
+              flush=True)
+    return Scored(val_metrics, test_metrics, test_probs, thresholds, test_seconds)
+
+
+_HEADLINE = {False: ("accuracy", "macro_f1"), True: ("micro_f1", "macro_f1")}
+
+
+def _headline(probs: np.ndarray, data: TextDataset, multi: bool) -> dict[str, float]:
+    """The headline metrics of probabilities (multi-label: labels on at 0.5)."""
+    metrics, _ = score_probs(probs, data, None)
+    return {k: round(metrics[k], 4) for k in _HEADLINE[multi]}
+
+
+def _weight_text(weight) -> str:
+    return f"{weight:.2f}" if np.ndim(weight) == 0 else f"{np.min(weight):.2f}-{np.max(weight):.2f} (per label)"
+
+
+def _tune_thresholds(val_scores: np.ndarray, data: TextDataset, config: RunConfig, result: dict[str, Any]):
+    """Multi-label decision thresholds tuned on the validation scores, recorded and printed."""
+    from slmtune.multilabel import multi_hot, thresholds_of, tune_thresholds
+
+    n_labels = len(data.label_names)
+    result["thresholds"] = tuned = tune_thresholds(val_scores, multi_hot(data.labels, n_labels),
+                                                   config.train.per_label_thresholds)
+    print(f"slmtune: decision threshold {tuned['threshold']:.2f}"
+          f"{' (and per label where it helps)' if tuned['per_label'] else ''}: validation micro-F1 "
+          f"{tuned['validation_micro_f1']['at_0.5']:.4f} at 0.5, {tuned['validation_micro_f1']['tuned']:.4f} tuned",
+          flush=True)
+    return thresholds_of(tuned, n_labels)
+
+
+def advice(run: ResolvedRun, result: dict[str, Any]) -> str | None:
+    """One line when TF-IDF, alone or blended, beats the trained model on validation (the selection metric), naming
+    what gets the better model; None otherwise (or when the run already blends)."""
+    seen = result.get("blend_validation")
+    if run.blend or not seen:
+        return None
+    metric = "micro_f1" if run.data.multi_label else run.metric
+    metric = metric if metric in seen["encoder"] else _HEADLINE[run.data.multi_label][0]
+    own, best = seen["encoder"][metric], max(seen["tfidf"][metric], seen["blend"][metric])
+    if best <= own:
+        return None
+    return (f"on validation, TF-IDF + logistic regression scores {metric_name(metric)} {seen['tfidf'][metric]:.4f} "
+            f"alone and {seen['blend'][metric]:.4f} blended with this model (weight chosen there), against its "
+            f"{own:.4f}: the same command with --blend tfidf (model.blend=tfidf) trains the blend")
+
+
+def write_artifacts(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Scored, recorder: RunRecorder) -> None:
+    """predictions.csv, the classification report, the baseline comparison, figures and the finished
+    result.json."""
+    result, test = recorder.result, scored.test
+    write_predictions(recorder.dir / "predictions.csv", splits.test, scored.test_probs, scored.thresholds)
+    runs.atomic_write(recorder.dir / "classification_report.txt", classification_report_text(test) + "\n")
+    metrics = {"validation": scored.validation, "test": test}
+    if fitted.test_final:
+        metrics["test_final"] = fitted.test_final
+    headline = _HEADLINE[run.data.multi_label]
+    if "baseline" in result:
+        gap = {k: round(test[k] - result["baseline"][k], 4) for k in headline}
+        result["baseline"]["model_minus_baseline"] = gap
+    if line := advice(run, result):
+        result["advice"] = line
+        print(f"slmtune: note: {line}", flush=True)
+    recorder.log.append({"split": "test", **{k: test[k] for k in ("accuracy", *headline)}})
+    from slmtune.runs.figures import plot_run  # matplotlib: loaded only once a run has figures to draw
+
+    plot_run(recorder.dir, recorder.log.read(), test, splits.label_names, len(splits.validation))
+    recorder.finish(metrics=metrics, samples_per_second={
+        "train": round(len(splits.train) * fitted.epochs_run / recorder.seconds["train"], 2),
+        "eval": round(len(splits.test) / scored.test_seconds, 2)})
+
+
+def announce(run: ResolvedRun, config: RunConfig) -> None:
+    """Say the epochs when the data decided more than the usual number."""
+    if config.train.epochs is None and run.epochs != EPOCHS:
+        print(f"slmtune: {run.epochs:g} epochs ({run.reasons['train.epochs']})", flush=True)
+
+
 def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path | None = None,
           keep_model: bool = False, callbacks: list[TrainerCallback] | None = None,
           overwrite: bool = False) -> RunResult:
@@ -301,158 +534,39 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`;
     `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model;
     `overwrite` empties a run folder that already holds a run (else such a folder is refused).
+    Phases: resolve, fit the baseline, tokenize, build, fit, score, write.
     """
     splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
-    multi = splits.train.multi_label
-    n_labels = len(splits.label_names)
-    balance = data_balance(splits)
-    if config.train.epochs is None:  # the run folder's config names the number trained
-        config = replace(config, **{"train.epochs": config.epochs_for(balance["imbalance"], multi)})
-        if config.train.epochs != EPOCHS:
-            why = "multi-label" if multi else f"imbalanced: largest class {balance['imbalance']:.0f}x the smallest"
-            print(f"slmtune: {config.train.epochs:g} epochs (train.epochs=null: LoRA on {why} data)", flush=True)
+    run = resolve(config, DataFacts.of(splits))
+    announce(run, config)
+    config = run.config
     precision = resolve_precision(config.train.precision, config.train.device)
     recorder = RunRecorder(config.name, run_dir or config.output_dir, dump_yaml(config), overwrite=overwrite,
                            compute=precision.as_dict(),
                            result={"name": config.name, "method": config.model.method, "model": config.model.name,
                                    "seed": config.seed, "precision": precision.name})
     set_threads(config.train.threads)
-    run_dir, result, seconds = recorder.dir, recorder.result, recorder.seconds
     with recorder:
-        result["label_names"] = splits.label_names
-        result["sizes"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
-        metric = selection_metric(config.train.metric, balance["imbalance"], multi)
-        weighted = config.train.class_weight == "balanced" or (
-            config.train.class_weight == "auto" and balance["imbalance"] > IMBALANCED)
-        result["data"] = {"train_rows_per_class": dict(zip(splits.label_names, balance["counts"])),
-                          "imbalance": round(balance["imbalance"], 2), "selection_metric": metric,
-                          "class_weight": "balanced" if weighted else "none", "multi_label": multi}
-        baseline = config.train.baseline and tfidf_baseline(
-            splits.train.texts, splits.train.labels, splits.test.texts, splits.test.labels, len(splits.label_names),
-            config.seed)
-        if baseline:
-            result["baseline"] = baseline
-            first = f"micro-F1 {baseline['micro_f1']:.4f}" if multi else f"accuracy {baseline['accuracy']:.4f}"
-            print(f"slmtune: TF-IDF + logistic regression baseline: test {first}, "
-                  f"macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']:.1f}s)", flush=True)
+        record_data(recorder.result, run, splits)
+        tfidf = fit_baseline(run, splits, recorder.result)
         tokenizer = load_tokenizer(config.model.name)
-        cut = config.data.truncation
-        train_ids = encode(tokenizer, splits.train.texts, config.data.max_length, truncation=cut)
-        val_ids = encode(tokenizer, splits.validation.texts, config.data.max_length, truncation=cut)
-        result["data"]["truncated"] = truncated = {
-            "max_length": config.data.max_length, "side": cut,
-            **{name: count_truncated(tokenizer, part.texts, config.data.max_length)
-               for name, part in (("train", splits.train), ("test", splits.test))}}
-        if truncated["train"] or truncated["test"]:
-            print(f"slmtune: {truncated['train']} of {len(splits.train)} training and {truncated['test']} of "
-                  f"{len(splits.test)} test texts are longer than {config.data.max_length} tokens; kept: their "
-                  f"{cut} (data.truncation, data.max_length)", flush=True)
-        val_rows = _rows(val_ids, splits.validation)
-        val_rows.sort(key=lambda r: len(r["input_ids"]))  # the Trainer evaluates in order: sorted = little padding
-
-        set_seed(config.seed)  # the head and LoRA init depend on it
-        model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
-                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
-                                multi_label=multi)
-        if multi:
-            prior_bias(model, np.asarray(balance["counts"]), len(splits.train))
-        result["head_init"] = head_init = config.head_init_for(len(splits.train), len(splits.label_names))
-        if head_init == "probe" and config.model.head_init == "auto" and not has_output_layer(model):
-            result["head_init"] = head_init = "random"  # auto: an architecture without a linear output layer
-        if head_init == "probe":
-            fit = probe_head(model, train_ids, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
-            why = (f" (head_init=auto: {len(splits.train)} training rows for {len(splits.label_names)} classes, "
-                   f"at most {PROBE_ROWS_PER_CLASS} a class)" if config.model.head_init == "auto" else "")
-            print(f"slmtune: head initialised by a linear probe{why}; training accuracy {fit:.4f}", flush=True)
-        if config.model.method == "lora":
-            model = add_lora(model, config.lora)
-        fast_dropout.install(model)  # same dropout, cheaper masks on CPU (a fifth of a step otherwise)
-        result["params"] = counts = param_counts(model)
+        encoded = tokenize(config, splits, tokenizer, recorder.result)
+        model = build_model(run, splits, tokenizer, encoded, recorder.result)
+        counts = recorder.result["params"]
         print(f"slmtune: {config.model.name} ({config.model.method}), trainable params {counts['trainable']:,} of "
               f"{counts['total']:,} ({counts['percent']:.2f}%); rows: {len(splits.train)} train, "
               f"{len(splits.validation)} validation, {len(splits.test)} test; {precision.name} on {precision.device} "
-              f"({precision.reason}); run folder {run_dir}", flush=True)
-        steps_per_epoch = math.ceil(len(train_ids) / config.train.batch_size)
-        final_test = _FinalTestCallback(lambda m: {
-            k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config, precision)[0].items()
-            if k in ("accuracy", "macro_f1", "micro_f1")}) if config.train.final_test else None
-        trainer = _BucketTrainer(
-            model=model,
-            args=_training_args(config, run_dir, steps_per_epoch, precision),
-            train_dataset=_rows(train_ids, splits.train),
-            eval_dataset=val_rows,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_selection_metrics(metric),
-            callbacks=[
-                EarlyStoppingCallback(config.train.patience, config.train.threshold),
-                _MetricsCallback(recorder.log),
-                *(callbacks or []),
-                *([final_test] if final_test else []),
-            ],
-            bucket_seed=config.seed,
-            layer_decay=config.train.layer_decay,
-            class_weights=(torch.from_numpy(pos_weights(splits.train.labels, n_labels)) if multi else
-                           balanced_weights(splits.train.labels, n_labels)) if weighted else None,
-        )
+              f"({precision.reason}); run folder {recorder.dir}", flush=True)
+        fitted = fit_model(run, splits, model, tokenizer, encoded, precision, recorder, callbacks)
         t0 = time.perf_counter()
-        # LoRA only: full fine-tuning's one frozen part, the mean-pooling layer, was measured in fp32
-        with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext(), \
-                first_token_only(model):  # a mean-pooling layer computes the one token the head reads
-            trainer.train()
-        seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
-        state = trainer.state
-        result["best"] = {"checkpoint_step": _step_of(state.best_model_checkpoint),
-                          "validation_select": state.best_metric,
-                          "epochs_run": round(state.epoch or 0.0, 3)}
-        model = trainer.model  # the best checkpoint, reloaded by the Trainer
-        save_model(model, tokenizer, run_dir / "model")
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-
-        if config.model.method == "lora":
-            model = model.merge_and_unload()  # plain weights: inference without adapter overhead
-        t0 = time.perf_counter()
-        thresholds = None
-        if multi:  # decision thresholds tuned on validation, then used on test
-            from slmtune.multilabel import multi_hot, sigmoid, thresholds_of, tune_thresholds
-
-            val_logits, _ = _logits(model, tokenizer, splits.validation, config, precision)
-            result["thresholds"] = tuned = tune_thresholds(
-                sigmoid(val_logits), multi_hot(splits.validation.labels, n_labels), config.train.per_label_thresholds)
-            thresholds = thresholds_of(tuned, n_labels)
-            val_metrics, _ = score_split(val_logits, splits.validation, thresholds)
-            print(f"slmtune: decision threshold {tuned['threshold']:.2f}"
-                  f"{' (and per label where it helps)' if tuned['per_label'] else ''}: validation micro-F1 "
-                  f"{tuned['validation_micro_f1']['at_0.5']:.4f} at 0.5, {tuned['validation_micro_f1']['tuned']:.4f} "
-                  "tuned", flush=True)
-        else:
-            val_metrics, _, _ = _evaluate_split(model, tokenizer, splits.validation, config, precision)
-        test_metrics, test_probs, test_seconds = _evaluate_split(model, tokenizer, splits.test, config, precision,
-                                                                 thresholds)
-        seconds["eval"] = time.perf_counter() - t0
-        write_predictions(run_dir / "predictions.csv", splits.test, test_probs, thresholds)
-        runs.atomic_write(run_dir / "classification_report.txt", classification_report_text(test_metrics) + "\n")
-        metrics = {"validation": val_metrics, "test": test_metrics}
-        headline = ("micro_f1", "macro_f1") if multi else ("accuracy", "macro_f1")
-        if "baseline" in result:
-            gap = {k: round(test_metrics[k] - result["baseline"][k], 4) for k in headline}
-            result["baseline"]["model_minus_baseline"] = gap
-            if min(gap.values()) < 0:
-                print(f"slmtune: note: below the TF-IDF baseline on the test set ("
-                      f"{', '.join(f'{metric_name(k)} {v:+.4f}' for k, v in gap.items())}): more "
-                      "epochs, another learning rate or full fine-tuning may help", flush=True)
-        if final_test and final_test.metrics:
-            metrics["test_final"] = final_test.metrics
-        recorder.log.append({"split": "test", **{k: test_metrics[k] for k in ("accuracy", *headline)}})
-        from slmtune.runs.figures import plot_run  # matplotlib: loaded only once a run has figures to draw
-
-        plot_run(run_dir, recorder.log.read(), test_metrics, splits.label_names, len(splits.validation))
-        recorder.finish(metrics=metrics,
-                        samples_per_second={"train": round(len(train_ids) * (state.epoch or 0) / seconds["train"], 2),
-                                            "eval": round(len(splits.test) / test_seconds, 2)})
-        return RunResult(run_dir, "success", result["metrics"], result["seconds"], result["params"],
-                         model if keep_model else None, tokenizer if keep_model else None, result.get("baseline"))
-
+        scored = score_model(run, splits, fitted.model, tokenizer, precision, tfidf, recorder.result,
+                             recorder.dir / "model")
+        recorder.seconds["eval"] = time.perf_counter() - t0
+        write_artifacts(run, splits, fitted, scored, recorder)
+        result = recorder.result
+        return RunResult(recorder.dir, "success", result["metrics"], result["seconds"], result["params"],
+                         fitted.model if keep_model else None, tokenizer if keep_model else None,
+                         result.get("baseline"), result.get("blend"), result.get("advice"))
 
 def _step_of(checkpoint: str | None) -> int | None:
     if not checkpoint:

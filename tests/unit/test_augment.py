@@ -236,7 +236,7 @@ def test_augmentation_study(tiny_models, synthetic_files, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["augment", "--ops", "eda,shuffle"], "data.augment_ops takes"),
+    (["augment", "--ops", "eda,shuffle"], "data.augment_ops must be one of"),
     (["augment", "--ratios", "0,x"], "--ratios takes numbers"),
     (["augment", "--sizes", "0"], "sizes must be"),
     (["active", "--strategies", "oracle"], "unknown strategy"),

@@ -41,7 +41,7 @@ def files(tmp_path):
     (["train.batch_size=2.5"], "train.batch_size expects a whole number, got 2.5"),
     (["train.epochs=.nan"], "train.epochs expects a number"),
     (["lora.r=[1,2]"], "lora.r expects a whole number"),
-    (["train.precision=fp8"], "train.precision must be auto, fp32 or bf16"),
+    (["train.precision=fp8"], "train.precision must be one of auto, fp32, bf16, got 'fp8'"),
     (["--dataset", "{good}", "--model", "no-such-org/no-such-model-xyz"], "unknown model"),
     (["--dataset", "{good}", "--output-dir", "/proc/slmtune-run"], "cannot write the run folder"),
     (["--config", "{missing}"], "config file not found"),

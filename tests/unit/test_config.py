@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from slmtune.config import (
@@ -11,6 +13,7 @@ from slmtune.config import (
     replace,
 )
 from slmtune.errors import SlmtuneError
+from slmtune.resolve import DataFacts, resolve, resolve_epochs
 
 
 def test_defaults_are_the_documented_recipe():
@@ -20,7 +23,7 @@ def test_defaults_are_the_documented_recipe():
     assert cfg.data.clean_rules == "agnews"
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.threshold) == (None, 16, 3, 0.001)
-    assert cfg.epochs_for(1.1, False) == 3  # AG News is balanced: 3 epochs
+    assert resolve(cfg, DataFacts(2400, 4, imbalance=1.1)).epochs == 3  # AG News is balanced: 3 epochs
     assert cfg.train.learning_rate == DEFAULT_LR["lora"]
     assert cfg.model.pooling == DEFAULT_POOLING["lora"] == "cls"
 
@@ -154,12 +157,27 @@ def test_epochs_follow_the_data():
     runs keep the key they had when the default was 3."""
     from slmtune.experiments.common import run_key
 
+    def epochs(config, imbalance, multi_label):
+        return resolve_epochs(config, DataFacts(1000, 4, imbalance, multi_label))[0]
+
     lora, full = load_config(None), load_config(None, method="full")
-    assert lora.epochs_for(3.0, False) == 3 and lora.epochs_for(3.5, False) == 6 and lora.epochs_for(1.0, True) == 6
-    assert full.epochs_for(116.0, False) == 3 and full.epochs_for(1.0, True) == 3
-    assert load_config(None, ["train.epochs=2"]).epochs_for(50.0, True) == 2
+    assert epochs(lora, 3.0, False) == 3 and epochs(lora, 3.5, False) == 6 and epochs(lora, 1.0, True) == 6
+    assert epochs(full, 116.0, False) == 3 and epochs(full, 1.0, True) == 3
+    assert epochs(load_config(None, ["train.epochs=2"]), 50.0, True) == 2
+    assert "imbalanced" in resolve(lora, DataFacts(1000, 4, 8.0)).reasons["train.epochs"]  # says why
     assert run_key(lora) == run_key(load_config(None, ["train.epochs=3"]))
     own = load_config(None, ["data.dataset=tickets.csv"])
     assert run_key(own) != run_key(load_config(None, ["data.dataset=tickets.csv", "train.epochs=3"]))
     with pytest.raises(SlmtuneError, match="train.epochs must be positive"):
         load_config(None, ["train.epochs=0"])
+
+
+@pytest.mark.parametrize("key", ["model.method", "model.pooling", "model.head_init", "model.blend", "data.truncation",
+                                 "data.clean_rules", "data.augment_ops", "train.metric", "train.class_weight",
+                                 "train.device", "train.precision"])
+def test_every_choice_field_refuses_an_unknown_value_in_one_line(key):
+    """Choice fields are `Literal` types, checked in one place (config.schema.check_choices)."""
+    message = rf"^{re.escape(key)} must be one of [a-z0-9_+, ]+(or null)?, got 'nonsense'$"
+    with pytest.raises(SlmtuneError, match=message):
+        load_config(None, [f"{key}=nonsense"])
+    assert load_config(None, ["model.blend=tfidf", "model.pooling=mean"]).model.blend == "tfidf"

@@ -111,13 +111,17 @@ def test_auto_head_init_probes_few_rows_per_class(tiny_models, synthetic_files, 
     multi-label data; AG News configs key their runs by what auto decides."""
     from slmtune.config import load_config
     from slmtune.experiments.common import run_identity, run_key
+    from slmtune.resolve import DataFacts, resolve_head_init
+
+    def head_init(config, rows, classes):
+        return resolve_head_init(config, DataFacts(rows, classes, multi_label=config.data.multi_label))[0]
 
     cfg = from_dict({"data": {"train_size": 500}})
-    assert cfg.model.head_init == "auto" and cfg.head_init_for(500, 22) == "probe"
-    assert cfg.head_init_for(2400, 4) == "random" and cfg.head_init_for(400, 4) == "probe"
-    assert cfg.head_init_for(401, 4) == "random"
-    assert from_dict({"data": {"multi_label": True}}).head_init_for(50, 23) == "random"
-    assert from_dict({"model": {"head_init": "random"}}).head_init_for(10, 4) == "random"
+    assert cfg.model.head_init == "auto" and head_init(cfg, 500, 22) == "probe"
+    assert head_init(cfg, 2400, 4) == "random" and head_init(cfg, 400, 4) == "probe"
+    assert head_init(cfg, 401, 4) == "random"
+    assert head_init(from_dict({"data": {"multi_label": True}}), 50, 23) == "random"
+    assert head_init(from_dict({"model": {"head_init": "random"}}), 10, 4) == "random"
     random_key = run_key(load_config(None, ["model.head_init=random"]))
     assert run_key(load_config(None, ["model.head_init=auto"])) == random_key  # 2,400 AG News rows: random
     assert run_identity(load_config(None, ["data.train_size=100"]))["model"]["head_init"] == "probe"

@@ -416,12 +416,17 @@ def test_a_swallowed_interrupt_is_raised_again():
                 time.sleep(0.05)
 
 
-def test_balanced_class_weights():
-    from slmtune.train import balanced_weights, selection_metric
+def test_balanced_class_weights_and_the_selection_metric():
+    from slmtune.resolve import DataFacts, balanced_weights, resolve_class_weight, resolve_metric
 
     assert balanced_weights([0, 0, 0, 1], 2).tolist() == pytest.approx([4 / 6, 2.0])
-    assert selection_metric("auto", 3.5) == "macro_f1" and selection_metric("auto", 2.0) == "accuracy"
-    assert selection_metric("accuracy", 10.0) == "accuracy"
+    auto = from_dict({"train": {"class_weight": "auto"}})
+    assert resolve_metric(auto, DataFacts(100, 4, 3.5))[0] == "macro_f1"
+    assert resolve_metric(auto, DataFacts(100, 4, 2.0))[0] == "accuracy"
+    assert resolve_metric(auto, DataFacts(100, 4, 1.0, multi_label=True))[0] == "micro_f1"
+    assert resolve_metric(from_dict({"train": {"metric": "accuracy"}}), DataFacts(100, 4, 10.0))[0] == "accuracy"
+    assert resolve_class_weight(auto, DataFacts(100, 4, 3.5))[0] == "balanced"
+    assert resolve_class_weight(auto, DataFacts(100, 4, 2.0))[0] == "none"
 
 
 def test_imbalanced_run_selects_on_macro_f1_weighs_classes_and_reports_its_baseline(tiny_models, tmp_path, capsys):

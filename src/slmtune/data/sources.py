@@ -276,6 +276,9 @@ def _label_sets(texts: list[str], cells, where: str, separator: str,
     if label_names is None and all(isinstance(c, str) for c in cells) and max(map(len, sets), default=0) == 1:
         raise SlmtuneError(f"{where}: the label separator {separator!r} splits no label cell: every row has one "
                            "label; set --label-separator to the one the file uses, or drop --multi-label")
+    if label_names is None and sets and all(len(row) == 1 for row in sets):
+        raise SlmtuneError(f"{where}: every row holds exactly one label: this is single-label data; drop "
+                           "--multi-label (data.multi_label)")
     if label_names is None:
         found = {label for row in sets for label in row}
         if not found:

@@ -23,11 +23,11 @@ from slmtune.experiments.common import (
     flat_metrics,
     format_duration,
     load_run_config,
-    pin_epochs,
     single_label_only,
     with_min_steps,
 )
 from slmtune.methods.query import STRATEGIES
+from slmtune.resolve import pin_epochs, pin_head_init
 
 
 class RunScorer:
@@ -116,7 +116,7 @@ def _curve(study: Study, cfg: ActiveConfig, base: RunConfig, strategy: str, seed
         config = with_min_steps(replace(pool_config, name=f"{cfg.name}-{strategy}-{seed}-{target}"), target,
                                 cfg.min_steps)
         # the round trains on `target` rows, not the pool its config draws: auto is decided (and keyed) for those
-        config = replace(config, **{"model.head_init": config.head_init_for(target, len(pool.label_names))})
+        config = pin_head_init(config, target, len(pool.label_names))
         round_splits = Splits(pool.subset(labeled), splits.validation, splits.test)
         result = study.run(config, splits=round_splits, key=_labeled_key(labeled, cfg.pool_size))
         row = {"strategy": strategy, "seed": seed, "labels": target, **flat_metrics(result),

@@ -18,10 +18,10 @@ from slmtune.experiments.common import (
     flat_metrics,
     format_duration,
     load_run_config,
-    pin_epochs,
     study_metric,
 )
 from slmtune.multilabel import metric_name
+from slmtune.resolve import pin_epochs
 
 
 @dataclass

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from slmtune import runs
-from slmtune.config import EPOCHS, RunConfig, dump_yaml, find_config, from_dict, load_yaml, merge, replace
+from slmtune.config import RunConfig, dump_yaml, find_config, from_dict, load_yaml, merge, replace
 from slmtune.data import Splits, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.precision import resolve as resolve_precision
+from slmtune.resolve import EPOCHS, DataFacts, known_facts, resolve, resolve_epochs
 from slmtune.train import train
 
 # Measured on the 2-core reference CPU with the default MiniLM, in the same hour as CALIBRATION_REFERENCE
@@ -56,6 +57,11 @@ class DataSizes:
     smallest_class: int = 2400
     """Training rows of the smallest class present (what caps few-shot shots)."""
 
+    @property
+    def facts(self) -> DataFacts:
+        """What a run's defaults are decided from (slmtune.resolve)."""
+        return DataFacts(self.train, self.classes, self.imbalance, self.multi_label)
+
 
 NOT_ROWS_FIELDS = ("train_size", "shots_per_class", "augment_ratio", "augment_ops", "augment_rate", "back_translation")
 """Data fields that change neither the rows a dataset holds nor their length (`Study.data_sizes`)."""
@@ -76,17 +82,16 @@ def data_sizes(base: RunConfig, splits: Splits | None = None) -> DataSizes:
     """What `base`'s dataset holds once every training row is kept (`splits`, loaded when not given), and how
     long its texts are (loads the model's tokenizer)."""
     from slmtune.models.build import load_tokenizer, resolve_model
-    from slmtune.train import data_balance
 
     splits = splits or all_rows(base)
     texts = splits.train.texts
     sample = np.random.default_rng(0).choice(len(texts), min(len(texts), 1000), replace=False)
     tokenizer = load_tokenizer(resolve_model(base.model.name))
     ids = tokenizer([texts[i] for i in sample], truncation=True, max_length=base.data.max_length)["input_ids"]
-    balance = data_balance(splits)
+    facts = DataFacts.of(splits)
     return DataSizes(len(splits.train), len(splits.validation), len(splits.test), len(splits.label_names),
-                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS, balance["imbalance"],
-                     splits.train.multi_label, min([c for c in balance["counts"] if c] or [0]))
+                     float(np.mean([len(x) for x in ids])) if ids else REFERENCE_TOKENS, facts.imbalance,
+                     facts.multi_label, min([c for c in facts.counts if c] or [0]))
 
 
 def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = DataSizes()) -> float:
@@ -98,7 +103,7 @@ def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = D
     train_rows = (data.shots_per_class * sizes.classes if data.shots_per_class
                   else data.train_size or sizes.train)
     train_rows *= 1 + data.augment_ratio
-    epochs = config.epochs_for(sizes.imbalance, sizes.multi_label)
+    epochs, _ = resolve_epochs(config, sizes.facts)
     evals = config.train.evals_per_epoch * epochs
     if config.train.max_evals:
         evals = min(evals, config.train.max_evals)
@@ -107,49 +112,50 @@ def run_seconds(config: RunConfig, rates: dict[str, float], sizes: DataSizes = D
     return train_rows * epochs / rates["train"] + eval_rows / rates["eval"] + 3.0
 
 
+KEY_EXCLUDED = ("name", "output_dir", "train.baseline")
+"""Fields that never change the trained model (the baseline is an extra figure beside the run)."""
+KEY_RESOLVED = ("train.epochs", "model.head_init", "train.metric")
+"""Decided fields a run key names as decided, where the config alone decides them (slmtune.resolve.KNOWN_DATA):
+an AG News config with a null `train.epochs` keys as the 3 epochs it trains, as every run did before."""
+KEY_NEUTRAL = {
+    "data.dataset_config": None, "data.splits": None, "data.validation_file": None, "data.truncation": "head",
+    "data.clean_rules": "agnews", "data.multi_label": False, "data.label_separator": ",", "data.augment_ratio": 0.0,
+    "model.pooling": "cls", "model.head_init": "random", "model.blend": None,
+    "train.max_evals": None, "train.final_test": False, "train.layer_decay": 1.0, "train.class_weight": "none",
+    "train.precision": "fp32",
+}
+"""The frozen baseline of run keys: fields added after runs were first keyed (and `cls`, `random`, `fp32`, what
+every early run did) leave the key alone at these values, so those runs stay reusable."""
+KEY_INERT = {"data.augment_ops": lambda c: not c.data.augment_ratio,
+             "data.augment_rate": lambda c: not c.data.augment_ratio,
+             "data.back_translation": lambda c: not c.data.augment_ratio,
+             "train.per_label_thresholds": lambda c: not c.data.multi_label}
+"""Fields without effect on this config's run (augmentation settings without augmentation, per-label thresholds
+on single-label data)."""
+
+
 def run_identity(config: RunConfig) -> dict[str, Any]:
-    """Everything that changes a run's result (not its name or folder)."""
+    """Everything that changes a run's result (not its name or folder): the config with what its known data
+    decides resolved, the machine's precision named, and every field at its KEY_NEUTRAL value left out."""
     values = config.to_dict()
-    values.pop("name", None)
-    values.pop("output_dir", None)
-    # Fields added after runs were first keyed leave the key alone while they are off, so those runs stay reusable.
-    if not values["data"].get("augment_ratio"):
-        for name in ("augment_ratio", "augment_ops", "augment_rate", "back_translation"):
-            values["data"].pop(name, None)
-    if values["train"].get("max_evals") is None:
-        values["train"].pop("max_evals", None)
-    if not values["train"].get("final_test"):
-        values["train"].pop("final_test", None)
-    if values["model"].get("pooling") == "cls":
-        values["model"].pop("pooling", None)
-    if values["train"].get("layer_decay") == 1.0:
-        values["train"].pop("layer_decay", None)
-    if values["model"].get("head_init") == "auto" and values["data"].get("dataset") == "ag_news":
-        data = config.data  # 4 classes: auto is decided by the config's sizes (every row of the file: random)
-        rows = data.shots_per_class * 4 if data.shots_per_class else data.train_size
-        values["model"]["head_init"] = config.head_init_for(rows, 4) if rows else "random"
-    if values["train"].get("epochs") is None and values["data"].get("dataset") == "ag_news":
-        values["train"]["epochs"] = EPOCHS  # balanced: null trains 3 epochs, the default every run had before
-    if values["model"].get("head_init") == "random":
-        values["model"].pop("head_init", None)
-    data, fit = values["data"], values["train"]
-    for name, neutral in (("dataset_config", None), ("splits", None), ("validation_file", None),
-                          ("truncation", "head"), ("clean_rules", "agnews"), ("multi_label", False),
-                          ("label_separator", ",")):  # agnews: what every run did before
-        if data.get(name, neutral) == neutral:
-            data.pop(name, None)
-    if fit.get("class_weight") == "none":
-        fit.pop("class_weight", None)
-    if not data.get("multi_label"):
-        fit.pop("per_label_thresholds", None)  # no effect on single-label runs
-    fit.pop("baseline", None)  # an extra figure beside the run; the model is the same
-    if fit.get("metric") == "auto" and data.get("dataset") == "ag_news":
-        fit["metric"] = "accuracy"  # AG News is balanced: auto selects on accuracy, as every run did before
-    # what the run computes in on this machine (auto differs by CPU); fp32 runs keep their earlier key
-    values["train"]["precision"] = resolve_precision(config.train.precision, config.train.device).name
-    if values["train"]["precision"] == "fp32":
-        values["train"].pop("precision")
+    facts = known_facts(config)
+    decided = resolve(config, facts).values if facts is not None else {}
+    # what the run computes in on this machine (auto differs by CPU)
+    computed = {key: decided[key] for key in KEY_RESOLVED if key in decided}
+    computed["train.precision"] = resolve_precision(config.train.precision, config.train.device).name
+    for key, value in computed.items():
+        section, name = key.split(".")
+        values[section][name] = value
+    for key in (*KEY_EXCLUDED, *[k for k, inert in KEY_INERT.items() if inert(config)],
+                *[k for k, neutral in KEY_NEUTRAL.items() if _get(values, k, neutral) == neutral]):
+        section, _, name = key.rpartition(".")
+        (values[section] if section else values).pop(name, None)
     return values
+
+
+def _get(values: dict[str, Any], key: str, default: Any) -> Any:
+    section, name = key.split(".")
+    return values[section].get(name, default)
 
 
 def digest(values: Any) -> str:
@@ -311,17 +317,6 @@ class Study:
         path = self.root / name
         runs.atomic_write(path, dump_yaml(config))
         return path
-
-
-def pin_epochs(config: RunConfig, splits: Splits) -> RunConfig:
-    """`config` with a null `train.epochs` decided once from `splits`' training rows, so that every run of a
-    curve or comparison trains as long as the others (a queried or smaller subset could count as imbalanced)."""
-    if config.train.epochs is not None:
-        return config
-    from slmtune.train import data_balance
-
-    epochs = config.epochs_for(data_balance(splits)["imbalance"], splits.train.multi_label)
-    return replace(config, **{"train.epochs": epochs})
 
 
 def with_min_steps(config: RunConfig, rows: int, min_steps: int) -> RunConfig:

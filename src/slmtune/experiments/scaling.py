@@ -19,11 +19,11 @@ from slmtune.experiments.common import (
     flat_metrics,
     format_duration,
     load_run_config,
-    pin_epochs,
     study_metric,
     with_min_steps,
 )
 from slmtune.multilabel import metric_name
+from slmtune.resolve import pin_epochs, pin_head_init
 
 FULL_TRAIN_ROWS = 120_000
 
@@ -127,9 +127,7 @@ def one_recipe(base: RunConfig, sizes: list[int], everything: Splits) -> RunConf
     sizes would start from a probe and large ones from a random head, and the fit would mix the two), and a null
     `train.epochs` once, from every training row's balance."""
     base = pin_epochs(base, everything)
-    if base.model.head_init != "auto" or not sizes:
-        return base
-    return replace(base, **{"model.head_init": base.head_init_for(max(sizes), len(everything.label_names))})
+    return pin_head_init(base, max(sizes), len(everything.label_names)) if sizes else base
 
 
 def plan(cfg: ScalingConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,

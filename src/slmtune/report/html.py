@@ -104,6 +104,11 @@ class Report:
                                                               ("train", "eval", "total")), ""],
                 ["samples per second (train / eval)", " / ".join(str(result["samples_per_second"][k]) for k in
                                                                  ("train", "eval")), ""]]
+        if blend := result.get("blend"):
+            alone = blend.get("test_encoder", {})
+            rows.append([f"encoder alone (this run blends it with TF-IDF, encoder weight {blend['weight']}): "
+                         f"{metric_name(headline)} / macro-F1",
+                         f"{_pct(alone.get(headline))} / {_pct(alone.get('macro_f1'))}", test.get("n", "")])
         base = result.get("baseline")
         if base:
             gap = base.get("model_minus_baseline", {})
@@ -125,6 +130,14 @@ class Report:
         self.findings.append([f"{escape(name)} test {metric_name(headline)} (seed {result.get('seed')})",
                               _pct(test[headline]),
                               str(test.get("n", "")), "single run"])
+        if base:  # the comparison that decides whether the model is worth its cost, beside its own figure
+            gap = base.get("model_minus_baseline", {}).get(headline, float("nan"))
+            self.findings.append([f"TF-IDF + logistic regression, same split: test {metric_name(headline)}",
+                                  _pct(base[headline]), str(test.get("n", "")),
+                                  f"the model is {'above' if gap > 0 else 'below'} it by {abs(gap):.4f}"])
+        if result.get("advice"):
+            self.findings.append([f"{escape(name)}: a better model on validation", escape(result["advice"]),
+                                  str(val.get("n", "")), "advice"])
         self._model(name, [result])
         return html
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from slmtune import runs
+from slmtune import blend, runs
 from slmtune.errors import SlmtuneError
 from slmtune.serve.loading import load_run
 
@@ -53,7 +53,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
                                                   **({"multi_label": True, "thresholds": dict(zip(
                                                       run.label_names, map(float, run.thresholds)))}
                                                      if run.multi_label else {})}, indent=2))
-    (out / "README.md").write_text(model_card(run, runs.read_result(run_dir)), encoding="utf-8")
+    result = runs.read_result(run_dir)
+    if run.blend is not None:  # the TF-IDF part as it is saved in the run: JSON and safetensors, no pickle
+        model_dir = Path(run_dir) / "model"
+        shutil.copytree(model_dir / blend.FOLDER, out / blend.FOLDER)
+        record = json.loads((model_dir / blend.FILE).read_text())
+        (out / blend.FILE).write_text(json.dumps({**record, "labels": run.label_names, "kind": run.blend.tfidf.kind},
+                                                 indent=2))
+    (out / "README.md").write_text(model_card(run, result) + blend_card(run, result), encoding="utf-8")
     if onnx or int8:
         export_onnx(copy.deepcopy(run.model), out, int8=int8)  # the export switches attention to eager
     return out
@@ -129,6 +136,42 @@ def model_card(run, result: dict) -> str:
         f"{config.data.max_length} tokens ({config.data.truncation}) in training; `slmtune predict` applies the "
         "same cleaning" + (" and truncation (`pipeline()` keeps the head of a longer text)"
                            if config.data.truncation == "head+tail" else "") + ".", ""])
+
+
+def blend_card(run, result: dict) -> str:
+    """The model card's section on a blend: encoder-alone and blended test scores, and how to apply the TF-IDF
+    part (tfidf/, blend.json) with scikit-learn, numpy and safetensors alone. Empty for a run without a blend."""
+    if run.blend is None:
+        return ""
+    record = result.get("blend", {})
+    first = "micro_f1" if run.multi_label else "accuracy"
+    alone, blended = record.get("test_encoder", {}), record.get("test_blend", {})
+    rows = [f"| {name} | {alone.get(k, float('nan')):.4f} | {blended.get(k, float('nan')):.4f} |"
+            for k, name in ((first, f"test {first.replace('_', '-')}"), ("macro_f1", "test macro-F1"))]
+    squash = {"softmax": "p_tfidf = np.exp(z - z.max(1, keepdims=True)); p_tfidf /= p_tfidf.sum(1, keepdims=True)",
+              "binary": "p1 = 1 / (1 + np.exp(-z)); p_tfidf = np.hstack([1 - p1, p1])",
+              "sigmoid": "p_tfidf = 1 / (1 + np.exp(-z))  # a score per label"}[run.blend.tfidf.kind]
+    return "\n".join([
+        "## Blend with TF-IDF", "",
+        "This model's predictions average the encoder's probabilities with a TF-IDF + logistic regression model's "
+        "(in `tfidf/`: the vocabulary as JSON, idf and weights as safetensors; no pickle), the encoder weighted "
+        "by `weight` in `blend.json` (chosen on the validation rows' log-loss"
+        f"{', one per label' if run.multi_label else ''}).", "",
+        "| metric | encoder alone | blend |", "|---|---|---|", *rows, "",
+        "```python", "import json", "", "import numpy as np", "from safetensors.numpy import load_file",
+        "from sklearn.feature_extraction.text import TfidfVectorizer", "from transformers import pipeline", "",
+        "folder = \"path/to/this/folder\"", "texts = [\"Stocks slid as oil prices rose\"]",
+        "blend = json.load(open(f\"{folder}/blend.json\"))",
+        "terms = json.load(open(f\"{folder}/tfidf/vocabulary.json\"))",
+        "weights = load_file(f\"{folder}/tfidf/weights.safetensors\")",
+        "vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), "
+        "vocabulary={t: i for i, t in enumerate(terms)})",
+        "vectorizer.idf_ = weights[\"idf\"].astype(\"float64\")",
+        "z = vectorizer.transform(texts) @ weights[\"coef\"].T + weights[\"intercept\"]", squash,
+        "classify = pipeline(\"text-classification\", model=folder, top_k=None, truncation=True)",
+        "p_encoder = np.array([[{s[\"label\"]: s[\"score\"] for s in row}[name] for name in blend[\"labels\"]] "
+        "for row in classify(texts)])",
+        "w = np.asarray(blend[\"weight\"])", "probabilities = w * p_encoder + (1 - w) * p_tfidf", "```", ""])
 
 
 def require_onnx():

@@ -10,7 +10,7 @@ import numpy as np
 
 from slmtune import runs
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import predict_logits, score_split, softmax
+from slmtune.evaluate import predict_logits, score_probs
 from slmtune.multilabel import label_sets
 from slmtune.serve.backends import Engine, engine
 from slmtune.serve.loading import LoadedRun, load_run
@@ -67,11 +67,7 @@ def _probabilities(run: LoadedRun, used: Engine, texts: list[str], clean: bool |
     logits = predict_logits(used.model, run.tokenizer, texts, batch_size=run.config.train.eval_batch_size,
                             max_length=run.config.data.max_length, progress=progress, precision=used.precision,
                             truncation=run.config.data.truncation, cache=cache)
-    if run.multi_label:
-        from slmtune.multilabel import sigmoid
-
-        return sigmoid(logits)
-    return softmax(logits)
+    return run.probabilities(logits, texts)
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path | None = None,
@@ -174,7 +170,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", backend: str = "auto"
                             max_length=run.config.data.max_length, progress=True, precision=used.precision,
                             truncation=run.config.data.truncation)
     seconds = time.perf_counter() - start
-    metrics, _ = score_split(logits, data, run.thresholds)
+    metrics, _ = score_probs(run.probabilities(logits, data.texts), data, run.thresholds)
     metrics.update(backend=used.name, split=split, seconds=round(seconds, 2),
                    precision="int8" if used.name == "onnx-int8" else used.precision.name,
                    samples_per_second=round(len(data) / seconds, 2))

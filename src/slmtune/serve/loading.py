@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from slmtune import runs
+from slmtune.blend import Blend, load_blend
 from slmtune.config import RunConfig, load_config
 from slmtune.errors import SlmtuneError
+from slmtune.evaluate import scores_of
 from slmtune.models.build import load_classifier, load_tokenizer, quiet_peft
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
@@ -25,6 +27,14 @@ class LoadedRun:
     """What inference computes in on this machine: the run's `train.precision`, resolved for the CPU."""
     thresholds: Any = None
     """Multi-label runs: each label's decision threshold (tuned on validation); None for single-label runs."""
+    blend: Blend | None = None
+    """`model.blend` runs: the TF-IDF part and the encoder's weight, applied to the encoder's probabilities."""
+
+    def probabilities(self, logits, texts: list[str]):
+        """The run's probabilities (multi-label: label scores) for `texts` given the encoder's logits on them:
+        softmax or sigmoid, then the blend where the run has one."""
+        probs = scores_of(logits, self.multi_label)
+        return self.blend.mix(probs, texts) if self.blend is not None else probs
 
     @property
     def multi_label(self) -> bool:
@@ -66,7 +76,7 @@ def _load_cached(run_dir: str, mtime: float) -> LoadedRun:
 
         thresholds = thresholds_of(result.get("thresholds"), len(label_names))
     return LoadedRun(config, model, tokenizer, label_names, resolve_precision(config.train.precision, "cpu"),
-                     thresholds)
+                     thresholds, load_blend(model_dir, expected=config.model.blend is not None))
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

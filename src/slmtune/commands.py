@@ -1,0 +1,112 @@
+"""The commands behind `slmtune`: each a plain function of its parsed arguments that calls the library and
+prints what the library returns (slmtune.console formats it). The parser is slmtune.cli."""
+
+from __future__ import annotations
+
+import argparse
+
+from slmtune.errors import SlmtuneError
+
+
+def one_of_text_or_input(args: argparse.Namespace) -> None:
+    if bool(args.text) == bool(args.input):
+        raise SlmtuneError("give --text (one or more) or --input FILE")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from slmtune.cli import TRAIN_SHORTCUTS, with_shortcuts
+    from slmtune.config import load_config
+    from slmtune.console import train_summary
+    from slmtune.train import train
+
+    config = load_config(args.config, with_shortcuts(args, TRAIN_SHORTCUTS), method=args.method)
+    print(train_summary(train(config, overwrite=args.overwrite), config))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from slmtune.console import evaluation_summary
+    from slmtune.serve.inference import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split, args.backend, args.max_change)
+    print(evaluation_summary(metrics, args.run_dir, args.split))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from slmtune.console import prediction_lines
+    from slmtune.serve.inference import predict, predict_file, write_predictions
+
+    one_of_text_or_input(args)
+    if args.input:
+        output, rows = predict_file(args.run_dir, args.input, args.output, args.text_column, backend=args.backend,
+                                    max_change=args.max_change)
+        print(f"{rows} predictions written to {output}")
+    else:
+        predictions = predict(args.run_dir, args.text, backend=args.backend, max_change=args.max_change)
+        if args.output:
+            print(f"{len(predictions)} predictions written to {write_predictions(args.output, args.text, predictions)}")
+        print(prediction_lines(args.text, predictions))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from slmtune.serve.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
+    print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
+
+
+def cmd_clean(args: argparse.Namespace) -> None:
+    from slmtune.console import cleaning_preview
+    from slmtune.data.clean import clean_file, clean_text
+
+    one_of_text_or_input(args)
+    pairs = ([(t, clean_text(t, args.rules)) for t in args.text or []]
+             or clean_file(args.input, args.output, args.text_column, args.rules))
+    print(cleaning_preview(pairs, args.output, args.preview))
+
+
+def cmd_study_kind(args: argparse.Namespace) -> None:
+    """Any registered study: its flags onto its config, its `run`, its report."""
+    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
+
+    kind = args.study_kind
+    flag_text = {flag.field: getattr(args, flag.field + "_flag") for flag in kind.flags}
+    overrides = with_shortcuts(args, DATA_SHORTCUTS)
+    print(kind.run_from_cli(flag_text, args.config, args.study_dir, overrides, args.workers,
+                            getattr(args, "queue_storage", None), getattr(args, "queue_worker", False), args.argv,
+                            name=args.name, recipe=args.recipe))
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
+    from slmtune.console import study_summary
+    from slmtune.experiments.reference import load_reference_config, run_reference
+    from slmtune.experiments.workers import worker_command
+
+    if bool(args.config) == bool(args.config_file):
+        raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
+    cfg = load_reference_config(args.config or args.config_file, args.name)
+    only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
+    print(study_summary(run_reference(
+        cfg, args.study_dir, with_shortcuts(args, DATA_SHORTCUTS), only=only, budget=args.budget,
+        dry_run=args.dry_run,
+        workers=args.workers, storage=args.queue_storage, worker=args.queue_worker,
+        worker_argv=worker_command(args.argv))))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from slmtune.config import reference_markdown, reference_text
+
+    print(reference_markdown() if args.markdown else reference_text(args.field or ""), end="")
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    from slmtune.runs import diagnostics, diagnostics_text
+
+    print(diagnostics_text(diagnostics(), as_json=args.json))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from slmtune.report.html import build_report
+
+    path = build_report(args.folder, args.output)
+    print(f"slmtune report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")

@@ -1,6 +1,6 @@
 """The reference workflow's commands, mapped onto slmtune (nothing more): `python main.py --mode train` etc.
 
-Each mode prints the slmtune command it runs; README "Coming from the reference project" has the table.
+Each mode prints the slmtune command it runs; docs/studies.md "Coming from the reference project" has the table.
 """
 
 from __future__ import annotations

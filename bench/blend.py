@@ -21,8 +21,8 @@ import numpy as np
 def score_run(run_dir: Path) -> dict[str, np.ndarray]:
     """Per-example correctness and predictions on the run's own test rows for encoder, TF-IDF and blend."""
     from slmtune.data import load_splits
-    from slmtune.evaluate import predict_logits, scores_of
     from slmtune.serve.loading import load_run
+    from slmtune.serve.logits import predict_logits, scores_of
 
     run = load_run(run_dir)
     test = load_splits(run.config.data, run.config.seed).test

@@ -21,9 +21,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from slmtune.data import load_splits
-    from slmtune.evaluate import predict_logits
     from slmtune.multilabel import decide, multi_hot, multilabel_metrics, sigmoid, thresholds_of, tune_thresholds
     from slmtune.serve.loading import load_run
+    from slmtune.serve.logits import predict_logits
 
     for run_dir in args.runs:
         run = load_run(run_dir)

@@ -15,6 +15,7 @@ from slmtune.commands import (
     cmd_export,
     cmd_predict,
     cmd_report,
+    cmd_serve,
     cmd_study,
     cmd_study_kind,
     cmd_train,
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "columns kept; an interrupted call continues where it stopped"}),
              text_column, ("--output", {"help": "CSV to write (default with --input: <input>.predictions.csv)"}),
              ("--backend", BACKEND), ("--max-change", MAX_CHANGE))
+    _command(sub, "serve", cmd_serve, "prediction server: POST /predict {\"texts\": [...]}, GET /health",
+             ("run_dir", RUN_DIR), ("--host", {"default": "127.0.0.1", "help": "address (default 127.0.0.1)"}),
+             ("--port", {"type": int, "default": 8000, "help": "port (default 8000)"}), ("--backend", BACKEND),
+             ("--max-change", MAX_CHANGE),
+             ("--max-texts", {"type": int, "default": 256, "help": "texts one request may hold (default 256)"}))
     _command(sub, "export", cmd_export, "merged model folder that transformers.pipeline() loads", ("run_dir", RUN_DIR),
              ("out_dir", {"help": "folder to write (new, or an earlier export with --overwrite)"}),
              ("--onnx", {"action": "store_true", "help": "also write model.onnx (fused fp32)"}),

@@ -67,20 +67,22 @@ def cmd_clean(args: argparse.Namespace) -> None:
 def cmd_study_kind(args: argparse.Namespace) -> None:
     """Any registered study: its flags onto its config, its `run`, its report."""
     from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
+    from slmtune.experiments.workers import Execution
 
     kind = args.study_kind
     flag_text = {flag.field: getattr(args, flag.field + "_flag") for flag in kind.flags}
     overrides = with_shortcuts(args, DATA_SHORTCUTS)
-    print(kind.run_from_cli(flag_text, args.config, args.study_dir, overrides, args.workers,
-                            getattr(args, "queue_storage", None), getattr(args, "queue_worker", False), args.argv,
-                            name=args.name, recipe=args.recipe))
+    execution = Execution(args.workers, getattr(args, "queue_storage", None), getattr(args, "queue_worker", False),
+                          tuple(args.argv))
+    print(kind.run_from_cli(flag_text, args.config, args.study_dir, overrides, execution, name=args.name,
+                            recipe=args.recipe))
 
 
 def cmd_study(args: argparse.Namespace) -> None:
     from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
     from slmtune.console import study_summary
     from slmtune.experiments.reference import load_reference_config, run_reference
-    from slmtune.experiments.workers import worker_command
+    from slmtune.experiments.workers import Execution
 
     if bool(args.config) == bool(args.config_file):
         raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
@@ -89,8 +91,7 @@ def cmd_study(args: argparse.Namespace) -> None:
     print(study_summary(run_reference(
         cfg, args.study_dir, with_shortcuts(args, DATA_SHORTCUTS), only=only, budget=args.budget,
         dry_run=args.dry_run,
-        workers=args.workers, storage=args.queue_storage, worker=args.queue_worker,
-        worker_argv=worker_command(args.argv))))
+        execution=Execution(args.workers, args.queue_storage, args.queue_worker, tuple(args.argv)))))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -100,7 +101,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_env(args: argparse.Namespace) -> None:
-    from slmtune.runs import diagnostics, diagnostics_text
+    from slmtune.diagnostics import diagnostics, diagnostics_text
 
     print(diagnostics_text(diagnostics(), as_json=args.json))
 
@@ -110,3 +111,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     path = build_report(args.folder, args.output)
     print(f"slmtune report: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from slmtune.serve.http import ServerConfig, serve
+
+    serve(args.run_dir, args.host, args.port, ServerConfig(args.backend, args.max_change, args.max_texts),
+          ready=lambda line: print(line, flush=True))

@@ -50,7 +50,7 @@ def train_summary(result: Any, config: Any) -> str:
 
 def evaluation_summary(metrics: dict, run_dir: str | Path, split: str) -> str:
     """The per-class report and the headline figures of `slmtune evaluate`."""
-    from slmtune.evaluate import classification_report_text
+    from slmtune.serve.metrics import classification_report_text
 
     change = metrics.get("accuracy_change_vs_run")
     return classification_report_text(metrics) + "\n" + table([

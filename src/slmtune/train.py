@@ -28,17 +28,8 @@ from slmtune import runs
 from slmtune.blend import choose_weight, mix, save_blend
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
-from slmtune.data.tokenize import count_truncated
+from slmtune.data.tokenize import count_truncated, encode
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import (
-    classification_report_text,
-    compute_metrics,
-    encode,
-    predict_logits,
-    score_probs,
-    score_split,
-    scores_of,
-)
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf, tfidf_scores
 from slmtune.models import fast_dropout
 from slmtune.models.build import add_lora, load_classifier, load_tokenizer, param_counts
@@ -50,6 +41,8 @@ from slmtune.precision import resolve as resolve_precision
 from slmtune.resolve import EPOCHS, DataFacts, ResolvedRun, balanced_weights, resolve
 from slmtune.runs.predictions import write_predictions
 from slmtune.runs.recorder import RunRecorder
+from slmtune.serve.logits import predict_logits, scores_of
+from slmtune.serve.metrics import classification_report_text, compute_metrics, score_probs, score_split
 
 
 @dataclass
@@ -219,9 +212,25 @@ def _device_args(precision: Precision) -> dict[str, Any]:
     return args
 
 
+_THREAD_BUDGET: list[int] = []
+
+
+@contextlib.contextmanager
+def thread_budget(threads: int):
+    """Runs trained inside take `threads` CPU threads unless their config sets `train.threads`: a study's worker
+    processes share the CPU. Restored on the way out."""
+    _THREAD_BUDGET.append(threads)
+    try:
+        yield
+    finally:
+        _THREAD_BUDGET.pop()
+
+
 def set_threads(threads: int | None) -> None:
-    """`threads`, else $SLMTUNE_THREADS (set for study workers, which share the CPU), else every core."""
-    torch.set_num_threads(threads or int(os.environ.get("SLMTUNE_THREADS") or 0) or os.cpu_count() or 1)
+    """`threads`, else the innermost thread_budget, else $SLMTUNE_THREADS (what a worker process is started with),
+    else every core."""
+    budget = _THREAD_BUDGET[-1] if _THREAD_BUDGET else int(os.environ.get("SLMTUNE_THREADS") or 0)
+    torch.set_num_threads(threads or budget or os.cpu_count() or 1)
 
 
 def _training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precision: Precision) -> TrainingArguments:
@@ -433,7 +442,7 @@ def score_model(run: ResolvedRun, splits: Splits, model, tokenizer, precision: P
         chosen = choose_weight(val_probs, tfidf_val, splits.validation.labels, multi)
         blended_val = mix(val_probs, tfidf_val, chosen["weight"])
         result["blend_validation"] = {
-            **chosen, **{name: _headline(probs, splits.validation, multi)
+            **chosen, "n": len(splits.validation), **{name: _headline(probs, splits.validation, multi)
                          for name, probs in (("encoder", val_probs), ("tfidf", tfidf_val), ("blend", blended_val))}}
         if run.blend:
             result["blend"] = {"method": run.blend, "weight": chosen["weight"],
@@ -479,16 +488,21 @@ def _tune_thresholds(val_scores: np.ndarray, data: TextDataset, config: RunConfi
     return thresholds_of(tuned, n_labels)
 
 
+ADVICE_ROWS = 1.5
+"""The advice line needs TF-IDF ahead on validation by more than this many rows' worth of the metric."""
+
+
 def advice(run: ResolvedRun, result: dict[str, Any]) -> str | None:
-    """One line when TF-IDF, alone or blended, beats the trained model on validation (the selection metric), naming
-    what gets the better model; None otherwise (or when the run already blends)."""
+    """One line when TF-IDF, alone or blended, beats the trained model on validation (the selection metric) by more
+    than one row's worth (ADVICE_ROWS: less is noise, and the blend's weight was chosen on those rows), naming what
+    gets the better model; None otherwise (or when the run already blends)."""
     seen = result.get("blend_validation")
     if run.blend or not seen:
         return None
     metric = "micro_f1" if run.data.multi_label else run.metric
     metric = metric if metric in seen["encoder"] else _HEADLINE[run.data.multi_label][0]
     own, best = seen["encoder"][metric], max(seen["tfidf"][metric], seen["blend"][metric])
-    if best <= own:
+    if best - own <= ADVICE_ROWS / max(seen["n"], 1):
         return None
     return (f"on validation, TF-IDF + logistic regression scores {metric_name(metric)} {seen['tfidf'][metric]:.4f} "
             f"alone and {seen['blend'][metric]:.4f} blended with this model (weight chosen there), against its "

@@ -160,9 +160,12 @@ def test_advice_names_the_blend_when_tfidf_wins_on_validation():
 
     run = resolve(from_dict({}), DataFacts(100, 4))
     seen = {"encoder": {"accuracy": 0.80, "macro_f1": 0.76}, "tfidf": {"accuracy": 0.81, "macro_f1": 0.79},
-            "blend": {"accuracy": 0.85, "macro_f1": 0.82}}
+            "blend": {"accuracy": 0.85, "macro_f1": 0.82}, "n": 240}
     line = advice(run, {"blend_validation": seen})
     assert "--blend tfidf" in line and "0.8500" in line and "0.8000" in line
+    one_row = {**seen, "tfidf": {"accuracy": 0.79, "macro_f1": 0.7},  # ahead by one validation row: noise
+               "blend": {"accuracy": 0.80 + 1 / 240, "macro_f1": 0.8}}
+    assert advice(run, {"blend_validation": one_row}) is None
     assert advice(run, {"blend_validation": {**seen, "encoder": {"accuracy": 0.9, "macro_f1": 0.9}}}) is None
     blending = resolve(from_dict({"model": {"blend": "tfidf"}}), DataFacts(100, 4))
     assert advice(blending, {"blend_validation": seen}) is None

@@ -146,3 +146,25 @@ def test_every_command_help_formats():
     for name, sub in commands.items():
         assert sub.format_help(), name
     assert "20%" in commands["train"].format_help()
+
+
+def test_the_readme_shows_the_summary_train_prints():
+    """The README's sample of `slmtune train`'s last lines names the rows the command prints today, in order."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from slmtune.config import load_config
+    from slmtune.console import train_summary
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```\n(slmtune train: done\n.*?)```", readme, re.S).group(1)
+    shown = [re.split(r"\s{2,}", line.strip())[0] for line in block.splitlines()[1:] if line.strip()]
+    scores = {"accuracy": 0.9, "macro_f1": 0.9, "n": 7600}
+    result = SimpleNamespace(
+        run_dir="runs/x", metrics={"test": scores, "validation": scores}, blend=None, advice=None,
+        params={"trainable": 1, "total": 2, "percent": 50.0}, seconds={"train": 1, "eval": 1, "total": 2},
+        baseline={"accuracy": 0.85, "macro_f1": 0.85, "model_minus_baseline": {"accuracy": 0.05, "macro_f1": 0.05}})
+    printed = [re.split(r"\s{2,}", line.strip())[0] for line in train_summary(result, load_config(None)).splitlines()
+               if line.startswith("  ")]
+    assert shown == printed

@@ -1,5 +1,7 @@
-"""A whole study stopped at random moments by SIGINT, SIGTERM and SIGKILL, resumed each time, ends exactly as
-an uninterrupted run of the same study: the same runs, each trained once to success, the same summaries."""
+"""A whole study stopped by SIGINT, SIGTERM and SIGKILL in the middle of one of its runs (a different one each
+time, held at the gate of tests/gate, so where it stops never depends on the machine's speed), resumed each time,
+ends exactly as an uninterrupted run of the same study: the same runs, each trained once to success, the same
+summaries."""
 
 import json
 import os
@@ -7,12 +9,11 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from conftest import crashed, tiny_overrides
+from conftest import crashed, gated_env, tiny_overrides, wait_until
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
 INTERRUPTIONS = 6
@@ -34,13 +35,13 @@ def _study_file(tmp_path: Path, tiny_models, synthetic_files) -> Path:
     return study
 
 
-def _start(study: Path, root: Path) -> subprocess.Popen:
+def _start(study: Path, root: Path, gate: Path | None = None) -> subprocess.Popen:
     root.mkdir(exist_ok=True)
     # a fixed calibration: the test measures resuming, not this machine's speed
     (root / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
     return subprocess.Popen([sys.executable, "-m", "slmtune.cli", "study", str(study), "--study-dir", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env=gated_env(gate) if gate else {**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _finished(root: Path) -> dict[str, int]:
@@ -67,18 +68,30 @@ def _summaries(root: Path) -> dict[str, list]:
     return out
 
 
-def test_study_survives_random_interruptions(tiny_models, synthetic_files, tmp_path):
+def _stop_at_run(proc: subprocess.Popen, gate: Path, run: int, sig) -> bool:
+    """Let `proc` train `run` runs, then send `sig` while its next one waits at its first step. False when the
+    study ended before that run."""
+    for k in range(run + 1):
+        marker = gate / f"started-{proc.pid}-{k}"
+        wait_until(lambda m=marker: m.exists() or proc.poll() is not None, what=f"run {k} of the study at the gate")
+        if not marker.exists():
+            return False
+        if k < run:
+            (gate / f"go-{proc.pid}-{k}").touch()
+    proc.send_signal(sig)
+    return True
+
+
+def test_study_survives_interruptions_mid_run(tiny_models, synthetic_files, tmp_path):
     study = _study_file(tmp_path, tiny_models, synthetic_files)
     rng = random.Random(20261130)
     root, seen, survived = tmp_path / "interrupted", {}, []
-    for _ in range(INTERRUPTIONS):
-        proc = _start(study, root)
-        time.sleep(rng.uniform(2.0, 9.0))
+    for i in range(INTERRUPTIONS):
         sig = rng.choice(SIGNALS)
-        if proc.poll() is None:
-            proc.send_signal(sig)
+        proc = _start(study, root, gate=tmp_path / f"gate-{i}")
+        if _stop_at_run(proc, tmp_path / f"gate-{i}", rng.choice([0, 1]), sig):  # at most 6 of its ~8 runs finish
             survived.append(sig.name)
-        out = proc.communicate(timeout=120)[0].decode()
+        out = proc.communicate(timeout=300)[0].decode()
         if sig != signal.SIGKILL:
             assert not crashed(out), out[-3000:]
         now = _finished(root)
@@ -90,7 +103,7 @@ def test_study_survives_random_interruptions(tiny_models, synthetic_files, tmp_p
     assert proc.returncode == 0, out[-3000:]
     final = _finished(root)
     assert all(final[name] == stamp for name, stamp in seen.items())
-    assert len(survived) >= 3, "the study ended before most interruptions: make it longer"
+    assert len(survived) == INTERRUPTIONS, "the study ended before an interruption: give it more runs"
 
     clean = tmp_path / "clean"
     proc = _start(study, clean)

@@ -41,9 +41,9 @@ def test_first_token_holds_the_masked_mean(tiny_models, kind):
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_first_token_only_gives_the_same_logits(tiny_models, kind, attention):
-    from slmtune.evaluate import predict_logits
     from slmtune.models.build import load_tokenizer
     from slmtune.models.pooling import first_token_only
+    from slmtune.serve.logits import predict_logits
 
     model = load_classifier(tiny_models[kind], list("abcd"), pooling="mean").eval()
     model.set_attn_implementation(attention)

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from slmtune.data.tokenize import pad_batch, sorted_batches
-from slmtune.evaluate import classification_metrics, compute_metrics
+from slmtune.serve.metrics import classification_metrics, compute_metrics
 from slmtune.train import LengthBucketSampler
 
 

@@ -3,18 +3,19 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import crashed, tiny_overrides
+from conftest import crashed, gated_env, tiny_overrides, wait_until
 from slmtune.cli import main
+from slmtune.experiments.queue import open_storage, queue_missing
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
-from slmtune.experiments.sweep import SweepConfig, _queue_missing, open_storage, run_sweep
+from slmtune.experiments.sweep import SweepConfig, run_sweep
 
 GRID = {"train.learning_rate": [0.01, 0.03], "train.weight_decay": [0.0, 0.01]}
 
@@ -32,8 +33,10 @@ def _study_file(tmp_path, run, name="grid", space=GRID, **fields):
 
 
 def _finished_runs(study_dir: Path) -> dict[str, float]:
+    from slmtune import runs
+
     return {p.parent.name: p.stat().st_mtime for p in study_dir.glob("runs/*/result.json")
-            if json.loads(p.read_text())["status"] == "success"}
+            if runs.is_finished(p.parent)}
 
 
 def test_grid_sweep_writes_summary_plots_and_best_config(tiny_models, synthetic_files, tmp_path):
@@ -67,31 +70,12 @@ def test_sibling_study_reuses_identical_runs(tiny_models, synthetic_files, tmp_p
     assert len(_finished_runs(tmp_path / "g")) == 2
 
 
-# The CLI with every training step slowed by a sleep: a trial then lasts long enough on any machine for a
-# second process (whose start alone takes seconds on a loaded one) to join while the first still trains.
-_SLOW_CLI = """import importlib, sys, time
-train = importlib.import_module("slmtune.train")
-step = train._BucketTrainer.compute_loss
-def slow(self, *args, **kwargs):
-    time.sleep(SECONDS)
-    return step(self, *args, **kwargs)
-train._BucketTrainer.compute_loss = slow
-from slmtune.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _sweep_process(study_file, study_dir, *extra, step_seconds: float = 0.0):
-    cli = ["-m", "slmtune.cli"] if not step_seconds else ["-c", _SLOW_CLI.replace("SECONDS", str(step_seconds))]
-    return subprocess.Popen([sys.executable, *cli, "sweep", "--config", str(study_file),
+def _sweep_process(study_file, study_dir, *extra, gate: Path | None = None):
+    """The sweep command in a new process; with `gate`, each run it trains waits at its first step (tests/gate)."""
+    env = gated_env(gate) if gate else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "slmtune.cli", "sweep", "--config", str(study_file),
                              "--study-dir", str(study_dir), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _wait_for(predicate, seconds: float = 180) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline and not predicate():
-        time.sleep(0.1)
+                            stderr=subprocess.STDOUT, env=env)
 
 
 def _running_runs(study_dir: Path) -> list[str]:
@@ -99,21 +83,30 @@ def _running_runs(study_dir: Path) -> list[str]:
             if json.loads(p.read_text())["status"] == "running"]
 
 
+def _at_gate(proc, gate: Path, k: int) -> bool:
+    """Whether `proc`'s k-th trained run waits at the gate (False once the process has ended)."""
+    wait_until(lambda: (gate / f"started-{proc.pid}-{k}").exists() or proc.poll() is not None,
+               what=f"run {k} of process {proc.pid} at the gate")
+    return (gate / f"started-{proc.pid}-{k}").exists()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic_files, tmp_path, sig):
     """Whatever stops the sweep during its second trial, the rerun finishes all 4 points and redoes none."""
-    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 8})
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
     study_file = _study_file(tmp_path, run, heartbeat=1)
-    proc = _sweep_process(study_file, tmp_path / "s")
-    _wait_for(lambda: _finished_runs(tmp_path / "s") and _running_runs(tmp_path / "s"))
+    gate = tmp_path / "gate"
+    proc = _sweep_process(study_file, tmp_path / "s", gate=gate)
+    assert _at_gate(proc, gate, 0), proc.communicate()[0].decode()[-2000:]
+    (gate / f"go-{proc.pid}-0").touch()  # the first trial runs to the end
+    assert _at_gate(proc, gate, 1), proc.communicate()[0].decode()[-2000:]  # the second waits at its first step
     proc.send_signal(sig)  # once: slmtune raises it again until it is seen (runs/recorder.py)
-    out = proc.communicate(timeout=60)[0].decode()
+    out = proc.communicate(timeout=120)[0].decode()
     done = _finished_runs(tmp_path / "s")
-    if len(done) == 4:  # on a loaded machine the last trial can finish before the signal acts
-        pytest.skip("the signal landed after the last trial: nothing left to resume")
-    assert done, f"the signal came before any trial finished: {out[-1500:]}"
+    assert len(done) == 1, out[-2000:]
     if sig != signal.SIGKILL:
         assert proc.returncode == 130 and not crashed(out), out[-2000:]
+        assert len(_running_runs(tmp_path / "s")) == 0  # the stopped trial's folder says interrupted
     assert main(["sweep", "--config", str(study_file), "--study-dir", str(tmp_path / "s")]) == 0
     after = _finished_runs(tmp_path / "s")
     assert len(after) == 4
@@ -122,25 +115,28 @@ def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic
     assert len(rows) == 4 and len({r["run_dir"] for r in rows}) == 4
 
 
-def _sweep_and_worker_training(study_file, folder: Path):
-    """The starting command and a --worker, returned once both are training a trial."""
-    first = _sweep_process(study_file, folder, step_seconds=0.1)
-    _wait_for(lambda: (folder / "study.yaml").exists())
-    worker = _sweep_process(study_file, folder, "--worker", step_seconds=0.1)
-    _wait_for(lambda: len(_running_runs(folder)) == 2, 120)
+def _sweep_and_worker_training(study_file, folder: Path, gate: Path):
+    """The starting command and a --worker, returned once both wait at the first step of a trial of their own."""
+    first = _sweep_process(study_file, folder, gate=gate)
+    assert _at_gate(first, gate, 0), first.communicate()[0].decode()[-2000:]
+    worker = _sweep_process(study_file, folder, "--worker", gate=gate)
+    assert _at_gate(worker, gate, 0), worker.communicate()[0].decode()[-2000:]
     assert len(_running_runs(folder)) == 2, "the two processes never trained at once"
     return first, worker
 
 
 def test_restarting_the_sweep_leaves_a_live_workers_trial_alone(tiny_models, synthetic_files, tmp_path):
     """A second start of the sweep while a worker trains: the worker's trial stays its own, and both end well."""
-    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 40, "train.max_evals": 2})
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
     space = {"train.learning_rate": [0.01, 0.02, 0.03]}
     study_file = _study_file(tmp_path, run, space=space, heartbeat=1)
-    first, worker = _sweep_and_worker_training(study_file, tmp_path / "w")
+    gate = tmp_path / "gate"
+    first, worker = _sweep_and_worker_training(study_file, tmp_path / "w", gate)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    again = _sweep_process(study_file, tmp_path / "w")  # the starting command, rerun while the worker trains
+    again = _sweep_process(study_file, tmp_path / "w", gate=gate)  # the starting command, rerun: the worker waits
+    assert _at_gate(again, gate, 0), again.communicate()[0].decode()[-2000:]  # it trains a point of its own
+    (gate / "go").touch()
     outputs = [p.communicate(timeout=300)[0].decode() for p in (worker, again)]
     assert worker.returncode == 0 and again.returncode == 0, [out[-3000:] for out in outputs]
     import optuna
@@ -162,12 +158,14 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny_models, synthetic_files, t
     storage = (request.getfixturevalue("postgres_url") if backend == "postgresql"
                else f"sqlite:///{tmp_path / 'optuna.db'}")
     name = f"kill-{uuid.uuid4().hex[:8]}"  # a fresh study in a shared server
-    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 40, "train.max_evals": 2})
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
     space = {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]}
     study_file = _study_file(tmp_path, run, name=name, space=space, heartbeat=1, storage=storage)
-    first, worker = _sweep_and_worker_training(study_file, tmp_path / "k")
+    gate = tmp_path / "gate"
+    first, worker = _sweep_and_worker_training(study_file, tmp_path / "k", gate)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    (gate / "go").touch()
     out = first.communicate(timeout=300)[0].decode()
     assert first.returncode == 0, out[-3000:]
     study = optuna.load_study(study_name=name, storage=storage)
@@ -175,6 +173,27 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny_models, synthetic_files, t
     assert complete == [0.01, 0.02, 0.03, 0.04]  # each point finished once
     assert sum(t.state.name == "FAIL" for t in study.trials) == 1  # the killed trial, retried once
     assert len(_finished_runs(tmp_path / "k")) == 4 and not _running_runs(tmp_path / "k")
+
+
+def test_a_damaged_run_folder_is_named_and_trained_again_on_resume(tiny_models, synthetic_files, tmp_path):
+    """A finished trial whose result.json was truncated since: the rerun says so in one line, trains that point
+    again, and the summary counts the new run, never the broken one."""
+    cfg = SweepConfig(name="d", run=_run_section(tiny_models, synthetic_files), space=GRID)
+    run_sweep(cfg, tmp_path / "d", progress=lambda *_: None)
+    damaged = sorted((tmp_path / "d").glob("runs/*/result.json"))[0]
+    damaged.write_text(damaged.read_text()[:40])  # cut off mid-write
+    untouched = {k: v for k, v in _finished_runs(tmp_path / "d").items() if k != damaged.parent.name}
+    messages = []
+    summary = run_sweep(cfg, tmp_path / "d", progress=messages.append)
+    said = [m for m in messages if "damaged or gone" in m]
+    assert len(said) == 1 and damaged.parent.name in said[0]
+    after = _finished_runs(tmp_path / "d")
+    assert len(after) == 4 and all(after[k] == v for k, v in untouched.items())  # only the damaged one retrained
+    rows = json.loads((tmp_path / "d" / "summary.json").read_text())["rows"]
+    assert summary["trials"] == 4 and len({r["run_dir"] for r in rows}) == 4
+    messages.clear()
+    run_sweep(cfg, tmp_path / "d", progress=messages.append)  # nothing damaged now: nothing said, nothing trained
+    assert not [m for m in messages if "damaged or gone" in m] and _finished_runs(tmp_path / "d") == after
 
 
 def test_stopped_and_stale_trials_come_back_once(tmp_path):
@@ -189,11 +208,12 @@ def test_stopped_and_stale_trials_come_back_once(tmp_path):
     stopped.suggest_categorical("train.learning_rate", [0.01, 0.03])
     study.tell(stopped, state=TrialState.FAIL)
     live = study.ask()  # another process is training this one
-    assert _queue_missing(study, points) == 1  # the stopped point, whole; the running one is left alone
+    assert queue_missing(study, points) == 1  # the stopped point, whole; the running one is left alone
     assert study.trials[-1].system_attrs["fixed_params"] == points[0]
-    assert _queue_missing(study, points) == 0
+    assert queue_missing(study, points) == 0
     study._storage.record_heartbeat(live._trial_id)
-    time.sleep(5)  # silent for longer than 3 heartbeats (the database clock counts whole seconds): taken as dead
+    with sqlite3.connect(tmp_path / "o.db") as db:  # its last heartbeat an hour ago: silent, so taken as dead
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
     optuna.storages.fail_stale_trials(study)
     optuna.storages.fail_stale_trials(study)  # a second process noticing too queues nothing more
     states = [t.state for t in study.trials]
@@ -204,11 +224,9 @@ def test_stopped_and_stale_trials_come_back_once(tmp_path):
 def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
     grid = {"train.learning_rate": [0.01, 0.02, 0.03], "train.weight_decay": [0.0, 0.01]}
     study_file = _study_file(tmp_path, _run_section(tiny_models, synthetic_files), space=grid)
-    first = _sweep_process(study_file, tmp_path / "w")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "w" / "study.yaml").exists():
-        time.sleep(0.1)
-    second = _sweep_process(study_file, tmp_path / "w", "--worker")
+    gate = tmp_path / "gate"
+    first, second = _sweep_and_worker_training(study_file, tmp_path / "w", gate)  # each holds a trial of its own
+    (gate / "go").touch()
     outputs = [p.communicate(timeout=300)[0].decode() for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [out[-3000:] for out in outputs]
     import optuna

@@ -1,7 +1,6 @@
 """train() end to end on tiny random models: run folder, best checkpoint, predict, export, interruption."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import crashed, synthetic_rows, tiny_overrides, write_csv
+from conftest import crashed, gated_env, started, synthetic_rows, tiny_overrides, wait_until, write_csv
 from slmtune import runs
 from slmtune.config import from_dict
 from slmtune.serve.inference import evaluate_run, load_run, predict
@@ -145,19 +144,17 @@ def test_interrupt_leaves_status_interrupted(tiny_models, synthetic_files, tmp_p
 
 
 def test_sigterm_during_training_marks_interrupted(tiny_models, synthetic_files, tmp_path):
-    cfg = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 200, "data.train_size": 140})
+    cfg = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 2})
     config = tmp_path / "c.yaml"
     import yaml
 
     config.write_text(yaml.safe_dump(cfg))
-    run = tmp_path / "run"
+    run, gate = tmp_path / "run", tmp_path / "gate"
     proc = subprocess.Popen([sys.executable, "-m", "slmtune.cli", "train", "--config", str(config),
                              "--output-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "metrics.jsonl").exists():
-        time.sleep(0.2)
-    assert (run / "metrics.jsonl").exists(), "training never started"
+                            env=gated_env(gate))
+    wait_until(lambda: started(gate) or proc.poll() is not None, what="the first training step")
+    assert started(gate), proc.communicate()[1].decode()[-2000:]  # held at its first training step
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -221,8 +218,8 @@ def test_bf16_run_records_its_precision_and_matches_fp32_predictions(tiny_models
     import numpy as np
     import torch
 
-    from slmtune.evaluate import predict_logits
     from slmtune.precision import resolve
+    from slmtune.serve.logits import predict_logits
 
     values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.precision": "bf16"})
     result = train(from_dict(values), run_dir=tmp_path / "run", keep_model=True)

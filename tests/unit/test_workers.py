@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import tiny_overrides
+from conftest import gated_env, started, tiny_overrides, wait_until
 
 pytest.importorskip("optuna")
 
@@ -23,11 +23,14 @@ def _seeds_file(tmp_path, tiny_models, synthetic_files, seeds, epochs=12):
     return path
 
 
+def _command(study_file, study_dir, *extra, storage=None) -> list[str]:
+    return [sys.executable, "-m", "slmtune.cli", "seeds", "--config", str(study_file), "--study-dir",
+            str(study_dir), *extra, *(["--storage", storage] if storage else [])]
+
+
 def _seeds(study_file, study_dir, *extra, storage=None):
-    command = [sys.executable, "-m", "slmtune.cli", "seeds", "--config", str(study_file), "--study-dir",
-               str(study_dir), *extra, *(["--storage", storage] if storage else [])]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(_command(study_file, study_dir, *extra, storage=storage), capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _accuracies(study_dir):
@@ -58,10 +61,16 @@ def test_two_workers_train_each_run_once_with_the_results_of_one(tiny_models, sy
         with sqlalchemy.create_engine(storage).begin() as connection:
             connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
         storage = f"{storage}?options=-csearch_path%3D{schema}"
-    # runs long enough (several seconds each) that the second process, which takes 6-10 s to import torch and
-    # join the queue on a 2-core machine, still finds runs to take
-    study_file = _seeds_file(tmp_path, tiny_models, synthetic_files, [1, 2, 3, 4], epochs=40)
-    parallel = _seeds(study_file, tmp_path / "parallel", "--workers", "2", storage=storage)
+    # every run waits at its first step until both processes hold one (tests/gate): each of them trains
+    study_file = _seeds_file(tmp_path, tiny_models, synthetic_files, [1, 2, 3, 4], epochs=2)
+    gate = tmp_path / "gate"
+    proc = subprocess.Popen(_command(study_file, tmp_path / "parallel", "--workers", "2", storage=storage),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gated_env(gate))
+    wait_until(lambda: len({name.split("-")[1] for name in started(gate)}) == 2 or proc.poll() is not None,
+               what="two worker processes each training a run")
+    (gate / "go").touch()
+    out, err = proc.communicate(timeout=600)
+    parallel = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert parallel.returncode == 0, parallel.stdout[-3000:] + parallel.stderr[-3000:]
     assert "queue: 4 run(s) to train, 2 worker(s) with 1 CPU thread(s) each" in parallel.stdout
     workers = set(re.findall(r"worker (\d+):", parallel.stdout + parallel.stderr))

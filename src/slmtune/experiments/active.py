@@ -26,6 +26,7 @@ from slmtune.experiments.common import (
     single_label_only,
     with_min_steps,
 )
+from slmtune.experiments.protocol import Reduction, flags_as_given
 from slmtune.methods.query import STRATEGIES
 from slmtune.resolve import pin_epochs, pin_head_init
 
@@ -39,9 +40,9 @@ class RunScorer:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Loads the model on first use, so strategies that never score (random) cost nothing."""
-        from slmtune.evaluate import predict_proba
         from slmtune.serve.backends import engine
         from slmtune.serve.inference import load_run
+        from slmtune.serve.logits import predict_proba
 
         clock = Clock()
         if self.engine is None:
@@ -194,6 +195,11 @@ def summarize_active(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]
 
 CONFIG = ActiveConfig
 run = run_active
+from_cli = flags_as_given
+OWN_QUEUE = False
+REDUCTIONS = (
+    Reduction(3, "seeds", lambda v: v[:2], "active learning: 2 seeds"),
+)
 
 
 def shares_runs(cfg: ActiveConfig) -> bool:
@@ -223,3 +229,29 @@ def report(summary: dict[str, Any]) -> list[str]:
                  f"{versus['boot_high']:+.4f}] p={versus['t_pvalue']:.2g}") if versus else ""
         lines.append(f"  {row['strategy']:<18}AULC {row['aulc']['mean']:.4f} ± {row['aulc']['std']:.4f}{extra}")
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.report.cells import ci, escape, p_value, table
+
+    rows = []
+    for r in summary["aulc"]:
+        v = r["vs_random"]
+        rows.append([escape(r["strategy"]), ci(r["aulc"]), f"{v['mean_difference']:+.4f}" if v else "–",
+                     f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}]" if v else "–",
+                     f"{v['t_pvalue']:.3g}" if v else "–", p_value(v.get("p_holm")) if v else "–"])
+        if v:
+            page.findings.append([f"active learning {escape(r['strategy'])} vs random (area under curve)",
+                                  f"{v['mean_difference']:+.4f}", f"{v['n']} seeds",
+                                  f"[{v['boot_low']:+.4f}, {v['boot_high']:+.4f}] p={v['t_pvalue']:.3g}"
+                                  + (f" (Holm {v['p_holm']:.3g})" if v.get("p_holm") is not None else "")])
+    curve_rows = [[escape(s), n, ci(p), p["n"]] for s, pts in summary["curves"].items() for n, p in pts.items()]
+    return (table(["strategy", "AULC [95% CI]", "vs random", "95% bootstrap CI", "paired t p", "Holm p"], rows)
+            + "<h3>Accuracy at each checkpoint</h3>"
+            + table(["strategy", "labels", "accuracy [95% CI]", "seeds"], curve_rows))
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return "mean over seeds/draws with 95% t interval bands (n in the legend)"

@@ -20,6 +20,7 @@ from slmtune.experiments.common import (
     load_run_config,
     study_metric,
 )
+from slmtune.experiments.protocol import Reduction, keeps_runs
 from slmtune.multilabel import metric_name
 from slmtune.resolve import pin_epochs
 
@@ -169,6 +170,12 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
 
 CONFIG = AugmentStudyConfig
 run = run_augmentation
+shares_runs = keeps_runs
+OWN_QUEUE = False
+REDUCTIONS = (
+    Reduction(4, "seeds", lambda v: v[:2], "augmentation: 2 seeds"),
+    Reduction(6, "ratios", lambda v: [r for r in v if r in (0, 0.5, 1.0)], "augmentation: ratios 0, 0.5, 1"),
+)
 
 
 def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
@@ -202,3 +209,34 @@ def report(summary: dict[str, Any]) -> list[str]:
                                  if p["vs_control"] else "") for p in points)
             lines.append(f"  {size:>6} rows  {op:<23}{cells}")
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.multilabel import metric_name
+    from slmtune.report.cells import escape, p_value, table
+
+    rows = []
+    for f in summary["vs_control"]:
+        rows.append([f["size"], escape(f["operations"]), f"{f['ratio']:g}", escape(f.get("against", "control")),
+                     f"{f['difference']:+.4f}",
+                     f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}]", f"{f['p_value']:.3g}", p_value(f.get("p_holm")),
+                     p_value(f.get("p_bh")), "yes" if f["significant"] else "no"])
+    steps_matched = any(f.get("against") == "control (same steps)" for f in summary["vs_control"])
+    for f in summary["vs_control"]:  # key findings: the fairest comparison only
+        if f["operations"].startswith("steps-matched") or (
+                steps_matched and f.get("against") != "control (same steps)"):
+            continue
+        page.findings.append([f"augmentation {escape(f['operations'])} x{f['ratio']:g} at {f['size']} rows "
+                              f"vs {escape(f.get('against', 'control'))}",
+                              f"{f['difference']:+.4f}", "paired seeds",
+                              f"[{f['ci'][0]:+.4f}, {f['ci'][1]:+.4f}] p={f['p_value']:.3g}"
+                              + (f" (Holm {f['p_holm']:.3g})" if f.get("p_holm") is not None else "")])
+    name = metric_name(summary.get("metric", "accuracy"))
+    return table(["rows", "operations", "ratio", "against", f"{name} − control", "95% bootstrap CI",
+                   "paired t p", "Holm p", "BH p", "significant"], rows, numeric_from=4)
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return "mean over seeds/draws with 95% t interval bands (n in the legend)"

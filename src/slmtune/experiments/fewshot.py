@@ -21,7 +21,6 @@ import numpy as np
 from slmtune import stats
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import classification_metrics
 from slmtune.experiments.common import (
     Clock,
     DataSizes,
@@ -34,6 +33,8 @@ from slmtune.experiments.common import (
     single_label_only,
     with_min_steps,
 )
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
+from slmtune.serve.metrics import classification_metrics
 
 # Published AG News test accuracy (mean of 10 draws), SetFit paper (Tunstall et al. 2022), shown beside ours on
 # AG News only.
@@ -257,6 +258,13 @@ def summarize_fewshot(study: Study, rows: list[dict[str, Any]], anchors: dict[st
 
 CONFIG = FewShotConfig
 run = run_fewshot
+shares_runs = keeps_runs
+from_cli = flags_as_given
+OWN_QUEUE = False
+REDUCTIONS = (
+    Reduction(2, "draws", lambda v: min(v, 3), "fewshot: 3 draws per size"),
+    Reduction(9, "shots", lambda v: [k for k in v if k <= 20], "fewshot: shots above 20 per class dropped"),
+)
 
 
 def plan(cfg: FewShotConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
@@ -294,3 +302,27 @@ def report(summary: dict[str, Any]) -> list[str]:
         cells = "  ".join(f"{k}: {p['mean']:.3f}±{p['std']:.3f}" for k, p in points.items())
         lines.append(f"  {method:<8}{cells}")
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.report.cells import ci, escape, num, table
+
+    rows = []
+    for method, points in summary["curves"].items():
+        for k, p in points.items():
+            rows.append([escape(method), k, ci(p), f"± {p['std']:.4f}", p["n"], num(p.get("seconds", 0.0), 1)])
+    anchors = "; ".join(f"{escape(n)}: " + ", ".join(f"{k}-shot {v:.3f}" for k, v in pts.items())
+                        for n, pts in summary.get("anchors", {}).items())
+    for method, points in summary["curves"].items():
+        k = max(points, key=lambda s: int(s))
+        p = points[k]
+        page.findings.append([f"few-shot {escape(method)} at {k} per class", f"{p['mean']:.4f}",
+                              f"{p['n']} draws", f"[{p['ci_low']:.4f}, {p['ci_high']:.4f}]"])
+    return table(["method", "shots/class", "accuracy [95% CI]", "sd", "draws", "seconds"], rows) + (
+        f"<p class='muted'>anchors: {anchors}</p>" if anchors else "")
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return "mean over seeds/draws with 95% t interval bands (n in the legend)"

@@ -32,7 +32,9 @@ from slmtune.experiments.common import (
     run_seconds,
     with_recipes_found,
 )
+from slmtune.experiments.protocol import Reduction
 from slmtune.experiments.registry import STUDIES
+from slmtune.experiments.workers import ALONE, Execution
 
 # Disk per finished run of the default model (`du -sh` of run folders: LoRA 3.3 MB, full fine-tuning 90 MB).
 DISK_MB = {"lora": 3.3, "full": 90.0}
@@ -115,9 +117,9 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: s
     import torch
 
     from slmtune.data import load_ag_news
-    from slmtune.evaluate import predict_proba
     from slmtune.models import fast_dropout
     from slmtune.models.build import get_model, load_tokenizer, resolve_model
+    from slmtune.serve.logits import predict_proba
 
     clock = Clock()
     _, test = load_ag_news(None)
@@ -197,8 +199,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, sizes, root / name)
         outside_runs = extra_seconds / speed * sizes.tokens / REFERENCE_TOKENS  # estimated at the reference length
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": outside_runs, "disk_mb": 0.0, "new": []}
-        shares = getattr(STUDIES[kind].load(), "shares_runs", None)
-        shareable = shares(study_cfg) if shares else True  # configs that name their runs are shared by parts
+        shareable = STUDIES[kind].load().shares_runs(study_cfg)  # configs that name their runs: shared by parts
         for config in configs:
             key = f"{config.model.method}-{run_key(config)}"
             if shareable:
@@ -220,18 +221,10 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     return Plan(parts, total, new, seconds, disk, [], sizes)
 
 
-# Ways to shrink the study, cheapest loss first: (part kind, field, new value or callable, message).
-REDUCTIONS = [
-    ("scaling", "sizes", lambda v: [s for s in v if s <= 2400], "scaling: sizes above 2,400 rows dropped"),
-    ("fewshot", "draws", lambda v: min(v, 3), "fewshot: 3 draws per size"),
-    ("active", "seeds", lambda v: v[:2], "active learning: 2 seeds"),
-    ("augmentation", "seeds", lambda v: v[:2], "augmentation: 2 seeds"),
-    ("scaling", "seeds", lambda v: v[:2], "scaling: 2 seeds"),
-    ("augmentation", "ratios", lambda v: [r for r in v if r in (0, 0.5, 1.0)], "augmentation: ratios 0, 0.5, 1"),
-    ("sweep", "space", lambda v: None if v == "grid" else v, "sweep: the 5x5 grid dropped (lr and wd lines kept)"),
-    ("seeds", "seeds", lambda v: (v or [])[:3] or None, "seeds: 3 seeds"),
-    ("fewshot", "shots", lambda v: [k for k in v if k <= 20], "fewshot: shots above 20 per class dropped"),
-]
+def reductions() -> list[tuple[str, Reduction]]:
+    """Every kind's budget reductions (its module's REDUCTIONS), cheapest loss of evidence first."""
+    found = [(kind.name, r) for kind in STUDIES.values() for r in kind.load().REDUCTIONS]
+    return sorted(found, key=lambda item: item[1].rank)
 
 
 def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, budget_s: float,
@@ -241,7 +234,8 @@ def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, bu
     dropped: list[str] = []
     plan = make_plan(cfg, root, cli_overrides, speed, only)
     sizes = plan.sizes
-    for kind, key, change, message in REDUCTIONS:
+    for kind, reduction in reductions():
+        key, change, message = reduction.field, reduction.change, reduction.message
         if plan.seconds <= budget_s:
             break
         touched = False
@@ -277,17 +271,16 @@ def parse_budget(text: str) -> float:
 
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,
                   only: list[str] | None = None, budget: str | None = None, dry_run: bool = False,
-                  progress=print, workers: int = 1, storage: str | None = None, worker: bool = False,
-                  worker_argv: list[str] | None = None) -> dict[str, Any]:
+                  progress=print, execution: Execution = ALONE) -> dict[str, Any]:
     """Plan the study (calibrated on this machine, fitted to `budget`), then run its parts in order.
 
-    `workers` > 1 (or a shared `storage` URL) first trains every planned run through a queue
-    (slmtune.experiments.workers) with that many processes, `worker_argv` being the command that joins it;
-    `worker` only takes runs from the queue of a study started elsewhere."""
-    if worker:
-        from slmtune.experiments.workers import queue_url, work
+    Several workers (or a shared storage URL) in `execution` first train every planned run through the run queue
+    (slmtune.experiments.workers); a worker only takes runs from the queue of a study started elsewhere."""
+    if execution.worker:
+        from slmtune.experiments.queue import queue_url, work
 
-        return {"worker_trained": work(queue_url(root or Path("studies") / cfg.name, storage), progress=progress)}
+        url = queue_url(root or Path("studies") / cfg.name, execution.storage)
+        return {"worker_trained": work(url, progress=progress)}
     if not cfg.parts:
         raise SlmtuneError("the reference study names no parts")
     for name, settings in cfg.parts.items():
@@ -318,11 +311,11 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         return record
     clock = Clock()
     seconds = {}
-    if workers > 1 or storage:
+    if execution.queued:
         from slmtune.experiments.workers import run_workers
 
         items = [(root / name, config) for name, p in plan.parts.items() for config in p["new"]]
-        run_workers(items, root, workers, storage, worker_argv, progress=progress)
+        run_workers(items, root, execution, progress=progress)
         seconds["queued runs"] = round(clock.elapsed, 1)
     for name, p in plan.parts.items():
         progress(f"\n== {name} ({p['kind']}): {p['runs'] - p['done']} runs to train, ~{format_duration(p['seconds'])}")

@@ -1,25 +1,21 @@
-"""The one registry of studies, read by the CLI (one subcommand each), `slmtune study` (its parts) and the planner.
+"""The one registry of studies, read by the CLI (one subcommand each), `slmtune study` (its parts), the planner
+and the report.
 
-Each study is a module of slmtune.experiments that follows one protocol:
-
-- `CONFIG`: its dataclass (fields with docstrings; `name`, `recipe` and `run` are shared by all);
-- `run(cfg, study_dir=None, cli_overrides=None, progress=print, **options) -> summary` (also written to
-  the study folder as summary.json), resumable: finished runs and kept results are reused;
-- `plan(cfg, base, cli_overrides, data, root) -> (run configs, seconds of work outside runs)`: what `run`
-  will train, for the estimate before a whole study starts (`data`: the dataset's `common.DataSizes`);
-- `report(summary) -> lines`: what the CLI prints when it ends;
-- optional `shares_runs(cfg) -> bool` (default True: its configs name their runs, so parts share them) and
-  `from_cli(values) -> values` (turns flag values into config fields).
-
+Each study is a module of slmtune.experiments that implements the study protocol (slmtune.experiments.protocol:
+its config, run, plan, budget reductions, printed report and report.html section), checked when it is loaded.
 The registry itself is plain data, so `slmtune --help` lists every study and its flags without importing torch.
-A new study is a module with those names and one `StudyKind` here.
+A new study is one module and one `StudyKind` here.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slmtune.experiments.protocol import StudyModule
+    from slmtune.experiments.workers import Execution
 
 
 @dataclass(frozen=True)
@@ -77,22 +73,23 @@ class StudyKind:
     """The shipped study config, shown in --help."""
     flags: tuple[Flag, ...] = ()
 
-    def load(self) -> ModuleType:
-        return importlib.import_module(f"slmtune.experiments.{self.module}")
+    def load(self) -> StudyModule:
+        from slmtune.experiments.protocol import check_protocol
+
+        return check_protocol(importlib.import_module(f"slmtune.experiments.{self.module}"))
 
     @property
     def cli(self) -> str | None:
         return self.command if self.command is not None else self.name
 
     def run_from_cli(self, flag_text: dict[str, object], config_file: str | None = None,
-                     study_dir: str | None = None, overrides: list[str] | None = None, workers: int = 1,
-                     storage: str | None = None, worker: bool = False, argv: list[str] | None = None,
-                     **fields) -> str:
+                     study_dir: str | None = None, overrides: list[str] | None = None,
+                     execution: Execution | None = None, **fields) -> str:
         """Run this study from its command line: `flag_text` (config field -> the flag's text) and `fields`
-        (e.g. name, recipe) onto its config, then its `run` (with `workers` processes, a shared queue `storage`,
-        or as a `worker` of a running study: slmtune.experiments.workers); returns what the command prints."""
+        (e.g. name, recipe) onto its config, then its `run` as `execution` says (worker processes, a shared queue,
+        or a worker of a running study: slmtune.experiments.workers); returns what the command prints."""
         from slmtune.experiments.common import load_study_config
-        from slmtune.experiments.workers import run_study
+        from slmtune.experiments.workers import ALONE, run_study
 
         module = self.load()
         values, options = {k: v for k, v in fields.items() if v is not None}, {}
@@ -100,10 +97,9 @@ class StudyKind:
             value = flag.value(flag_text.get(flag.field))
             if value is not None and value is not False:
                 (options if flag.to_run else values)[flag.field] = value
-        if hasattr(module, "from_cli"):
-            values = module.from_cli(values, from_file=bool(config_file))
+        values = module.from_cli(values, from_file=bool(config_file))
         cfg = load_study_config(module.CONFIG, config_file, **values)
-        summary = run_study(module, cfg, study_dir, list(overrides or []), options, workers, storage, worker, argv)
+        summary = run_study(module, cfg, study_dir, list(overrides or []), options, execution or ALONE)
         if summary is None:
             return f"slmtune {self.cli} {getattr(cfg, 'name', '')}: worker done"
         return "\n".join([f"\nslmtune {self.cli} {getattr(cfg, 'name', '')}: done", *module.report(summary)])

@@ -22,6 +22,7 @@ from slmtune.experiments.common import (
     study_metric,
     with_min_steps,
 )
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
 from slmtune.multilabel import metric_name
 from slmtune.resolve import pin_epochs, pin_head_init
 
@@ -109,6 +110,13 @@ def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConf
 
 CONFIG = ScalingConfig
 run = run_scaling
+shares_runs = keeps_runs
+from_cli = flags_as_given
+OWN_QUEUE = False
+REDUCTIONS = (
+    Reduction(1, "sizes", lambda v: [s for s in v if s <= 2400], "scaling: sizes above 2,400 rows dropped"),
+    Reduction(5, "seeds", lambda v: v[:2], "scaling: 2 seeds"),
+)
 
 
 def sizes_for(cfg: ScalingConfig, available: int) -> list[int]:
@@ -147,3 +155,29 @@ def report(summary: dict[str, Any]) -> list[str]:
     lines.append(f"  diminishing returns (< {summary['diminishing_returns']['threshold_per_doubling']} per "
                  f"doubling) from ~{summary['diminishing_returns']['size']:,.0f} rows")
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.multilabel import metric_name
+    from slmtune.report.cells import num, table
+
+    fit = summary["fit"]
+    name = metric_name(summary.get("metric", "accuracy"))  # the fitted error is 1 - this
+    rows = [[p["n"], num(p["accuracy"]), f"[{p['low']:.4f}, {p['high']:.4f}]"] for p in summary["predictions"]]
+    page.findings.append(["scaling fit: error = a·n^-b + c", f"b = {fit['b']:.3f}, c = {fit['c']:.4f}",
+                          f"{len(summary.get('per_size', []))} sizes", f"R² = {fit['r2']:.3f}"])
+    for p in summary["predictions"]:
+        page.findings.append([f"predicted {name} at {p['n']:,} rows", f"{p['accuracy']:.4f}", "fit",
+                              f"[{p['low']:.4f}, {p['high']:.4f}]"])
+    dr = summary.get("diminishing_returns", {})
+    return (f"<div class='verdict'>error = {fit['a']:.3f} · n^-{fit['b']:.3f} + {fit['c']:.4f} "
+            f"(R² {fit['r2']:.3f});"
+            f" b 95% CI [{fit['b_ci'][0]:.3f}, {fit['b_ci'][1]:.3f}]; diminishing returns from ~"
+            f"{dr.get('size', float('nan')):,.0f} rows</div>"
+            + table(["rows", f"predicted {name}", "95% band"], rows))
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return "power-law fit with 95% band; points: mean over seeds"

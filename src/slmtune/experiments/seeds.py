@@ -21,6 +21,7 @@ from slmtune.experiments.common import (
     load_run_config,
     study_metric,
 )
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
 from slmtune.multilabel import metric_name
 
 METRICS = ("test_accuracy", "test_macro_f1", "validation_accuracy", "train_seconds")
@@ -139,6 +140,12 @@ def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds
 
 CONFIG = SeedsConfig
 run = run_seeds
+shares_runs = keeps_runs
+from_cli = flags_as_given
+OWN_QUEUE = False
+REDUCTIONS = (
+    Reduction(8, "seeds", lambda v: (v or [])[:3] or None, "seeds: 3 seeds"),
+)
 
 
 def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
@@ -157,3 +164,48 @@ def report(summary: dict[str, Any]) -> list[str]:
     if "comparison" in summary:
         lines.append(f"  {summary['comparison']['verdict']}")
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune import runs
+    from slmtune.multilabel import metric_name
+    from slmtune.report.cells import escape, table
+
+    key = summary.get("metric", "accuracy")  # micro_f1 on multi-label data
+    name = metric_name(key)
+    rows = [[escape(r["model"]), r[key], f"[{r[f'{key}_ci95'][0]:.4f}, {r[f'{key}_ci95'][1]:.4f}]",
+             r["macro_f1"], f"{r['trainable_params']:,} ({r['trainable_percent']:.2f}%)", r["train_seconds"]]
+            for r in summary["table"]]
+    html = table(["model", f"{name} (mean ± sd)", "95% CI", "macro-F1", "trainable", "train s"], rows)
+    n = len(summary["seeds"])
+    for r in summary["table"]:
+        page.findings.append([f"{escape(r['model'])} {name} over seeds", r[key], str(n),
+                              f"[{r[f'{key}_ci95'][0]:.4f}, {r[f'{key}_ci95'][1]:.4f}]"])
+    comparison = summary.get("comparison")
+    if comparison:
+        c = comparison[f"test_{key}"]
+        html += f"<div class='verdict'>{escape(comparison['verdict'])}</div>"
+        html += table(["test", "value"], [
+            ["paired t p-value", f"{c['t_pvalue']:.3g}"], ["Wilcoxon p-value", f"{c['wilcoxon_pvalue']:.3g}"],
+            ["mean difference, 95% bootstrap CI", f"{c['mean_difference']:+.4f} [{c['boot_low']:+.4f}, "
+                                                  f"{c['boot_high']:+.4f}]"],
+            ["Cohen's d_z", f"{c['cohens_dz']:.2f}"],
+            ["McNemar p (pooled test predictions)", f"{comparison['mcnemar_pooled_test']['pvalue']:.3g}"]])
+        page.findings.append([f"difference in {name} (paired by seed)", f"{c['mean_difference']:+.4f}", str(n),
+                              f"[{c['boot_low']:+.4f}, {c['boot_high']:+.4f}] p={c['t_pvalue']:.3g}"])
+    by_config: dict[str, list[dict]] = {}
+    for row in summary.get("rows", []):
+        if row.get("run_dir") and runs.is_finished(Path(row["run_dir"])):
+            by_config.setdefault(row["config"], []).append(runs.read_result(Path(row["run_dir"])))
+    for name, results in by_config.items():
+        page.add_model(name, results)
+    first = next((Path(r["run_dir"]) for r in summary.get("rows", []) if r.get("run_dir")), None)
+    if first is not None and (first / "predictions.csv").is_file():
+        html += f"<h3>One run in detail: {escape(first.name)}</h3>" + page.run_figures(first)
+    return html
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return f"n={len(summary.get('seeds', []))} seeds per config; bands/whiskers: 95% t interval"

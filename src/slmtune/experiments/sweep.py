@@ -7,9 +7,7 @@ Every trial trains through `Study.run`, which reuses a finished run of the same 
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,15 @@ from slmtune.experiments.common import (
     format_duration,
     load_run_config,
     study_metric,
+)
+from slmtune.experiments.protocol import Reduction
+from slmtune.experiments.queue import (
+    completed,
+    drain,
+    load_when_created,
+    open_storage,
+    queue_missing,
+    require_optuna,
 )
 from slmtune.multilabel import metric_name
 
@@ -110,77 +117,6 @@ def _check_space(base: RunConfig, space: dict[str, Any], search: bool) -> None:
             replace(base, **{key: value})  # raises SlmtuneError on unknown fields or bad values
 
 
-class _GridExhausted(Exception):
-    pass
-
-
-def _grid_sampler():
-    import optuna
-
-    class GridOnly(optuna.samplers.RandomSampler):
-        """Grid trials come from the queue only; a trial that finds the queue empty ends the worker."""
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            raise _GridExhausted
-
-    return GridOnly()
-
-
-def open_storage(url: str, heartbeat: int = 10):
-    """Optuna RDB storage with heartbeats: a trial whose process stops beating for 3 heartbeats is failed and
-    its point queued again (once, by whichever process notices first); a live trial is never taken over."""
-    import warnings
-
-    import optuna
-    from optuna.storages import RDBStorage
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-    # Optuna 5 names the callback for stale trials heartbeat_stale_trial_callback; Optuna 4 failed_trial_callback
-    stale = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
-             inspect.signature(RDBStorage).parameters else "failed_trial_callback")
-    try:
-        engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                          **{stale: _retry_point})
-    except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
-        raise SlmtuneError(f"cannot open the Optuna storage {url}: {_first_line(exc)}") from None
-    except Exception as exc:  # SQLAlchemy connection errors and the like
-        raise SlmtuneError(f"cannot open the Optuna storage {url}: {type(exc).__name__}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
-
-
-def _point(trial) -> dict[str, Any]:
-    """A trial's whole grid point: fixed_params for queued trials (params holds only what was suggested)."""
-    return trial.system_attrs.get("fixed_params") or trial.params
-
-
-def _retry_point(study, trial) -> None:
-    """Heartbeat-stale callback: the dead trial's point (or queued run, slmtune.experiments.workers) goes back in
-    the queue."""
-    job = {"run": trial.user_attrs["run"]} if "run" in trial.user_attrs else {}
-    study.enqueue_trial(_point(trial), user_attrs={"retry_of": trial.number, **job}, skip_if_exists=False)
-
-
-def _queue_missing(study, points: list[dict[str, Any]]) -> int:
-    """Queue every grid point that has no finished, waiting or running trial: all of them on a new sweep; on a
-    rerun, those whose trial was stopped by Ctrl-C, SIGTERM or an error (Optuna marks it FAIL). Running trials
-    are left to their owners' heartbeats."""
-    from optuna.trial import TrialState
-
-    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-    held = [_point(t) for t in study.get_trials(deepcopy=False, states=live)]
-    count = 0
-    for point in points:
-        if point not in held:
-            study.enqueue_trial(point, skip_if_exists=False)
-            count += 1
-    return count
-
-
 class _PruningCallback(TrainerCallback):
     """Reports each validation figure of the objective (micro-F1 on multi-label data, else accuracy) to Optuna
     and stops a trial its pruner gives up on."""
@@ -212,18 +148,10 @@ def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _require_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise SlmtuneError("sweeps need Optuna: pip install 'slmtune[sweep]'") from None
-    return optuna
-
-
 def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrides: list[str] | None = None,
               worker: bool = False, progress=print) -> dict[str, Any]:
     """Run (or join, or resume) a sweep; returns the summary (also written to the study folder)."""
-    optuna = _require_optuna()
+    optuna = require_optuna()
 
     # ERROR: Optuna logs a stopped trial's traceback as a warning; slmtune says what happened in one line
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -249,7 +177,10 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         )
         optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
         fresh = not optuna_study.trials
-        queued = _queue_missing(optuna_study, points)
+        for trial in damaged_trials(optuna_study):
+            progress(f"trial {trial.number}: its run folder {trial.user_attrs['run_dir']} is damaged or gone (no "
+                     "finished result.json); its point is trained again")
+        queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])))
         if queued and not fresh:
             progress(f"re-running {queued} trial(s) stopped earlier")
         study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
@@ -257,7 +188,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
                                 "cli_overrides": cli_overrides or []})
 
     total = cfg.search if search else len(points)
-    done_before = _completed(optuna_study)
+    done_before = counted(optuna_study)
     estimate = study.estimate_seconds(base)
     progress(f"sweep {cfg.name}: {total} trials ({len(done_before)} done), ~{format_duration(estimate)} per new "
              f"trial, ~{format_duration(estimate * max(0, total - len(done_before)))} left (estimate); "
@@ -271,7 +202,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         row = flat_metrics(result)
         for key, value in row.items():
             trial.set_user_attr(key, value)
-        finished = len(_completed(trial.study)) + 1
+        finished = len(counted(trial.study)) + 1
         metric = study_metric([row])
         progress(f"  trial {trial.number}: {params} -> validation {row[f'validation_{metric}']:.4f}, "
                  f"test {row[f'test_{metric}']:.4f}, {row['total_seconds']:.0f}s"
@@ -280,7 +211,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         return row[f"validation_{metric}"]
 
     if search:
-        remaining = total - len(_completed(optuna_study))
+        remaining = total - len(counted(optuna_study))
         if remaining > 0:
             optuna_study.optimize(objective, n_trials=remaining)
     else:
@@ -290,66 +221,32 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     return summarize_sweep(optuna_study, study, space, base)
 
 
-def load_when_created(name: str, storage, missing: str, seconds: float = 60.0):
-    """The Optuna study `name`, waiting up to `seconds` for the process that creates it (workers start beside it);
-    `missing` is the one-line error after that."""
-    import optuna
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            if time.monotonic() > deadline:
-                raise SlmtuneError(missing) from None
-            time.sleep(1)
+DAMAGED = "damaged_trials"
+"""Study attribute: numbers of finished trials whose run folder was found damaged; they count for nothing."""
 
 
-def drain(optuna_study, objective, heartbeat: int, on_wait=None) -> None:
-    """Run the queued (WAITING) trials one at a time, then wait for those running in other processes: a live
-    trial is its owner's, a dead one comes back through its heartbeat. `on_wait(n_running)` is called once."""
-    import optuna
+def damaged_trials(optuna_study) -> list:
+    """Finished trials whose run folder no longer holds a finished run (a truncated or deleted result.json),
+    newly found: recorded in the study (DAMAGED) so that their points are queued again and their rows dropped."""
+    from slmtune import runs
 
-    optuna_study.sampler = _grid_sampler()
-    said = False
-    while True:
-        if _waiting(optuna_study):
-            try:
-                optuna_study.optimize(objective, n_trials=1)
-            except _GridExhausted:  # another process took the last waiting trial
-                pass
-            continue
-        running = _running(optuna_study)
-        if not running:
-            return
-        if on_wait and not said:
-            on_wait(len(running))
-            said = True
-        time.sleep(heartbeat)
-        optuna.storages.fail_stale_trials(optuna_study)
+    known = set(optuna_study.user_attrs.get(DAMAGED, []))
+    found = [t for t in completed(optuna_study) if t.number not in known and t.user_attrs.get("run_dir")
+             and not runs.is_finished(t.user_attrs["run_dir"])]
+    if found:
+        optuna_study.set_user_attr(DAMAGED, sorted(known | {t.number for t in found}))
+    return found
 
 
-def _completed(optuna_study) -> list:
-    from optuna.trial import TrialState
-
-    return optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
-def _running(optuna_study) -> list:
-    from optuna.trial import TrialState
-
-    return optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-
-
-def _waiting(optuna_study) -> list:
-    from optuna.trial import TrialState
-
-    return optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+def counted(optuna_study) -> list:
+    """The finished trials that count: those whose run folder was not found damaged."""
+    damaged = set(optuna_study.user_attrs.get(DAMAGED, []))
+    return [t for t in completed(optuna_study) if t.number not in damaged]
 
 
 def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: RunConfig) -> dict[str, Any]:
     rows = []
-    for trial in _completed(optuna_study):
+    for trial in counted(optuna_study):
         row = {"trial": trial.number, **trial.params}
         row.update({k: v for k, v in trial.user_attrs.items() if k != "retry_of"})
         rows.append(row)
@@ -386,6 +283,10 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
 
 CONFIG = SweepConfig
 run = run_sweep
+OWN_QUEUE = True
+REDUCTIONS = (
+    Reduction(7, "space", lambda v: None if v == "grid" else v, "sweep: the 5x5 grid dropped (lr and wd lines kept)"),
+)
 
 
 def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
@@ -413,3 +314,31 @@ def report(summary: dict[str, Any]) -> list[str]:
     return [f"  trials                    {summary['trials']}", f"  best params               {best['params']}",
             f"  best validation {name:<9} {best[f'validation_{metric}']:.4f}",
             f"  its test {name:<16} {best[f'test_{metric}']:.4f}", f"  best config               {best['config']}"]
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.multilabel import metric_name
+    from slmtune.report.cells import escape, num, table
+
+    best = summary["best"]
+    metric = summary.get("metric", "accuracy")  # micro_f1 on multi-label data
+    name = metric_name(metric)
+    keys = list(summary.get("space", {}))
+    rows = sorted(summary.get("rows", []), key=lambda r: [r.get(k, 0) for k in keys])
+    table = table([*keys, f"validation {name}", f"test {name}", "train s"],
+                   [[*(f"{r.get(k):g}" if isinstance(r.get(k), float) else r.get(k) for k in keys),
+                     num(r.get(f"validation_{metric}")), num(r.get(f"test_{metric}")),
+                     num(r.get("train_seconds"), 1)] for r in rows], numeric_from=0)
+    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
+    val, test = best[f"validation_{metric}"], best[f"test_{metric}"]
+    page.findings.append([f"best {escape(', '.join(keys))} ({escape(folder.name)})", escape(params),
+                          f"{summary.get('trials')} trials", f"validation {val:.4f}, test {test:.4f}"])
+    return (f"<div class='verdict'>best: {escape(params)} — validation {name} "
+            f"{val:.4f}, its test {name} {test:.4f} "
+            f"({escape(summary.get('selection', ''))})</div>" + table)
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return f"{len(summary.get('rows', []))} runs"

@@ -8,6 +8,7 @@ from typing import Any
 
 from slmtune.config import RunConfig
 from slmtune.experiments.common import DataSizes, Study, flat_metrics, load_run_config
+from slmtune.experiments.protocol import flags_as_given, keeps_runs
 
 
 @dataclass
@@ -36,6 +37,10 @@ def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[st
 
 CONFIG = TrainPartConfig
 run = run_train_part
+shares_runs = keeps_runs
+from_cli = flags_as_given
+OWN_QUEUE = False
+REDUCTIONS: tuple = ()
 
 
 def plan(cfg: TrainPartConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
@@ -45,3 +50,21 @@ def plan(cfg: TrainPartConfig, base: RunConfig, cli_overrides: list[str] | None,
 
 def report(summary: dict[str, Any]) -> list[str]:
     return [f"  {row['recipe']}: test accuracy {row['test_accuracy']:.4f}" for row in summary["rows"]]
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune import runs
+    from slmtune.report.cells import escape
+
+    html = ""
+    for row in summary.get("rows", []):
+        run = Path(row["run_dir"])
+        if (run / runs.RESULT).is_file():
+            html += f"<h3>{escape(row.get('recipe', run.name))} ({escape(run.name)})</h3>" + page.run_body(run, 6)
+    return html
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return f"{len(summary.get('rows', []))} runs"

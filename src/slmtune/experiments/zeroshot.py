@@ -15,9 +15,11 @@ from typing import Any
 from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import classification_metrics, predict_logits
 from slmtune.experiments.common import Clock, DataSizes, Study, load_run_config, single_label_only
+from slmtune.experiments.protocol import keeps_runs
 from slmtune.methods.zeroshot import default_descriptions, label_prompts, nli_predict, prompt_classifier, templates_for
+from slmtune.serve.logits import predict_logits
+from slmtune.serve.metrics import classification_metrics
 
 PROMPT_SETS = {
     "names": (["{}"], False),              # bare label names
@@ -133,6 +135,9 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
 
 CONFIG = ZeroShotConfig
 run = run_zeroshot
+shares_runs = keeps_runs
+OWN_QUEUE = False
+REDUCTIONS: tuple = ()
 
 
 def from_cli(values: dict[str, Any], from_file: bool) -> dict[str, Any]:
@@ -161,3 +166,21 @@ def report(summary: dict[str, Any]) -> list[str]:
     lines += [f"  {row['method']:<16}accuracy {row['accuracy']:.4f}   macro-F1 {row['macro_f1']:.4f}"
               for row in summary["rows"]]
     return lines
+
+
+def report_section(page, folder: Path, summary: dict) -> str:
+    """This study's section of report.html (`page`: slmtune.report.html.Report, whose key findings it adds to)."""
+    from slmtune.report.cells import escape, num, pct, table
+
+    rows = [[escape(r["method"]), num(r["accuracy"]), num(r["macro_f1"]), r["n"], escape(r.get("note", ""))]
+            for r in summary["rows"]]
+    best = max(summary["rows"], key=lambda r: r["accuracy"])
+    page.findings.append([f"zero-shot, best method ({escape(best['method'])})", pct(best["accuracy"]),
+                          str(best["n"]), "no training"])
+    return f"<p class='muted'>chance = {summary.get('chance', 0):.2f}</p>" + table(
+        ["method", "accuracy", "macro-F1", "n", "note"], rows)
+
+
+def figure_caption(summary: dict) -> str:
+    """What the captions of this study's figures in report.html say."""
+    return f"n={summary['rows'][0]['n'] if summary.get('rows') else '?'} test rows"

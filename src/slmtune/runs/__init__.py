@@ -4,8 +4,6 @@ from slmtune.runs.folder import (  # noqa: F401
     RESULT,
     MetricsLog,
     atomic_write,
-    diagnostics,
-    diagnostics_text,
     environment,
     is_finished,
     make_run_dir,

@@ -26,7 +26,7 @@ AUTO_MIN_ROWS = 5000  # `auto` measures the backends (about 1,000 rows each) onl
 
 @dataclass
 class Engine:
-    """What runs a run's inference: `model` for slmtune.evaluate.predict_logits, and the precision it runs in."""
+    """What runs a run's inference: `model` for slmtune.serve.logits.predict_logits, and the precision it runs in."""
 
     name: str
     model: Any
@@ -60,7 +60,7 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     import time
 
     from slmtune.data import load_splits
-    from slmtune.evaluate import predict_logits
+    from slmtune.serve.logits import predict_logits
 
     kept = _kept_choice(run_dir, max_change)
     if kept is not None:
@@ -127,7 +127,7 @@ def _decisions(run, logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxClassifier:
-    """An ONNX Runtime session that `slmtune.evaluate.predict_logits` runs like a model."""
+    """An ONNX Runtime session that `slmtune.serve.logits.predict_logits` runs like a model."""
 
     def __init__(self, path: str | Path, num_labels: int, threads: int | None = None):
         require_onnx()

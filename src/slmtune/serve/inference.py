@@ -10,10 +10,11 @@ import numpy as np
 
 from slmtune import runs
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import predict_logits, score_probs
 from slmtune.multilabel import label_sets
 from slmtune.serve.backends import Engine, engine
 from slmtune.serve.loading import LoadedRun, load_run
+from slmtune.serve.logits import predict_logits
+from slmtune.serve.metrics import score_probs
 
 
 def predict(run_dir: str | Path, texts: list[str] | str, clean: bool | None = None,

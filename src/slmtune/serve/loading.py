@@ -11,10 +11,10 @@ from slmtune import runs
 from slmtune.blend import Blend, load_blend
 from slmtune.config import RunConfig, load_config
 from slmtune.errors import SlmtuneError
-from slmtune.evaluate import scores_of
 from slmtune.models.build import load_classifier, load_tokenizer, quiet_peft
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
+from slmtune.serve.logits import scores_of
 
 
 @dataclass

@@ -1,54 +1,12 @@
-"""Length-sorted inference and classification metrics."""
+"""Classification metrics: accuracy, macro-F1, per-class figures and the confusion matrix (micro-F1 and subset
+accuracy on multi-label data), from probabilities or logits, and the Trainer's `compute_metrics`."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-from tqdm.auto import tqdm
 
-from slmtune.data.tokenize import encode, sorted_batches
-from slmtune.models.pooling import first_token_only
-
-
-@torch.inference_mode()
-def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128,
-                   progress: bool = False, precision=None, cache: bool = True, truncation: str = "head") -> np.ndarray:
-    """Logits for `texts`, in input order. `model` is a transformers model or an ONNX runner (slmtune.onnx);
-    `precision` (a slmtune.precision.Precision) runs a torch model under its autocast; `cache` keeps the
-    token ids for the next call on the same texts; `truncation` is the side long texts are cut from."""
-    ids = encode(tokenizer, texts, max_length, cache=cache, truncation=truncation)
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    onnx = not isinstance(model, torch.nn.Module)
-    if not onnx:
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-    batches = sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0)
-    total = -(-len(ids) // batch_size)
-    autocast = precision.autocast() if precision is not None and not onnx else contextlib.nullcontext()
-    with contextlib.nullcontext() if onnx else first_token_only(model), autocast:
-        for rows, batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=not progress,
-                                leave=False):
-            if onnx:
-                out[rows] = model(batch)
-            else:
-                out[rows] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
-    if not onnx:
-        model.train(was_training)
-    return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def predict_proba(model, tokenizer, texts: list[str], **kwargs) -> np.ndarray:
-    return softmax(predict_logits(model, tokenizer, texts, **kwargs))
+from slmtune.serve.logits import scores_of, softmax
 
 
 def classification_metrics(y_true, y_pred, label_names: list[str]) -> dict:
@@ -92,15 +50,6 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
         "gold_prob": float(gold.mean()),
     }
-
-
-def scores_of(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """Class probabilities (softmax), or each label's sigmoid score on multi-label data."""
-    if not multi_label:
-        return softmax(logits)
-    from slmtune.multilabel import sigmoid
-
-    return sigmoid(logits)
 
 
 def score_probs(probs: np.ndarray, data, thresholds=None) -> tuple[dict, np.ndarray]:

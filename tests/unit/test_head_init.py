@@ -11,7 +11,9 @@ from slmtune.data.tokenize import encode
 from slmtune.models.build import load_classifier, load_tokenizer
 from slmtune.models.head_init import head_features, logistic_probe, output_layer, probe_head
 from slmtune.serve.logits import predict_logits
-from slmtune.train import _BucketTrainer, layer_depth, train
+from slmtune.train import train
+from slmtune.trainer import BucketTrainer as _BucketTrainer
+from slmtune.trainer import layer_depth
 
 TEXTS = ["goal match team win", "stock market shares profit", "team season coach game", "bank profit quarter",
          "election minister government", "software chip internet", "match league player", "shares investors fund",

@@ -195,7 +195,7 @@ def test_validation_step_scores_like_the_whole_pooling_layer(tiny_models, tmp_pa
     from transformers import TrainingArguments
 
     from slmtune.models.build import load_tokenizer
-    from slmtune.train import _BucketTrainer
+    from slmtune.trainer import BucketTrainer as _BucketTrainer
 
     model = load_classifier(tiny_models["bert"], ["World", "Sports", "Business", "Sci/Tech"], pooling="mean").eval()
     tokenizer = load_tokenizer(tiny_models["bert"])

@@ -38,7 +38,7 @@ def test_budget_reductions_come_cheapest_loss_first():
 def test_an_execution_names_its_workers_and_restores_the_thread_budget(monkeypatch):
     import torch
 
-    from slmtune.train import set_threads, thread_budget
+    from slmtune.trainer import set_threads, thread_budget
 
     execution = Execution(workers=2, argv=("seeds", "--workers", "2", "--seeds", "1,2"))
     assert execution.worker_command()[-4:] == ["seeds", "--seeds", "1,2", "--worker"]

@@ -4,7 +4,7 @@ from sklearn.metrics import f1_score
 
 from slmtune.data.tokenize import pad_batch, sorted_batches
 from slmtune.serve.metrics import classification_metrics, compute_metrics
-from slmtune.train import LengthBucketSampler
+from slmtune.trainer import LengthBucketSampler
 
 
 def test_bucket_sampler_covers_everything_and_pads_little():

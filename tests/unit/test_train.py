@@ -191,7 +191,7 @@ def test_precision_follows_the_hardware(monkeypatch, cuda, bf16, cpu_bf16, devic
     import torch
 
     from slmtune import precision as precision_module
-    from slmtune.train import _device_args
+    from slmtune.trainer import device_args as _device_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
@@ -257,7 +257,7 @@ def test_frozen_weights_are_held_in_bf16_while_training_and_restored_exactly():
 def test_report_to_passes_through(tmp_path):
     from slmtune.config import load_config
     from slmtune.precision import Precision
-    from slmtune.train import _training_args
+    from slmtune.trainer import training_args as _training_args
 
     fp32 = Precision("fp32", "cpu", "test")
     args = _training_args(load_config(None, ["train.report_to=tensorboard", "train.evals_per_epoch=2"]),

@@ -66,7 +66,7 @@ class Execution:
     def extra_workers(self) -> Iterator[list[subprocess.Popen]]:
         """`workers - 1` copies of the command, each told its thread count, while this process trains with the
         same count; stopped with it when it is interrupted or fails."""
-        from slmtune.train import thread_budget
+        from slmtune.trainer import thread_budget
 
         env = {**os.environ, "SLMTUNE_THREADS": str(self.threads)}
         children = [subprocess.Popen(self.worker_command(), env=env) for _ in range(self.workers - 1)]

@@ -284,3 +284,21 @@ def test_multi_label_head_starts_at_the_label_priors(tiny_models):
     bias = output_layer(model).bias
     expected = torch.log(torch.tensor([0.5, 0.05, 1e-4]) / (1 - torch.tensor([0.5, 0.05, 1e-4])))
     assert torch.allclose(bias, expected, atol=1e-5)  # sigmoid(bias) = each label's share (a floor for none)
+
+
+def test_a_multi_label_blend_weighs_each_label_and_serves_label_sets(tiny_models, multilabel_files, tmp_path):
+    import pandas as pd
+
+    from slmtune import predict, train
+
+    values = tiny_overrides(tiny_models["bert"], multilabel_files, **{
+        "train.epochs": 2, "train.precision": "fp32", "data.multi_label": True, "data.label_separator": "|",
+        "model.blend": "tfidf"})
+    values["data"].update(train_size=None, val_size=None)
+    result = train(from_dict(values), run_dir=tmp_path / "run")
+    weight = result.blend["weight"]
+    assert isinstance(weight, list) and len(weight) == len(TOPICS) and all(0 <= w <= 1 for w in weight)
+    assert set(result.blend["test_encoder"]) == {"micro_f1", "macro_f1"}
+    written = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
+    served = predict(result.run_dir, list(written["text"][:10]), backend="torch-fp32")
+    assert [p["label"] for p in served] == list(written["predicted"][:10])  # the blend's label sets, served

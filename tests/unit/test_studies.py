@@ -273,3 +273,47 @@ def test_study_bad_input(capsys, tmp_path, argv, message):
     code = main([a.format(**files) for a in argv] + ["--study-dir", str(tmp_path / "study")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_folder_in_training_elsewhere_is_waited_for_not_deleted(monkeypatch, tmp_path):
+    """A worker handed a trial whose owner is alive (its heartbeat judged stale under load) waits on the run
+    folder's lock and then reuses the owner's finished run; it never deletes the folder under it."""
+    import threading
+
+    from slmtune import runs
+    from slmtune.config import RunConfig
+    from slmtune.experiments import common
+
+    study = common.Study(tmp_path / "study")
+    config = RunConfig()
+    folder = study.folder(config)
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("{}\n")  # the live owner's run, half way
+    trained = []
+    monkeypatch.setattr(common, "train", lambda *a, **k: trained.append(k))
+    owner = study.lock(folder)
+    owner.acquire()
+    reached = threading.Event()
+    lock_of = study.lock
+
+    class Announcing:
+        def __init__(self, lock):
+            self.lock = lock
+
+        def __enter__(self):
+            reached.set()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    monkeypatch.setattr(study, "lock", lambda f: Announcing(lock_of(f)))
+    out = {}
+    taker = threading.Thread(target=lambda: out.update(study.run(config)))
+    taker.start()
+    assert reached.wait(60)
+    runs.write_json(folder / "result.json", {"status": "success", "metrics": {}})  # the owner finishes
+    owner.release()
+    taker.join(60)
+    assert out["reused"] is True and not trained
+    assert (folder / "metrics.jsonl").exists()

@@ -249,19 +249,29 @@ class Study:
         if (splits is None) != (key is None):
             raise ValueError("pass splits together with a key that identifies them")
         folder = self.folder(config, key)
-        shared = self.finished(config, key)
-        if shared is not None:  # this study's own run, or the same config finished by a sibling study
-            folder = shared
-            result = runs.read_result(folder)
-            result["reused"] = True
-        else:
-            if folder.exists():  # an attempt that was cut off: start it over
-                shutil.rmtree(folder)
-            train(config, splits=splits or self.splits(config), run_dir=folder, callbacks=callbacks)
-            result = runs.read_result(folder)
-            result["reused"] = False
+        with self.lock(folder):  # a run another live process is training is waited for, never deleted under it
+            shared = self.finished(config, key)
+            if shared is not None:  # this study's own run, or the same config finished by a sibling study
+                folder = shared
+                result = runs.read_result(folder)
+                result["reused"] = True
+            else:
+                if folder.exists():  # an attempt that was cut off (its process is gone): start it over
+                    shutil.rmtree(folder)
+                train(config, splits=splits or self.splits(config), run_dir=folder, callbacks=callbacks)
+                result = runs.read_result(folder)
+                result["reused"] = False
         result["run_dir"] = str(folder)
         return result
+
+    def lock(self, folder: Path):
+        """An exclusive lock on a run folder, held while it is trained: the operating system's file lock
+        (filelock), which a killed process lets go of, so a worker that takes over a trial judged dead waits
+        for a live owner instead of deleting its folder."""
+        from filelock import FileLock
+
+        (self.root / "locks").mkdir(exist_ok=True)
+        return FileLock(self.root / "locks" / f"{folder.name}.lock")
 
     def finished(self, config: RunConfig, key: str | None = None) -> Path | None:
         """The finished run folder of `config` in this study or a sibling study folder, or None."""

@@ -19,6 +19,7 @@ from slmtune.commands import (
     cmd_study,
     cmd_study_kind,
     cmd_train,
+    cmd_tune,
 )
 from slmtune.errors import SlmtuneError
 
@@ -129,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
              ("--method", {"choices": ["lora", "full"], "help": "lora (default) or full fine-tuning"}),
              *[(f, shortcut_kwargs(f)) for f in TRAIN_SHORTCUTS],
              ("--overwrite", {"action": "store_true", "help": "empty --output-dir first if it holds an earlier run"}),
+             ("overrides", OVERRIDES))
+    _command(sub, "tune", cmd_tune, "the best classifier for the data in a time budget: TF-IDF, probes, LoRA and "
+             "full fine-tuning raced on validation, blends; writes DIR/best and DIR/leaderboard.csv",
+             ("--config", {"help": "YAML recipe the candidates start from (see configs/)"}),
+             *[(f, shortcut_kwargs(f)) for f in (*DATA_SHORTCUTS, "--seed")],
+             ("--time", {"default": "20m", "help": "budget, e.g. 90s, 20m, 1.5h (default 20m): the search ends "
+                                                  "within it, testing included"}),
+             ("--output-dir", {"required": True, "help": "search folder (new, or an earlier search to continue)"}),
+             ("--models", {"help": "encoders to try, separated by commas (default: the config's model.name)"}),
+             ("--lora-rates", {"help": "LoRA learning rates raced (default 5e-4,1e-3,2e-3)"}),
+             ("--full-rates", {"help": "full fine-tuning learning rates raced (default 5e-5); empty: none"}),
+             ("--alpha", {"type": float, "default": 0.05,
+                          "help": "cut a candidate when a paired test on validation says it is behind at this "
+                                  "level (default 0.05)"}),
              ("overrides", OVERRIDES))
     _command(sub, "evaluate", cmd_evaluate, "re-evaluate a run's best model on a split", ("run_dir", RUN_DIR),
              ("--split", {"default": "test", "choices": ["test", "validation", "train"], "help": "split to score"}),

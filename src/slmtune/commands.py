@@ -23,6 +23,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(train_summary(train(config, overwrite=args.overwrite), config))
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
+    from slmtune.config import load_config
+    from slmtune.experiments.tune import TuneConfig, run_tune
+
+    base = load_config(args.config, with_shortcuts(args, DATA_SHORTCUTS + ("--seed",)))
+    values = {"time": args.time, "models": _names(args.models), "alpha": args.alpha}
+    for key in ("lora_rates", "full_rates"):
+        if getattr(args, key) is not None:
+            values[key] = [_rate(r, f"--{key.replace('_', '-')}") for r in _names(getattr(args, key))]
+    run_tune(base, TuneConfig(**values), args.output_dir)
+
+
+def _names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _rate(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SlmtuneError(f"{flag} takes learning rates separated by commas, e.g. 5e-4,1e-3; got {text!r}") from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from slmtune.console import evaluation_summary
     from slmtune.serve.inference import evaluate_run

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from slmtune.config import RunConfig, replace
+from slmtune.errors import SlmtuneError
 
 IMBALANCED = 3.0
 """Largest class over smallest: above this the data counts as imbalanced (metric, weights, epochs)."""
@@ -79,6 +80,10 @@ def resolve_epochs(config: RunConfig, data: DataFacts) -> tuple[float, str]:
 def resolve_head_init(config: RunConfig, data: DataFacts) -> tuple[str, str]:
     """`model.head_init`: as set, else (auto) a probe for single-label data with at most PROBE_ROWS_PER_CLASS
     training rows a class, else random."""
+    if config.train.epochs == 0:
+        if data.multi_label:
+            raise SlmtuneError("train.epochs=0 (a linear probe) needs single-label data; train at least one epoch")
+        return "probe", "train.epochs=0: a linear probe on the frozen encoder"
     if config.model.head_init != "auto":
         return config.model.head_init, "model.head_init"
     if data.multi_label:

@@ -219,3 +219,89 @@ def fit_power_law(sizes, errors, bootstrap: int = 400, seed: int = 0) -> PowerLa
         boot.append([float(v) for v in again])
     return PowerLawFit(float(params[0]), float(params[1]), float(params[2]), cis[0], cis[1], cis[2], r2,
                        np.nan_to_num(cov).tolist(), boot)
+
+
+# ------------------------------------------------------------------------------------ paired bootstrap of metrics
+# A metric of classification decisions (accuracy, macro-F1, micro-F1) is a function of counts summed over rows:
+# each row contributes its true positives, false positives and false negatives per class. A bootstrap resample
+# weighs the rows, so every resample's counts are one matrix product, and two models compared on the same
+# resamples give a paired test of any of these metrics.
+
+BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "micro_f1")
+
+
+def row_counts(gold: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per row: [correct, tp per class, fp per class, fn per class]. Single-label rows are class indices;
+    multi-label rows are multi-hot (n_rows, n_classes) arrays, `correct` meaning the whole set is right."""
+    gold, predicted = np.asarray(gold), np.asarray(predicted)
+    if gold.ndim == 1:
+        gold = np.eye(n_classes, dtype=np.int8)[gold]
+        predicted = np.eye(n_classes, dtype=np.int8)[predicted]
+    gold, predicted = gold.astype(bool), predicted.astype(bool)
+    correct = (gold == predicted).all(axis=1)
+    return np.hstack([correct[:, None], gold & predicted, ~gold & predicted, gold & ~predicted]).astype(np.float32)
+
+
+def metric_of_counts(sums: np.ndarray, metric: str, rows: np.ndarray | float) -> np.ndarray:
+    """The metric from summed row_counts (one resample per row of `sums`); `rows` is each resample's row count.
+    Macro-F1 averages every class (a class never seen nor predicted scores 0), as the run's own report does."""
+    n_classes = (sums.shape[1] - 1) // 3
+    tp, fp, fn = (sums[:, 1 + i * n_classes: 1 + (i + 1) * n_classes] for i in range(3))
+    if metric == "accuracy":
+        return sums[:, 0] / rows
+    if metric == "micro_f1":
+        tp, fp, fn = tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1)
+        denominator = 2 * tp + fp + fn
+        return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    if metric == "macro_f1":
+        denominator = 2 * tp + fp + fn
+        return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0).mean(axis=1)
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(BOOTSTRAP_METRICS)}")
+
+
+def bootstrap_weights(rows: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """(resamples, rows) multiplicities of rows drawn with replacement; the same weights pair two models."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, rows, rows), minlength=rows)
+                     for _ in range(resamples)]).astype(np.float32)
+
+
+@dataclass
+class MetricEstimate:
+    value: float
+    low: float
+    high: float
+    """The value on every row and its percentile bootstrap interval."""
+
+
+def metric_interval(counts: np.ndarray, metric: str, weights: np.ndarray, confidence: float = 0.95) -> MetricEstimate:
+    """The metric of row_counts and its percentile bootstrap interval over `weights`."""
+    value = float(metric_of_counts(counts.sum(axis=0, keepdims=True), metric, len(counts))[0])
+    draws = metric_of_counts(weights @ counts, metric, len(counts))
+    tail = (1 - confidence) / 2 * 100
+    return MetricEstimate(value, float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
+
+
+def paired_test(counts_a: np.ndarray, counts_b: np.ndarray, metric: str, weights: np.ndarray,
+                confidence: float = 0.95, permutations: int = 2000, seed: int = 0) -> dict[str, float]:
+    """a minus b on the same rows: the difference with its paired bootstrap interval (over `weights`), and the
+    one-sided p-value that a is not ahead of b from a paired permutation test (approximate randomization: each
+    row's two predictions swapped at random, which is exact-like where few rows differ, unlike the bootstrap)."""
+    def metric_of(sums: np.ndarray) -> np.ndarray:
+        return metric_of_counts(sums, metric, len(counts_a))
+
+    diff = metric_of(weights @ counts_a) - metric_of(weights @ counts_b)
+    sum_a, sum_b = counts_a.sum(axis=0, keepdims=True), counts_b.sum(axis=0, keepdims=True)
+    observed = float(metric_of(sum_a)[0] - metric_of(sum_b)[0])
+    differ = np.flatnonzero(np.any(counts_a != counts_b, axis=1))  # rows where a swap changes anything
+    if len(differ) == 0:
+        pvalue = 1.0
+    else:
+        delta = counts_b[differ] - counts_a[differ]
+        swaps = np.random.default_rng(seed).integers(0, 2, (permutations, len(differ))).astype(np.float32)
+        moved = swaps @ delta
+        permuted = metric_of(sum_a + moved) - metric_of(sum_b - moved)
+        pvalue = float((np.sum(permuted >= observed - 1e-12) + 1) / (permutations + 1))
+    tail = (1 - confidence) / 2 * 100
+    return {"difference": observed, "low": float(np.percentile(diff, tail)),
+            "high": float(np.percentile(diff, 100 - tail)), "pvalue": pvalue}

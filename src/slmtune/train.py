@@ -19,6 +19,7 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
 from slmtune import runs
 from slmtune.blend import choose_weight, mix, save_blend
@@ -43,6 +44,7 @@ from slmtune.trainer import (
     BucketTrainer,
     FinalTestCallback,
     MetricsCallback,
+    PauseAt,
     save_model,
     selection_metrics,
     set_threads,
@@ -166,10 +168,19 @@ def build_model(run: ResolvedRun, splits: Splits, tokenizer, encoded: Encoded, r
 
 
 def fit_model(run: ResolvedRun, splits: Splits, model, tokenizer, encoded: Encoded, precision: Precision,
-              recorder: RunRecorder, callbacks: list[TrainerCallback] | None) -> Fitted:
+              recorder: RunRecorder, callbacks: list[TrainerCallback] | None, pause: PauseAt | None = None,
+              resume: bool = False) -> Fitted:
     """Train with the Trainer (length buckets, early stopping, the best checkpoint on the selection metric);
-    saves the best model to the run's model folder and returns it, LoRA merged into plain weights."""
+    saves the best model to the run's model folder and returns it, LoRA merged into plain weights.
+
+    `pause` stops training at a rung or deadline and keeps resumable checkpoints; `resume` continues from the
+    last of them. No epochs (a linear probe) saves the model as built."""
     config, n_labels = run.config, len(splits.label_names)
+    if run.epochs == 0:
+        recorder.seconds["train"] = 0.0
+        recorder.result["best"] = {"checkpoint_step": None, "validation_select": None, "epochs_run": 0.0}
+        save_model(model, tokenizer, recorder.dir / "model")
+        return Fitted(model.merge_and_unload() if config.model.method == "lora" else model, 0.0)
     steps_per_epoch = math.ceil(len(encoded.train) / config.train.batch_size)
     final_test = FinalTestCallback(lambda m: {
         k: v for k, v in _evaluate_split(m, tokenizer, splits.test, config, precision)[0].items()
@@ -179,29 +190,38 @@ def fit_model(run: ResolvedRun, splits: Splits, model, tokenizer, encoded: Encod
         weights = torch.from_numpy(pos_weights(splits.train.labels, n_labels) if run.data.multi_label else
                                    balanced_weights(splits.train.labels, n_labels)).float()
     val_rows = sorted(trainer_rows(encoded.validation, splits.validation), key=lambda r: len(r["input_ids"]))
+    resumable = pause is not None or resume
+    checkpoint = None
+    if resume and (checkpoint := get_last_checkpoint(str(recorder.dir / "checkpoints"))) is None:
+        raise SlmtuneError(f"{recorder.dir} has no checkpoint to resume from")
     trainer = BucketTrainer(
-        model=model, args=training_args(config, recorder.dir, steps_per_epoch, precision),
+        model=model, args=training_args(config, recorder.dir, steps_per_epoch, precision, resumable),
         train_dataset=trainer_rows(encoded.train, splits.train), eval_dataset=val_rows,  # sorted: little padding
         processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=selection_metrics(run.metric),
         callbacks=[EarlyStoppingCallback(config.train.patience, config.train.threshold),
-                   MetricsCallback(recorder.log), *(callbacks or []), *([final_test] if final_test else [])],
+                   MetricsCallback(recorder.log), *(callbacks or []), *([final_test] if final_test else []),
+                   *([pause] if pause else [])],
         bucket_seed=config.seed, layer_decay=config.train.layer_decay, class_weights=weights)
     t0 = time.perf_counter()
     # LoRA only: full fine-tuning's one frozen part, the mean-pooling layer, was measured in fp32
     with precision.frozen_weights(model) if config.model.method == "lora" else contextlib.nullcontext(), \
             first_token_only(model):  # a mean-pooling layer computes the one token the head reads
-        trainer.train()
-    recorder.seconds["train"] = time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    recorder.seconds["train"] = (time.perf_counter() - t0 - (final_test.seconds if final_test else 0.0)
+                                 + recorder.before.get("train", 0.0))
     state = trainer.state
     recorder.result["best"] = {"checkpoint_step": step_of(state.best_model_checkpoint),
                                "validation_select": state.best_metric, "epochs_run": round(state.epoch or 0.0, 3)}
     model = trainer.model  # the best checkpoint, reloaded by the Trainer
     save_model(model, tokenizer, recorder.dir / "model")
-    shutil.rmtree(recorder.dir / "checkpoints", ignore_errors=True)
+    paused = pause is not None and pause.paused
+    if not paused:  # a paused run keeps its checkpoints to resume from
+        shutil.rmtree(recorder.dir / "checkpoints", ignore_errors=True)
     if config.model.method == "lora":
         model = model.merge_and_unload()  # plain weights: inference without adapter overhead
-    return Fitted(model, state.epoch or 0.0, final_test.metrics if final_test else None)
+    return Fitted(model, state.epoch or 0.0, final_test.metrics if final_test else None,
+                  round(state.epoch or 0.0, 4) if paused else None)
 
 
 @dataclass
@@ -212,6 +232,8 @@ class Fitted:
     epochs_run: float
     test_final: dict[str, Any] | None = None
     """`train.final_test`: the test scores of the model as training left it."""
+    paused_at: float | None = None
+    """The epoch at which a pause stopped training before its schedule's end (None: it ran to its end)."""
 
 
 @dataclass
@@ -219,20 +241,25 @@ class Scored:
     """What the scoring phase leaves for the writing phase."""
 
     validation: dict[str, Any]
-    test: dict[str, Any]
-    test_probs: np.ndarray
+    test: dict[str, Any] | None
+    """None when the run was told not to score test (a candidate of `slmtune tune`)."""
+    test_probs: np.ndarray | None
     thresholds: Any
     test_seconds: float
+    validation_probs: np.ndarray | None = None
 
 
 def score_model(run: ResolvedRun, splits: Splits, model, tokenizer, precision: Precision, tfidf: TfidfModel | None,
-                result: dict[str, Any], model_dir: Path) -> Scored:
+                result: dict[str, Any], model_dir: Path, score_test: bool = True) -> Scored:
     """Validation and test scores of the best model (blended with TF-IDF when the run blends; multi-label
-    thresholds tuned on validation), the blend's weight and what it changes, and the advice line."""
+    thresholds tuned on validation), the blend's weight and what it changes, and the advice line. Without
+    `score_test`, the test rows are not looked at."""
     config, multi = run.config, run.data.multi_label
     val_probs = scores_of(_logits(model, tokenizer, splits.validation, config, precision)[0], multi)
-    test_logits, test_seconds = _logits(model, tokenizer, splits.test, config, precision)
-    test_probs = scores_of(test_logits, multi)
+    test_probs, test_seconds = None, 0.0
+    if score_test:
+        test_logits, test_seconds = _logits(model, tokenizer, splits.test, config, precision)
+        test_probs = scores_of(test_logits, multi)
     if tfidf is not None:
         tfidf_val = tfidf.predict_proba(splits.validation.texts)
         chosen = choose_weight(val_probs, tfidf_val, splits.validation.labels, multi)
@@ -241,20 +268,22 @@ def score_model(run: ResolvedRun, splits: Splits, model, tokenizer, precision: P
             **chosen, "n": len(splits.validation), **{name: _headline(probs, splits.validation, multi)
                          for name, probs in (("encoder", val_probs), ("tfidf", tfidf_val), ("blend", blended_val))}}
         if run.blend:
-            result["blend"] = {"method": run.blend, "weight": chosen["weight"],
-                               "test_encoder": _headline(test_probs, splits.test, multi)}
+            result["blend"] = {"method": run.blend, "weight": chosen["weight"]}
             save_blend(model_dir, tfidf, chosen["weight"])
             val_probs = blended_val
-            test_probs = mix(test_probs, tfidf.predict_proba(splits.test.texts), chosen["weight"])
+            if score_test:
+                result["blend"]["test_encoder"] = _headline(test_probs, splits.test, multi)
+                test_probs = mix(test_probs, tfidf.predict_proba(splits.test.texts), chosen["weight"])
     thresholds = _tune_thresholds(val_probs, splits.validation, config, result) if multi else None
     val_metrics, _ = score_probs(val_probs, splits.validation, thresholds)
-    test_metrics, _ = score_probs(test_probs, splits.test, thresholds)
-    if run.blend:
+    test_metrics = score_probs(test_probs, splits.test, thresholds)[0] if score_test else None
+    if run.blend and score_test:
         result["blend"]["test_blend"] = {k: test_metrics[k] for k in _HEADLINE[multi]}
+    if run.blend:
         print(f"slmtune: blend with TF-IDF, encoder weight {_weight_text(chosen['weight'])} (validation log-loss "
               f"{chosen['log_loss']['encoder']:.4f} encoder alone, {chosen['log_loss']['blend']:.4f} blended)",
               flush=True)
-    return Scored(val_metrics, test_metrics, test_probs, thresholds, test_seconds)
+    return Scored(val_metrics, test_metrics, test_probs, thresholds, test_seconds, val_probs)
 
 
 _HEADLINE = {False: ("accuracy", "macro_f1"), True: ("micro_f1", "macro_f1")}
@@ -309,6 +338,8 @@ def write_artifacts(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Sc
     """predictions.csv, the classification report, the baseline comparison, figures and the finished
     result.json."""
     result, test = recorder.result, scored.test
+    if test is None:  # not scored on test: the validation predictions are what its user (tune) compares
+        return _write_untested(run, splits, fitted, scored, recorder)
     write_predictions(recorder.dir / "predictions.csv", splits.test, scored.test_probs, scored.thresholds)
     runs.atomic_write(recorder.dir / "classification_report.txt", classification_report_text(test) + "\n")
     metrics = {"validation": scored.validation, "test": test}
@@ -326,8 +357,31 @@ def write_artifacts(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Sc
 
     plot_run(recorder.dir, recorder.log.read(), test, splits.label_names, len(splits.validation))
     recorder.finish(metrics=metrics, samples_per_second={
-        "train": round(len(splits.train) * fitted.epochs_run / recorder.seconds["train"], 2),
-        "eval": round(len(splits.test) / scored.test_seconds, 2)})
+        "train": _rate(len(splits.train) * fitted.epochs_run, recorder.seconds["train"]),
+        "eval": _rate(len(splits.test), scored.test_seconds)})
+
+
+def _rate(rows: float, seconds: float) -> float | None:
+    return round(rows / seconds, 2) if seconds > 0 else None
+
+
+def _write_untested(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Scored, recorder: RunRecorder) -> None:
+    """A run not scored on test: predictions-validation.csv, the training curves and result.json (with
+    `paused_at` when a pause stopped it, so that it can be resumed)."""
+    write_predictions(recorder.dir / VALIDATION_PREDICTIONS, splits.validation, scored.validation_probs,
+                      scored.thresholds)
+    from slmtune.runs.figures import training_curves_png
+
+    records = recorder.log.read()
+    if any("validation_loss" in r or "loss" in r for r in records):
+        training_curves_png(records, recorder.dir / "training_curves.png", len(splits.validation))
+    extra = {"paused_at": fitted.paused_at} if fitted.paused_at is not None else {}
+    recorder.finish(metrics={"validation": scored.validation}, **extra, samples_per_second={
+        "train": _rate(len(splits.train) * fitted.epochs_run, recorder.seconds["train"])})
+
+
+VALIDATION_PREDICTIONS = "predictions-validation.csv"
+"""A run not scored on test writes its validation predictions here (gold, predicted, probabilities)."""
 
 
 def announce(run: ResolvedRun, config: RunConfig) -> None:
@@ -338,12 +392,17 @@ def announce(run: ResolvedRun, config: RunConfig) -> None:
 
 def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path | None = None,
           keep_model: bool = False, callbacks: list[TrainerCallback] | None = None,
-          overwrite: bool = False) -> RunResult:
+          overwrite: bool = False, pause: PauseAt | None = None, resume: bool = False,
+          score_test: bool = True) -> RunResult:
     """Fine-tune as `config` says, write the run folder, and return its result.
 
     `splits` lets studies pass data already loaded; `run_dir` overrides `config.output_dir`;
     `callbacks` are extra Trainer callbacks (e.g. a sweep's pruning); `keep_model` returns the model;
     `overwrite` empties a run folder that already holds a run (else such a folder is refused).
+    Racing (slmtune.experiments.racing) uses the rest: `pause` stops training at a rung or deadline with
+    resumable checkpoints (result.json then says `paused_at`); `resume` continues the paused run in `run_dir`
+    on the same schedule; without `score_test` the test rows are never looked at and the validation
+    predictions are written instead.
     Phases: resolve, fit the baseline, tokenize, build, fit, score, write.
     """
     splits = splits or load_splits(config.data, config.seed)  # bad data fails before any folder is made
@@ -352,7 +411,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
     config = run.config
     precision = resolve_precision(config.train.precision, config.train.device)
     recorder = RunRecorder(config.name, run_dir or config.output_dir, dump_yaml(config), overwrite=overwrite,
-                           compute=precision.as_dict(),
+                           compute=precision.as_dict(), resume=resume,
                            result={"name": config.name, "method": config.model.method, "model": config.model.name,
                                    "seed": config.seed, "precision": precision.name})
     set_threads(config.train.threads)
@@ -367,10 +426,10 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
               f"{counts['total']:,} ({counts['percent']:.2f}%); rows: {len(splits.train)} train, "
               f"{len(splits.validation)} validation, {len(splits.test)} test; {precision.name} on {precision.device} "
               f"({precision.reason}); run folder {recorder.dir}", flush=True)
-        fitted = fit_model(run, splits, model, tokenizer, encoded, precision, recorder, callbacks)
+        fitted = fit_model(run, splits, model, tokenizer, encoded, precision, recorder, callbacks, pause, resume)
         t0 = time.perf_counter()
         scored = score_model(run, splits, fitted.model, tokenizer, precision, tfidf, recorder.result,
-                             recorder.dir / "model")
+                             recorder.dir / "model", score_test)
         recorder.seconds["eval"] = time.perf_counter() - t0
         write_artifacts(run, splits, fitted, scored, recorder)
         result = recorder.result

@@ -156,6 +156,29 @@ class FinalTestCallback(TrainerCallback):
             self.seconds = time.perf_counter() - start
 
 
+class PauseAt(TrainerCallback):
+    """Stops training at the end of epoch `epoch` (a racing rung) or at the first step past `deadline` (a
+    time.monotonic() value), evaluating and saving there, so that training resumed from that checkpoint goes on
+    as if it had never stopped. `paused` says whether it stopped training before the schedule's last step."""
+
+    def __init__(self, epoch: float | None = None, deadline: float | None = None):
+        self.epoch, self.deadline = epoch, deadline
+        self.paused = False
+
+    def _stop(self, state, control) -> None:
+        if state.global_step < state.max_steps:
+            self.paused = True
+            control.should_training_stop = control.should_evaluate = control.should_save = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self._stop(state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.epoch is not None and (state.epoch or 0.0) >= self.epoch - 1e-6:
+            self._stop(state, control)
+
+
 def trainer_rows(ids: list[list[int]], data: TextDataset) -> list[dict[str, Any]]:
     """Trainer rows; multi-label rows carry their multi-hot float vector (transformers then trains with BCE)."""
     if data.multi_label:
@@ -195,7 +218,10 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or budget or os.cpu_count() or 1)
 
 
-def training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precision: Precision) -> TrainingArguments:
+def training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precision: Precision,
+                  resumable: bool = False) -> TrainingArguments:
+    """The run's TrainingArguments; `resumable` checkpoints keep the optimizer, scheduler, random and callback
+    states, so that training resumed from one ends where an uninterrupted run ends."""
     t = config.train
     every = None
     if t.max_evals and t.evals_per_epoch * t.epochs > t.max_evals:
@@ -216,7 +242,8 @@ def training_args(config: RunConfig, run_dir: Path, steps_per_epoch: int, precis
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.scheduler,
         logging_steps=max(1, steps_per_epoch // 10),
-        save_only_model=True,
+        save_only_model=not resumable,
+        restore_callback_states_from_checkpoint=resumable,
         save_total_limit=1,
         load_best_model_at_end=True,
         metric_for_best_model="select",

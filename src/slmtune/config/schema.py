@@ -218,7 +218,8 @@ class TrainConfig:
     epochs: float | None = None
     """Passes over the training rows; null: 3, or 6 for LoRA on imbalanced data (largest class over 3x the
     smallest) and on multi-label data, where rare classes were still being learned at epoch 3 (docs/results.md).
-    The run prints and records the number it trained."""
+    The run prints and records the number it trained. 0: no fine-tuning, a linear probe on the frozen encoder's
+    features (the head fitted as a logistic regression; single-label data)."""
     batch_size: int = 16
     """Training batch size."""
     eval_batch_size: int = 64
@@ -274,8 +275,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "train")
-        if self.epochs is not None and self.epochs <= 0:
-            raise SlmtuneError(f"train.epochs must be positive, got {self.epochs}")
+        if self.epochs is not None and self.epochs < 0:
+            raise SlmtuneError(f"train.epochs must be positive (or 0: a linear probe), got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise SlmtuneError("train.batch_size and train.eval_batch_size must be positive")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slmtune.runs.folder import RESULT, MetricsLog, atomic_write, environment, make_run_dir, write_json
+from slmtune.errors import SlmtuneError
+from slmtune.runs.folder import RESULT, MetricsLog, atomic_write, environment, make_run_dir, read_json, write_json
 
 
 class Interrupted(KeyboardInterrupt):
@@ -73,13 +74,24 @@ class RunRecorder:
     Leaving the block by an exception records `interrupted` (Ctrl-C, SIGTERM) or `failed` (with the error)."""
 
     def __init__(self, name: str, output_dir: str | Path | None, config_yaml: str, result: dict[str, Any],
-                 overwrite: bool = False, compute: dict[str, str] | None = None):
+                 overwrite: bool = False, compute: dict[str, str] | None = None, resume: bool = False):
+        """`resume` continues the paused run in `output_dir` (its metrics log and seconds go on)."""
         self.started = time.perf_counter()
-        self.dir = make_run_dir(name, str(output_dir) if output_dir else None, overwrite)
+        before: dict[str, Any] = {}
+        if resume:
+            self.dir = Path(output_dir)
+            before = read_json(self.dir / RESULT) if (self.dir / RESULT).is_file() else {}
+            if before.get("paused_at") is None:
+                raise SlmtuneError(f"{self.dir} holds no paused run to resume")
+            before.pop("paused_at")
+        else:
+            self.dir = make_run_dir(name, str(output_dir) if output_dir else None, overwrite)
         atomic_write(self.dir / "config.yaml", config_yaml)
         write_json(self.dir / "env.json", {**environment(), **({"compute": compute} if compute else {})})
         self.log = MetricsLog(self.dir / "metrics.jsonl")
-        self.result: dict[str, Any] = {"status": "running", **result}
+        self.before: dict[str, float] = before.pop("seconds", {})
+        """Seconds the run spent before it was paused (added to this part's)."""
+        self.result: dict[str, Any] = {**before, "status": "running", **result}
         self.seconds: dict[str, float] = {}
         self.save()
         self._signals = None
@@ -88,8 +100,9 @@ class RunRecorder:
         write_json(self.dir / RESULT, self.result)
 
     def finish(self, **values: Any) -> None:
-        """Mark the run successful with `values` (metrics, samples/s, ...) and the seconds spent."""
-        self.seconds["total"] = time.perf_counter() - self.started
+        """Mark the run successful with `values` (metrics, samples/s, ...) and the seconds spent (with those
+        spent before a pause)."""
+        self.seconds["total"] = time.perf_counter() - self.started + self.before.get("total", 0.0)
         self.result.update(status="success", seconds=self._rounded(), **values)
         self.save()
 

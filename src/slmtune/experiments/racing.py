@@ -1,0 +1,93 @@
+"""Racing: successive halving in which a candidate is dropped only when a paired test says it is behind.
+
+Candidates train to a rung (an epoch of their own schedule), are scored on the same validation rows, and the
+leader is compared with each of the others by a paired permutation test of the selection metric on those rows
+(slmtune.stats.paired_test, Holm-adjusted over the comparisons). A candidate significantly behind the leader
+is cut; statistical ties go on to the next rung, where training resumes from the checkpoint on the same learning-
+rate schedule (slmtune.trainer.PauseAt), so a promoted candidate ends where an unraced run would. `replay` runs
+the same rules on recorded curves, to measure what the cuts would have lost against training everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from slmtune.stats import MetricEstimate, adjust_pvalues, bootstrap_weights, metric_interval, paired_test
+
+ALPHA = 0.05
+"""A candidate is cut when the Holm-adjusted p-value of 'not behind the leader' is below this."""
+RESAMPLES = 1000
+
+
+@dataclass
+class Standing:
+    """Where candidates stand on the validation rows: each one's score with its interval, the leader, and each
+    other candidate's paired comparison with the leader (difference leader minus it, interval, Holm p)."""
+
+    metric: str
+    scores: dict[str, MetricEstimate]
+    leader: str
+    against_leader: dict[str, dict[str, float]] = field(default_factory=dict)
+    alpha: float = ALPHA
+
+    @property
+    def tied(self) -> list[str]:
+        """The leader and every candidate not significantly behind it."""
+        return [self.leader] + [n for n, c in self.against_leader.items() if c["pvalue_holm"] >= self.alpha]
+
+    @property
+    def behind(self) -> list[str]:
+        return [n for n, c in self.against_leader.items() if c["pvalue_holm"] < self.alpha]
+
+
+def standing(counts: dict[str, np.ndarray], metric: str, alpha: float = ALPHA, resamples: int = RESAMPLES,
+             seed: int = 0) -> Standing:
+    """The standing of candidates given their row_counts on the same validation rows (in order of preference:
+    of equal scores, the first leads)."""
+    rows = len(next(iter(counts.values())))
+    weights = bootstrap_weights(rows, resamples, seed)
+    scores = {name: metric_interval(c, metric, weights) for name, c in counts.items()}
+    leader = max(scores, key=lambda n: scores[n].value)  # max keeps the first of equals
+    others = [n for n in counts if n != leader]
+    result = Standing(metric, scores, leader, alpha=alpha)
+    if not others:
+        return result
+    compared = {n: paired_test(counts[leader], counts[n], metric, weights) for n in others}
+    holm = adjust_pvalues([compared[n]["pvalue"] for n in others])["holm"]
+    for name, p in zip(others, holm):
+        result.against_leader[name] = {**compared[name], "pvalue_holm": float(p)}
+    return result
+
+
+def rungs_of(epochs: float, first: float) -> list[float]:
+    """The epochs at which a schedule of `epochs` is raced: `first`, then doubling, then the schedule's end."""
+    points, point = [], first
+    while point < epochs - 1e-9:
+        points.append(point)
+        point *= 2
+    return [*points, epochs]
+
+
+def replay(curves: dict[str, list[np.ndarray]], metric: str, alpha: float = ALPHA, resamples: int = RESAMPLES,
+           seed: int = 0) -> dict:
+    """The racing rules on recorded curves: `curves[name][k]` holds a candidate's row_counts at rung k (every
+    candidate trained to the end). Returns who survived each rung, the racing winner, the exhaustive winner
+    (best at the last rung) and the regret (exhaustive best's score minus the racing winner's, at the last rung)."""
+    alive = list(curves)
+    survivors = []
+    last = max(len(c) for c in curves.values()) - 1
+    for rung in range(last + 1):
+        present = [n for n in alive if rung < len(curves[n])]
+        if rung < last and len(present) > 1:
+            board = standing({n: curves[n][rung] for n in present}, metric, alpha, resamples, seed)
+            alive = [n for n in alive if n not in board.behind]
+        survivors.append(list(alive))
+    final = {n: curves[n][-1] for n in curves}
+    everything = standing(final, metric, alpha, resamples, seed)
+    raced = standing({n: final[n] for n in alive}, metric, alpha, resamples, seed)
+    best = everything.scores[everything.leader].value
+    return {"survivors": survivors, "exhaustive_best": everything.leader, "racing_best": raced.leader,
+            "regret": best - raced.scores[raced.leader].value,
+            "exhaustive_best_kept": everything.leader in alive}

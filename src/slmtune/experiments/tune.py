@@ -1,0 +1,689 @@
+"""`slmtune tune`: the best classifier for a dataset within a time budget, chosen on validation by evidence.
+
+A portfolio, cheapest first: TF-IDF + logistic regression, a linear probe on each encoder's frozen features, then
+LoRA and full fine-tuning at a few learning rates, raced (slmtune.experiments.racing): each trains to a rung of its
+own schedule, candidates significantly behind the leader on the validation rows are cut, ties go on, resuming
+from their checkpoints. Last, the best encoder blended with TF-IDF. The plan is printed first, from this machine's
+measured speed on these texts; no rung starts that the remaining time cannot hold, and a rung that runs over
+stops at the deadline. Test rows are scored once, for the chosen model and for TF-IDF.
+
+The folder holds one run folder per candidate (candidates/, their output in logs/), tune.json (the state a rerun
+continues from), leaderboard.csv, summary.json and best/: the chosen model as a run folder that predict,
+evaluate, export, serve and report take. best/ is written as soon as the first encoder candidate finishes and
+replaced whenever the leader changes, so a stopped or timed-out search always leaves a usable model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmtune import runs
+from slmtune.config import RunConfig, dump_yaml, load_config, replace
+from slmtune.data import Splits, TextDataset, load_splits
+from slmtune.errors import SlmtuneError
+from slmtune.experiments.common import format_duration
+from slmtune.experiments.racing import ALPHA, Standing, rungs_of, standing
+from slmtune.methods.tfidf import TfidfModel, fit_tfidf
+from slmtune.multilabel import metric_name, multi_hot
+from slmtune.resolve import DataFacts, resolve
+from slmtune.stats import row_counts
+
+TRAIN_OVER_EVAL = {"lora": 64.0 / 221.0, "full": 47.5 / 218.0}
+"""Training samples/s over inference samples/s of the default MiniLM on the 2-core reference CPU (a default run of
+each method): what turns the inference speed measured on the user's texts into a training estimate."""
+OVERHEAD_S = 6.0
+"""Seconds a candidate's run spends outside training and validation (model load, tokenizing, files), measured
+again from each finished run."""
+ENCODER_SHARE = 0.3
+"""A default LoRA schedule on the encoder candidates' rows may take at most this share of the budget; bigger
+datasets give the encoder candidates a sample of their training rows (TF-IDF keeps them all)."""
+MIN_ROWS_PER_CLASS = 8
+
+
+@dataclass
+class TuneConfig:
+    time: str = "20m"
+    """The budget: 90s, 20m, 1.5h. The search ends within it (and 10%), test scoring of the chosen model included."""
+    models: list[str] = field(default_factory=list)
+    """Encoders to try (names, Hub ids or local folders); empty: the run config's `model.name`."""
+    lora_rates: list[float] = field(default_factory=lambda: [5e-4, 1e-3, 2e-3])
+    """LoRA learning rates raced for each encoder."""
+    full_rates: list[float] = field(default_factory=lambda: [5e-5])
+    """Full fine-tuning learning rates raced for each encoder."""
+    first_rung: float = 1.0
+    """Epochs of a fine-tuning candidate's schedule before its first comparison (then doubling to the end)."""
+    alpha: float = ALPHA
+    """Cut a candidate when a paired permutation test on validation puts it behind the leader at this level (Holm)."""
+    probe: bool = True
+    """Try a linear probe on each encoder's frozen features (single-label data)."""
+    blend: bool = True
+    """Try the best encoder blended with TF-IDF (weight chosen on validation log-loss)."""
+
+    def __post_init__(self) -> None:
+        if not self.lora_rates and not self.full_rates and not self.probe:
+            raise SlmtuneError("tune: no encoder candidate (lora_rates, full_rates and probe all empty)")
+        for rate in [*self.lora_rates, *self.full_rates]:
+            if not 0 < float(rate) < 1:
+                raise SlmtuneError(f"tune: learning rates must be in (0, 1), got {rate}")
+        if not self.first_rung > 0:
+            raise SlmtuneError(f"tune: first_rung must be a positive number of epochs, got {self.first_rung}")
+        if not 0 < self.alpha < 1:
+            raise SlmtuneError(f"tune: alpha must be in (0, 1), got {self.alpha}")
+
+
+def parse_time(text: str) -> float:
+    """Seconds of a budget written 90s, 20m, 20min, 1.5h (a bare number is seconds)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(h|m|min|s)?\s*", str(text or ""))
+    if not match or float(match.group(1)) <= 0:
+        raise SlmtuneError(f"--time takes a duration like 90s, 20m or 1.5h, got {text!r}")
+    return float(match.group(1)) * {"h": 3600, "m": 60, "min": 60, "s": 1}[match.group(2) or "s"]
+
+
+@dataclass
+class Candidate:
+    """One entry of the portfolio and where it stands."""
+
+    name: str
+    kind: str
+    """tfidf, probe, lora, full or blend."""
+    model: str | None = None
+    learning_rate: float | None = None
+    epochs: float = 0.0
+    """Its schedule's epochs (0: nothing to train)."""
+    reached: float = 0.0
+    """Epochs trained so far."""
+    status: str = "waiting"
+    """waiting, racing (paused at a rung), finished, cut, left out (no time), failed."""
+    note: str = ""
+    seconds: float = 0.0
+    rows: int = 0
+
+    @property
+    def folder(self) -> str | None:
+        return None if self.kind in ("tfidf", "blend") else f"candidates/{self.name}"
+
+
+# ------------------------------------------------------------------------------------------------ machine speed
+
+
+def measure_speed(model_name: str, texts: list[str], label_names: list[str], config: RunConfig) -> float:
+    """Inference samples/s of `model_name` on up to 256 of these texts on this machine, in the run's precision."""
+    from slmtune.models.build import load_classifier, load_tokenizer
+    from slmtune.precision import resolve as resolve_precision
+    from slmtune.serve.logits import predict_logits
+    from slmtune.trainer import set_threads
+
+    set_threads(config.train.threads)
+    model = load_classifier(model_name, label_names)
+    tokenizer = load_tokenizer(model_name)
+    model.eval()
+    sample = texts[:256]
+    precision = resolve_precision(config.train.precision, config.train.device)
+    predict_logits(model, tokenizer, sample[:16], max_length=config.data.max_length, precision=precision)  # warm-up
+    start = time.perf_counter()
+    predict_logits(model, tokenizer, sample, batch_size=config.train.eval_batch_size,
+                   max_length=config.data.max_length, precision=precision, truncation=config.data.truncation)
+    return len(sample) / max(time.perf_counter() - start, 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ the search
+
+
+@dataclass
+class Search:
+    """A tune folder and its state: candidates, speeds, decisions; saved to tune.json after every step."""
+
+    root: Path
+    metric: str
+    multi_label: bool
+    label_names: list[str]
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    speed: dict[str, float] = field(default_factory=dict)
+    """model -> inference samples/s; `train:<method>:<model>` -> measured training samples/s."""
+    overhead: float = OVERHEAD_S
+    standings: list[dict[str, Any]] = field(default_factory=list)
+    best: str | None = None
+    alpha: float = ALPHA
+    blend_weight: Any = None
+    """The blend's encoder weight (one per label on multi-label data), once chosen."""
+
+    def save(self) -> None:
+        runs.write_json(self.root / "tune.json", {
+            "metric": self.metric, "multi_label": self.multi_label, "label_names": self.label_names,
+            "candidates": [asdict(c) for c in self.candidates.values()], "speed": self.speed,
+            "overhead": self.overhead, "standings": self.standings, "best": self.best, "alpha": self.alpha,
+            "blend_weight": np.asarray(self.blend_weight).tolist() if self.blend_weight is not None else None})
+
+    @classmethod
+    def load(cls, root: Path) -> dict[str, Any] | None:
+        path = root / "tune.json"
+        return runs.read_json(path) if path.is_file() else None
+
+
+def run_tune(base: RunConfig, cfg: TuneConfig, out: str | Path, progress=print) -> dict[str, Any]:
+    """Search the portfolio within `cfg.time` on `base`'s data; returns the summary (also DIR/summary.json)."""
+    budget = parse_time(cfg.time)  # a bad --time fails before anything loads
+    started = time.monotonic()
+    deadline = started + budget
+    root = Path(out)
+    if root.is_file():
+        raise SlmtuneError(f"--output-dir {root} is a file; give a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / "tune.json").is_file():
+        raise SlmtuneError(f"{root} is not empty and holds no tune search: choose an empty or new folder")
+    models = cfg.models or [base.model.name]
+    from slmtune.models.build import resolve_model
+
+    for name in models:
+        try:
+            resolve_model(name)
+        except SlmtuneError as exc:
+            raise SlmtuneError(f"--models: {exc}") from None
+    splits = load_splits(base.data, base.seed)
+    facts = DataFacts.of(splits)
+    resolved = resolve(base, facts)
+    root.mkdir(parents=True, exist_ok=True)
+    search = Search(root, resolved.metric, facts.multi_label, splits.label_names, alpha=cfg.alpha)
+    previous = Search.load(root)
+    if previous:
+        if previous["label_names"] != splits.label_names or previous["metric"] != resolved.metric:
+            raise SlmtuneError(f"{root} holds a search of other data (labels or metric differ): choose a new folder")
+        search.speed, search.overhead = previous["speed"], previous["overhead"]
+        search.candidates = {c["name"]: Candidate(**c) for c in previous["candidates"]}
+        search.standings, search.best = previous["standings"], previous["best"]
+        for cand in search.candidates.values():  # what the last budget left out gets this one's time
+            if cand.status == "left out" or cand.note.startswith("no time"):
+                cand.status, cand.note = ("waiting" if cand.status == "left out" else cand.status), ""
+        settled = sum(c.status in ("finished", "cut") for c in search.candidates.values())
+        progress(f"tune: continuing the search in {root} ({settled} candidates settled)")
+    from slmtune.runs.recorder import stop_on_signals
+
+    with stop_on_signals(("SIGTERM", "SIGHUP")):  # a killed search ends like a Ctrl-C: best/ and tune.json kept
+        return _search(search, base, cfg, splits, resolved, models, budget, deadline, progress)
+
+
+def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, resolved, models: list[str],
+            budget: float, deadline: float, progress) -> dict[str, Any]:
+    start = time.monotonic()
+    tfidf = fit_tfidf(splits.train.texts, splits.train.labels, len(splits.label_names), base.seed)
+    for name in models:
+        if name not in search.speed:
+            search.speed[name] = measure_speed(name, splits.train.texts, splits.label_names, base)
+    rate = search.speed[models[0]]
+    reserve = len(splits.test) / rate + len(splits.validation) / rate + search.overhead  # test scoring at the end
+    lora_rate = rate * TRAIN_OVER_EVAL["lora"]
+    lora_epochs = resolve(replace(base, **{"model.method": "lora"}), DataFacts.of(splits)).epochs
+    cap = int(ENCODER_SHARE * budget * lora_rate / max(lora_epochs, 1))
+    floor = MIN_ROWS_PER_CLASS * len(splits.label_names)
+    rows = min(len(splits.train), max(cap, floor))
+    encoder_splits = _sample(splits, rows, base.seed)
+    _portfolio(search, cfg, models, base, encoder_splits, rows)
+    plan = _plan(search, encoder_splits, budget, reserve, tfidf)
+    for line in plan["lines"]:
+        progress(line)
+    cheapest = plan["cheapest"] + reserve + (tfidf.seconds if tfidf else 0.0)
+    if cheapest > budget:
+        raise SlmtuneError(f"--time {cfg.time} is too small for even the cheapest candidate on this machine (a "
+                           f"linear probe with test scoring needs ~{format_duration(cheapest)}); give at least "
+                           f"{format_duration(math.ceil(cheapest * 1.2))}")
+    search.save()
+    entries: dict[str, np.ndarray] = {}  # candidate -> validation probabilities (or scores)
+    tfidf_val = tfidf.predict_proba(splits.validation.texts) if tfidf is not None else None
+    if tfidf is not None:
+        entries["tfidf"] = tfidf_val
+        search.candidates["tfidf"].status, search.candidates["tfidf"].seconds = "finished", tfidf.seconds
+    else:
+        search.candidates["tfidf"].status, search.candidates["tfidf"].note = "failed", "the texts hold no word to count"
+    hard = deadline - reserve
+    try:
+        for cand in [c for c in search.candidates.values() if c.kind == "probe"]:
+            _step(search, cand, base, encoder_splits, 0.0, hard, entries, progress)
+            _update_best(search, entries, splits, tfidf, progress)
+        _race(search, cfg, base, encoder_splits, hard, entries, splits, tfidf, progress)
+        if cfg.blend and tfidf is not None:
+            _blend_candidate(search, entries, splits, tfidf, progress)
+        _update_best(search, entries, splits, tfidf, progress)
+    finally:
+        search.save()
+        if entries:
+            _write_leaderboard(search, entries, splits)
+    if search.best is None:
+        raise SlmtuneError("no encoder candidate finished within the budget; give more --time")
+    summary = _finish(search, splits, tfidf, budget, start, progress)
+    return summary
+
+
+def _sample(splits: Splits, rows: int, seed: int) -> Splits:
+    """The splits with a seeded, class-stratified sample of `rows` training rows (all of them when there are no
+    more)."""
+    if rows >= len(splits.train):
+        return splits
+    from slmtune.data.splits import stratified_indices
+
+    keep = stratified_indices(splits.train.strata(), rows, seed)
+    return Splits(splits.train.subset(sorted(keep)), splits.validation, splits.test)
+
+
+def _short(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def _portfolio(search: Search, cfg: TuneConfig, models: list[str], base: RunConfig, splits: Splits,
+               rows: int) -> None:
+    """The candidates, cheapest first (kept as they are when a rerun continues the search)."""
+    wanted: list[Candidate] = [Candidate("tfidf", "tfidf", rows=len(splits.train))]
+    for model in models:
+        if cfg.probe and not search.multi_label:
+            wanted.append(Candidate(f"probe-{_short(model)}", "probe", model, rows=rows))
+    for method, rates in (("lora", cfg.lora_rates), ("full", cfg.full_rates)):
+        for model in models:
+            for lr in rates:
+                config = _config(base, model, method, float(lr), None)
+                epochs = resolve(config, DataFacts.of(splits)).epochs
+                wanted.append(Candidate(f"{method}-{_short(model)}-lr{float(lr):g}", method, model, float(lr),
+                                        epochs, rows=rows))
+    if cfg.blend:
+        wanted.append(Candidate("blend", "blend"))
+    for cand in wanted:
+        search.candidates.setdefault(cand.name, cand)
+
+
+def _config(base: RunConfig, model: str, method: str, lr: float | None, epochs: float | None) -> RunConfig:
+    """A candidate's run config: validation once an epoch (the rungs' checkpoints), test and baseline left to tune."""
+    return replace(base, **{"model.name": model, "model.method": method, "train.learning_rate": lr,
+                            "train.epochs": epochs, "model.blend": None, "train.baseline": False,
+                            "train.evals_per_epoch": 1, "train.max_evals": None, "train.final_test": False,
+                            "output_dir": None})
+
+
+def _epoch_seconds(search: Search, cand: Candidate, splits: Splits) -> float:
+    """Seconds one epoch of `cand` is expected to take: at its method's measured training speed on this
+    machine, else at the inference speed scaled by TRAIN_OVER_EVAL; plus one validation pass."""
+    infer = search.speed[cand.model]
+    train = search.speed.get(f"train:{cand.kind}:{cand.model}", infer * TRAIN_OVER_EVAL[cand.kind])
+    return len(splits.train) / train + len(splits.validation) / infer
+
+
+def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: TfidfModel | None) -> dict:
+    """What the search will try and what it would cost trained to the end, against the budget."""
+    lines = [f"tune: budget {format_duration(budget)}; {len(splits.train)} training rows for the encoders, "
+             f"{len(splits.validation)} validation rows pick the model (metric {metric_name(search.metric)}), "
+             f"test scored once at the end (~{format_duration(reserve)})"]
+    cheapest, total = math.inf, 0.0
+    for cand in search.candidates.values():
+        if cand.kind == "tfidf":
+            seconds = tfidf.seconds if tfidf else 0.0
+            what = "TF-IDF + logistic regression on every training row"
+        elif cand.kind == "probe":
+            seconds = len(splits.train) / search.speed[cand.model] + len(splits.validation) / search.speed[
+                cand.model] + search.overhead
+            cheapest = min(cheapest, seconds)
+            what = f"a linear probe on {cand.model}'s frozen features"
+        elif cand.kind == "blend":
+            seconds, what = 0.0, "the best encoder averaged with TF-IDF, weight chosen on validation"
+        else:
+            seconds = cand.epochs * _epoch_seconds(search, cand, splits) + search.overhead * len(
+                rungs_of(cand.epochs, 1.0))
+            cheapest = min(cheapest, _epoch_seconds(search, cand, splits) + search.overhead)
+            method = "LoRA" if cand.kind == "lora" else "full fine-tuning"
+            what = f"{method} of {cand.model} at lr {cand.learning_rate:g}, {cand.epochs:g} epochs"
+        total += seconds
+        lines.append(f"  {cand.name:<34} ~{format_duration(seconds):>8}  {what}"
+                     + (f" [{cand.status}]" if cand.status not in ("waiting",) else ""))
+    lines.append(f"tune: everything trained to the end would take ~{format_duration(total + reserve)}; racing cuts "
+                 f"candidates behind the leader after each rung, and no rung starts that the time left cannot hold")
+    return {"lines": lines, "cheapest": cheapest if cheapest < math.inf else 0.0}
+
+
+def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung: float, hard: float,
+          entries: dict[str, np.ndarray], progress) -> bool:
+    """Train `cand` to epoch `rung` of its schedule (0: the probe) unless the time left cannot hold it; True when
+    it trained. Its validation probabilities go to `entries`."""
+    from slmtune.train import train
+    from slmtune.trainer import PauseAt
+
+    folder = search.root / cand.folder
+    if cand.status in ("finished", "cut") or (cand.status == "racing" and cand.reached >= rung - 1e-6):
+        if (folder / "result.json").is_file() and runs.is_finished(folder):
+            entries[cand.name] = _validation_probs(folder, search)
+            return False
+    epochs = 0.0 if cand.kind == "probe" else cand.epochs
+    config = _config(base, cand.model, "full" if cand.kind == "probe" else cand.kind, cand.learning_rate, epochs)
+    resume = cand.status == "racing" and runs.is_finished(folder) and runs.read_result(folder).get("paused_at")
+    if cand.kind == "probe":
+        need = len(splits.train) / search.speed[cand.model] + search.overhead
+    else:
+        need = (rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits) + search.overhead
+    need += len(splits.validation) / search.speed[cand.model]
+    left = hard - time.monotonic()
+    if need > left:
+        cand.status, cand.note = ("left out" if not cand.reached else cand.status), (
+            f"no time for epoch {rung:g} (needs ~{format_duration(need)}, {format_duration(max(left, 0))} left)")
+        progress(f"tune: {cand.name}: {cand.note}")
+        search.save()
+        if cand.reached and folder.is_dir() and runs.is_finished(folder):
+            entries[cand.name] = _validation_probs(folder, search)
+        return False
+    if folder.exists() and not resume:
+        shutil.rmtree(folder)  # an attempt cut off mid-way: start it over
+    pause = None if cand.kind == "probe" else PauseAt(epoch=rung if rung < cand.epochs - 1e-6 else None,
+                                                      deadline=hard)
+    doing = "fitting the probe" if cand.kind == "probe" else f"training to epoch {rung:g} of {cand.epochs:g}"
+    progress(f"tune: {cand.name}: {doing} (~{format_duration(need)}, {format_duration(left)} left)")
+    log = search.root / "logs" / f"{cand.name}.log"  # the run's own output (progress bars, Trainer logs)
+    log.parent.mkdir(exist_ok=True)
+    try:
+        with log.open("a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), \
+                contextlib.redirect_stderr(handle):
+            train(config, splits=splits, run_dir=folder, pause=pause, resume=bool(resume), score_test=False)
+    except SlmtuneError as exc:
+        cand.status, cand.note = "failed", str(exc)
+        progress(f"tune: {cand.name} failed: {exc}")
+        search.save()
+        return False
+    result = runs.read_result(folder)
+    seconds = result.get("seconds", {})
+    cand.seconds = float(seconds.get("total", 0.0))
+    paused_at = result.get("paused_at")
+    cand.reached = float(paused_at if paused_at is not None else result["best"]["epochs_run"] or 0.0)
+    cand.status = "racing" if paused_at is not None else "finished"
+    early = paused_at is not None and paused_at < rung - 1e-6
+    cand.note = f"stopped at epoch {cand.reached:g} by the deadline" if early else ""
+    if cand.kind != "probe" and seconds.get("train") and cand.reached > 0:  # seconds and epochs since the start
+        search.speed[f"train:{cand.kind}:{cand.model}"] = len(splits.train) * cand.reached / float(seconds["train"])
+    search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
+                          - len(splits.validation) / search.speed[cand.model])
+    entries[cand.name] = _validation_probs(folder, search)
+    score = _score(entries[cand.name], splits.validation, search)
+    progress(f"tune: {cand.name}: validation {metric_name(search.metric)} {score:.4f} at epoch {cand.reached:g} "
+             f"({cand.seconds:.0f}s)")
+    search.save()
+    return True
+
+
+def _validation_probs(folder: Path, search: Search) -> np.ndarray:
+    """A candidate's validation probabilities (label scores on multi-label data) from its predictions file."""
+    import pandas as pd
+
+    from slmtune.train import VALIDATION_PREDICTIONS
+
+    frame = pd.read_csv(folder / VALIDATION_PREDICTIONS, keep_default_na=False)
+    return frame[[f"p_{n}" for n in search.label_names]].to_numpy(dtype=np.float64)
+
+
+def _decisions(probs: np.ndarray, data: TextDataset, search: Search) -> tuple[np.ndarray, Any]:
+    """Decisions on the validation rows: the argmax, or (multi-label) scores at thresholds tuned there."""
+    if not search.multi_label:
+        return probs.argmax(axis=1), None
+    from slmtune.multilabel import decide, thresholds_of, tune_thresholds
+
+    tuned = tune_thresholds(probs, multi_hot(data.labels, len(search.label_names)), True)
+    return decide(probs, thresholds_of(tuned, len(search.label_names))), tuned
+
+
+def _counts(probs: np.ndarray, data: TextDataset, search: Search) -> np.ndarray:
+    gold = multi_hot(data.labels, len(search.label_names)) if search.multi_label else np.asarray(data.labels)
+    return row_counts(gold, _decisions(probs, data, search)[0], len(search.label_names))
+
+
+def _score(probs: np.ndarray, data: TextDataset, search: Search) -> float:
+    from slmtune.stats import metric_of_counts
+
+    counts = _counts(probs, data, search)
+    return float(metric_of_counts(counts.sum(axis=0, keepdims=True), search.metric, len(counts))[0])
+
+
+def _standing(search: Search, entries: dict[str, np.ndarray], data: TextDataset, names: list[str],
+              alpha: float) -> Standing:
+    return standing({n: _counts(entries[n], data, search) for n in names}, search.metric, alpha)
+
+
+def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard: float,
+          entries: dict[str, np.ndarray], full_splits: Splits, tfidf, progress) -> None:
+    """Successive halving over the fine-tuning candidates: every one to its first rung, then the survivors of each
+    paired comparison to the next, best first, while the time holds."""
+    racers = [c for c in search.candidates.values() if c.kind in ("lora", "full")]
+    if not racers:
+        return
+    ladders = {c.name: rungs_of(c.epochs, cfg.first_rung) for c in racers}
+    for level in range(max(len(v) for v in ladders.values())):
+        alive = [c for c in racers if c.status not in ("cut", "failed", "left out")]
+        if level:
+            alive.sort(key=lambda c: -_score(entries[c.name], splits.validation, search) if c.name in entries else 0)
+        for cand in alive:
+            ladder = ladders[cand.name]
+            if level < len(ladder) and cand.status != "finished":
+                _step(search, cand, base, splits, ladder[level], hard, entries, progress)
+                _update_best(search, entries, full_splits, tfidf, progress)
+            elif cand.name not in entries and cand.status == "finished":
+                entries[cand.name] = _validation_probs(search.root / cand.folder, search)
+        present = [c.name for c in racers if c.name in entries and c.status not in ("cut", "failed")]
+        if len(present) < 2:
+            continue
+        board = _standing(search, entries, splits.validation, present, cfg.alpha)
+        search.standings.append({"level": level, "leader": board.leader, **{
+            n: {"score": round(board.scores[n].value, 4), **{k: round(v, 4) for k, v in c.items()}}
+            for n, c in board.against_leader.items()}})
+        for name in board.behind:
+            cand = search.candidates[name]
+            if cand.status == "racing":
+                p = board.against_leader[name]["pvalue_holm"]
+                cand.status, cand.note = "cut", (f"cut at epoch {cand.reached:g}: behind {board.leader} on validation "
+                                                 f"(paired permutation test, Holm p={p:.3g})")
+                progress(f"tune: {name}: {cand.note}")
+                shutil.rmtree(search.root / cand.folder / "checkpoints", ignore_errors=True)  # it goes no further
+        search.save()
+
+
+def _blend_candidate(search: Search, entries: dict[str, np.ndarray], splits: Splits, tfidf: TfidfModel,
+                     progress) -> None:
+    """The best encoder so far averaged with TF-IDF, the weight chosen on validation log-loss."""
+    from slmtune.blend import choose_weight, mix
+
+    encoders = [n for n in entries if search.candidates[n].kind in ("probe", "lora", "full")]
+    if not encoders:
+        return
+    board = _standing(search, entries, splits.validation, encoders, 1.0)
+    chosen = choose_weight(entries[board.leader], entries["tfidf"], splits.validation.labels, search.multi_label)
+    entries["blend"] = mix(entries[board.leader], entries["tfidf"], chosen["weight"])
+    cand = search.candidates["blend"]
+    cand.status, cand.model, cand.note = "finished", board.leader, (
+        f"{board.leader} with TF-IDF, encoder weight {np.round(np.mean(chosen['weight']), 2):g}")
+    cand.learning_rate = None
+    search.blend_weight = chosen["weight"]
+    progress(f"tune: blend: {cand.note}: validation {metric_name(search.metric)} "
+             f"{_score(entries['blend'], splits.validation, search):.4f}")
+
+
+def _update_best(search: Search, entries: dict[str, np.ndarray], splits: Splits, tfidf: TfidfModel | None,
+                 progress) -> None:
+    """best/ follows the validation leader (an encoder folder, blended when the leader is TF-IDF or a blend)."""
+    encoders = [n for n in entries if search.candidates[n].kind in ("probe", "lora", "full")]
+    if not encoders:
+        return
+    board = _standing(search, entries, splits.validation, list(entries), 1.0)
+    leader = board.leader
+    kind = search.candidates[leader].kind
+    if kind == "blend":
+        base_name, weight = search.candidates["blend"].model, search.blend_weight
+    elif kind == "tfidf":  # TF-IDF alone: the cheapest encoder folder with weight 0 serves it
+        base_name = min(encoders, key=lambda n: search.candidates[n].seconds)
+        weight = np.zeros(len(search.label_names)) if search.multi_label else 0.0
+    else:
+        base_name, weight = leader, None
+    _materialize(search, base_name, weight, tfidf, entries[leader], splits.validation)
+    if search.best != leader:
+        progress(f"tune: best so far: {leader} (validation {metric_name(search.metric)} "
+                 f"{board.scores[leader].value:.4f}) -> {search.root / 'best'}")
+    search.best = leader
+    search.save()
+
+
+def _materialize(search: Search, base_name: str, weight, tfidf: TfidfModel | None, val_probs: np.ndarray,
+                 validation: TextDataset) -> None:
+    """Write best/ as a run folder: the encoder candidate's, with the blend's TF-IDF part when `weight` is given."""
+    from slmtune.blend import save_blend
+
+    source = search.root / search.candidates[base_name].folder
+    staging = search.root / ".best-new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoints"))
+    result = runs.read_result(staging)
+    result.pop("paused_at", None)
+    if weight is not None:
+        save_blend(staging / "model", tfidf, weight)
+        config = load_config(staging / "config.yaml")
+        runs.atomic_write(staging / "config.yaml", dump_yaml(replace(config, **{"model.blend": "tfidf"})))
+        result["blend"] = {"method": "tfidf", "weight": np.asarray(weight).tolist()}
+    if search.multi_label:
+        result["thresholds"] = _decisions(val_probs, validation, search)[1]
+    result["tune"] = {"candidate": base_name if weight is None else ("tfidf" if not np.any(weight) else "blend"),
+                      "encoder": base_name}
+    runs.write_json(staging / "result.json", result)
+    best = search.root / "best"
+    old = search.root / ".best-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if best.exists():
+        best.rename(old)
+    staging.rename(best)  # the swap leaves a complete best/ at every moment but this rename
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+LEADERBOARD = ["candidate", "kind", "model", "learning_rate", "epochs", "rows", "status", "metric", "validation",
+               "low", "high", "tied_with_best", "seconds", "note"]
+
+
+def _leaderboard(search: Search, entries: dict[str, np.ndarray], splits: Splits) -> tuple[list[dict], Standing]:
+    board = _standing(search, entries, splits.validation, list(entries), search.alpha)
+    tied = set(board.tied)
+    rows = []
+    for cand in search.candidates.values():
+        row = {"candidate": cand.name, "kind": cand.kind, "model": cand.model or "", "learning_rate":
+               cand.learning_rate or "", "epochs": round(cand.reached, 3), "rows": cand.rows, "status": cand.status,
+               "metric": search.metric, "validation": "", "low": "", "high": "", "tied_with_best": "",
+               "seconds": round(cand.seconds, 1), "note": cand.note}
+        if cand.name in board.scores:
+            score = board.scores[cand.name]
+            row.update(validation=round(score.value, 4), low=round(score.low, 4), high=round(score.high, 4),
+                       tied_with_best=int(cand.name in tied))
+        rows.append(row)
+    rows.sort(key=lambda r: -(r["validation"] if r["validation"] != "" else -1))
+    return rows, board
+
+
+def _write_leaderboard(search: Search, entries: dict[str, np.ndarray], splits: Splits) -> list[dict]:
+    rows, _ = _leaderboard(search, entries, splits)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LEADERBOARD)
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.atomic_write(search.root / "leaderboard.csv", buffer.getvalue())
+    return rows
+
+
+def _finish(search: Search, splits: Splits, tfidf: TfidfModel | None, budget: float, start: float,
+            progress) -> dict[str, Any]:
+    """Score test once for best/ and TF-IDF (intervals and a paired test), write the summary and print it."""
+    from slmtune.runs.predictions import write_predictions
+    from slmtune.serve.inference import load_run
+    from slmtune.serve.logits import predict_logits
+    from slmtune.serve.metrics import classification_report_text, score_probs
+    from slmtune.stats import bootstrap_weights, mcnemar, metric_interval, paired_test
+
+    best = search.root / "best"
+    run = load_run(best)
+    logits = predict_logits(run.model, run.tokenizer, splits.test.texts, batch_size=run.config.train.eval_batch_size,
+                            max_length=run.config.data.max_length, precision=run.precision,
+                            truncation=run.config.data.truncation)
+    probs = run.probabilities(logits, splits.test.texts)
+    metrics, _ = score_probs(probs, splits.test, run.thresholds)
+    write_predictions(best / "predictions.csv", splits.test, probs, run.thresholds)
+    runs.atomic_write(best / "classification_report.txt", classification_report_text(metrics) + "\n")
+    n_labels = len(search.label_names)
+    gold = multi_hot(splits.test.labels, n_labels) if search.multi_label else np.asarray(splits.test.labels)
+    from slmtune.multilabel import decide
+
+    chosen = decide(probs, run.thresholds) if search.multi_label else probs.argmax(axis=1)
+    weights = bootstrap_weights(len(splits.test), 1000, 0)
+    headline = ("micro_f1", "macro_f1") if search.multi_label else ("accuracy", "macro_f1")
+    test: dict[str, Any] = {"best": {}, "tfidf": {}}
+    best_counts = row_counts(gold, chosen, n_labels)
+    for key in headline:
+        test["best"][key] = asdict(metric_interval(best_counts, key, weights))
+    if tfidf is not None:
+        tfidf_probs = tfidf.predict_proba(splits.test.texts)
+        if search.multi_label:  # at the thresholds tuned on validation, as every candidate
+            from slmtune.multilabel import thresholds_of
+
+            tuned = _decisions(tfidf.predict_proba(splits.validation.texts), splits.validation, search)[1]
+            tfidf_chosen = decide(tfidf_probs, thresholds_of(tuned, n_labels))
+        else:
+            tfidf_chosen = tfidf_probs.argmax(axis=1)
+        tfidf_counts = row_counts(gold, tfidf_chosen, n_labels)
+        for key in headline:
+            test["tfidf"][key] = asdict(metric_interval(tfidf_counts, key, weights))
+            test.setdefault("best_minus_tfidf", {})[key] = paired_test(best_counts, tfidf_counts, key, weights)
+        if not search.multi_label:
+            test["mcnemar"] = mcnemar(chosen == gold, tfidf_chosen == gold)
+    result = runs.read_result(best)
+    result.setdefault("metrics", {})["test"] = metrics
+    runs.write_json(best / "result.json", result)
+    rows = [dict(r) for r in _read_leaderboard(search.root)]
+    summary = {"command": "tune", "budget_seconds": budget, "seconds": round(time.monotonic() - start, 1),
+               "metric": search.metric, "best": search.best, "best_dir": str(best), "test": test,
+               "leaderboard": rows,
+               "left_out": [r["candidate"] for r in rows if r["status"] == "left out"],
+               "tied_with_best": [r["candidate"] for r in rows if str(r["tied_with_best"]) == "1"]}
+    runs.write_json(search.root / "summary.json", summary)
+    for line in summary_lines(summary):
+        progress(line)
+    return summary
+
+
+def _read_leaderboard(root: Path) -> list[dict]:
+    with (root / "leaderboard.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The leaderboard and the test comparison, as the command prints them."""
+    metric = metric_name(summary["metric"])
+    lines = [f"tune: done in {format_duration(summary['seconds'])} of {format_duration(summary['budget_seconds'])}; "
+             f"validation {metric} with 95% bootstrap intervals (* tied with the best: not significantly behind it)",
+             f"  {'candidate':<34}{'status':<12}{'epochs':>7}{metric:>10}  {'interval':<17}{'seconds':>8}"]
+    for row in summary["leaderboard"]:
+        if row["validation"] == "":
+            lines.append(f"  {row['candidate']:<34}{row['status']:<12}{'':>7}{'-':>10}  {'':<17}{'':>8}  {row['note']}")
+            continue
+        mark = "*" if str(row["tied_with_best"]) == "1" else " "
+        lines.append(f"{mark} {row['candidate']:<34}{row['status']:<12}{float(row['epochs']):>7g}"
+                     f"{float(row['validation']):>10.4f}  [{float(row['low']):.4f}, {float(row['high']):.4f}]"
+                     f"{float(row['seconds']):>8.0f}" + (f"  {row['note']}" if row["note"] else ""))
+    test = summary["test"]
+    for key, value in test["best"].items():
+        line = (f"tune: test {metric_name(key)}: best ({summary['best']}) {value['value']:.4f} "
+                f"[{value['low']:.4f}, {value['high']:.4f}]")
+        if key in test["tfidf"]:
+            other, diff = test["tfidf"][key], test["best_minus_tfidf"][key]
+            line += (f", TF-IDF {other['value']:.4f} [{other['low']:.4f}, {other['high']:.4f}]; difference "
+                     f"{diff['difference']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]")
+        lines.append(line)
+    if "mcnemar" in test:
+        lines.append(f"tune: McNemar's test, best vs TF-IDF on test: p = {test['mcnemar']['pvalue']:.3g}")
+    lines.append(f"tune: the chosen model is {summary['best_dir']} (predict, evaluate, export, serve and report "
+                 "take it)")
+    return lines

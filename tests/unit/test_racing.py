@@ -1,0 +1,169 @@
+"""Racing: a run paused at a rung and resumed ends exactly where an unraced run ends; a linear probe needs no
+training; the paired test keeps statistical ties; `slmtune tune` end to end on a tiny model."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_overrides
+from slmtune import runs
+from slmtune.config import from_dict
+from slmtune.train import VALIDATION_PREDICTIONS, train
+from slmtune.trainer import PauseAt
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_paused_and_resumed_run_ends_where_an_unraced_run_ends(tiny_models, synthetic_files, tmp_path, method):
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files,
+                                   **{"model.method": method, "train.epochs": 3, "train.patience": 10,
+                                      "train.learning_rate": 1e-2 if method == "lora" else 1e-3}))
+    whole = train(cfg, run_dir=tmp_path / "whole", score_test=False)
+    first = train(cfg, run_dir=tmp_path / "raced", score_test=False, pause=PauseAt(epoch=1))
+    paused = runs.read_result(tmp_path / "raced")
+    assert paused["status"] == "success" and paused["paused_at"] == pytest.approx(1.0)
+    assert (tmp_path / "raced" / "checkpoints").is_dir()  # what it resumes from
+    assert first.metrics["validation"]  # a usable model at the rung, scored on validation only
+    assert not (tmp_path / "raced" / "predictions.csv").exists()  # test never looked at
+    resumed = train(cfg, run_dir=tmp_path / "raced", score_test=False, resume=True)
+    done = runs.read_result(tmp_path / "raced")
+    assert "paused_at" not in done and not (tmp_path / "raced" / "checkpoints").exists()
+    assert done["best"]["epochs_run"] == pytest.approx(3.0)
+    name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    a, b = load_file(tmp_path / "whole" / "model" / name), load_file(tmp_path / "raced" / "model" / name)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert resumed.metrics["validation"]["accuracy"] == whole.metrics["validation"]["accuracy"]
+    losses = [[r["loss"] for r in runs.MetricsLog(tmp_path / f / "metrics.jsonl").read() if "loss" in r]
+              for f in ("whole", "raced")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)  # the same curve, logged once
+
+
+def test_no_epochs_is_a_linear_probe_on_the_frozen_encoder(tiny_models, synthetic_files, tmp_path):
+    cfg = from_dict(tiny_overrides(tiny_models["distilbert"], synthetic_files,
+                                   **{"model.method": "full", "train.epochs": 0, "model.head_init": "auto"}))
+    result = train(cfg, run_dir=tmp_path / "probe", score_test=False)
+    saved = runs.read_result(tmp_path / "probe")
+    assert saved["head_init"] == "probe" and saved["best"]["epochs_run"] == 0
+    assert saved["resolved"]["model.head_init"]["reason"].startswith("train.epochs=0")
+    assert (tmp_path / "probe" / VALIDATION_PREDICTIONS).is_file()
+    assert result.metrics["validation"]["accuracy"] > 0.5  # the synthetic task is keyword-separable
+
+
+def _counts(correct: list[int]) -> np.ndarray:
+    from slmtune.stats import row_counts
+
+    gold = np.zeros(len(correct), dtype=int)
+    return row_counts(gold, 1 - np.asarray(correct), 2)
+
+
+def test_a_candidate_is_cut_only_when_the_paired_test_says_it_is_behind():
+    from slmtune.experiments.racing import standing
+
+    rng = np.random.default_rng(0)
+    leader = (rng.random(400) < 0.9).astype(int)
+    close = leader.copy()
+    close[:4] = 1 - close[:4]  # four rows apart: a statistical tie
+    far = (rng.random(400) < 0.6).astype(int)
+    board = standing({"leader": _counts(leader), "close": _counts(close), "far": _counts(far)}, "accuracy")
+    assert board.leader in ("leader", "close")
+    assert board.behind == ["far"] and set(board.tied) == {"leader", "close"}
+    low, high = board.scores["far"].low, board.scores["far"].high
+    assert low < far.mean() < high
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "micro_f1"])
+def test_bootstrap_metrics_match_scikit_learn(metric):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from slmtune.stats import metric_of_counts, row_counts
+
+    rng = np.random.default_rng(1)
+    gold, pred = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
+    pred[:150] = gold[:150]
+    counts = row_counts(gold, pred, 4)
+    ours = metric_of_counts(counts.sum(axis=0, keepdims=True), metric, len(counts))[0]
+    theirs = accuracy_score(gold, pred) if metric == "accuracy" else f1_score(
+        gold, pred, average=metric.split("_")[0], labels=range(4), zero_division=0)
+    assert ours == pytest.approx(theirs)
+
+
+def test_replaying_the_rules_on_full_curves_reports_the_regret():
+    from slmtune.experiments.racing import replay, rungs_of
+
+    assert rungs_of(3, 1.0) == [1.0, 2.0, 3] and rungs_of(6, 1.0) == [1.0, 2.0, 4.0, 6] and rungs_of(1, 1.0) == [1]
+    rng = np.random.default_rng(2)
+    good = [(rng.random(500) < p).astype(int) for p in (0.7, 0.8, 0.9)]
+    slow_starter = [(rng.random(500) < p).astype(int) for p in (0.3, 0.8, 0.95)]  # behind at first, best at the end
+    bad = [(rng.random(500) < p).astype(int) for p in (0.3, 0.35, 0.4)]
+    out = replay({n: [_counts(c) for c in curve] for n, curve in
+                  (("good", good), ("slow", slow_starter), ("bad", bad))}, "accuracy")
+    assert out["exhaustive_best"] == "slow" and not out["exhaustive_best_kept"]  # what early cuts can lose
+    assert out["racing_best"] == "good" and out["regret"] > 0
+    assert "bad" not in out["survivors"][-1]
+
+
+def _tune_base(tiny_models, synthetic_files):
+    return from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{"data.train_size": None,
+                                                                             "data.val_size": 40}))
+
+
+def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_models, synthetic_files, tmp_path,
+                                                                           monkeypatch):
+    from slmtune.experiments import tune
+    from slmtune.serve.inference import predict
+
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[1e-3])
+    calls = []
+    real_step = tune._step
+
+    def step(search, cand, *args, **kwargs):
+        calls.append(cand.name)
+        if cand.name == "full-bert-lr0.001" and not (tmp_path / "stopped").exists():
+            (tmp_path / "stopped").touch()
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the race
+        return real_step(search, cand, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "search")
+    assert (tmp_path / "search" / "best" / "model").is_dir()  # a usable best-so-far
+    assert predict(tmp_path / "search" / "best", ["a text"])[0]["label"]
+    trained_before = {c for c in calls if c != "full-bert-lr0.001"}
+    calls.clear()
+    summary = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "search")
+    assert {"probe-bert", "lora-bert-lr0.01"} <= trained_before
+    folder = tmp_path / "search"
+    board = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    assert {r["candidate"] for r in board} == {"tfidf", "probe-bert", "lora-bert-lr0.01", "lora-bert-lr0.0001",
+                                               "full-bert-lr0.001", "blend"}
+    assert all(r["validation"] for r in board) and board[0]["tied_with_best"] == "1"
+    assert summary["best"] == board[0]["candidate"]
+    best = runs.read_result(folder / "best")
+    assert best["status"] == "success" and best["metrics"]["test"]["accuracy"] > 0.25
+    assert (folder / "best" / "predictions.csv").is_file()
+    test = summary["test"]
+    assert {"best", "tfidf", "best_minus_tfidf", "mcnemar"} <= set(test)
+    assert test["best"]["accuracy"]["low"] <= test["best"]["accuracy"]["value"] <= test["best"]["accuracy"]["high"]
+    assert summary["seconds"] < 300 * 1.1
+    assert not list(folder.glob("candidates/*/checkpoints")) or any(
+        r["status"] == "racing" for r in board)  # checkpoints stay only for candidates that can still go on
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--time", "soon"], "--time takes a duration"),
+    (["--time", "1s"], "too small for even the cheapest candidate"),
+    (["--models", "/no/such/model"], "unknown model"),
+    (["--lora-rates", "fast"], "--lora-rates takes learning rates"),
+])
+def test_tune_bad_input_is_one_line(tiny_models, synthetic_files, tmp_path, capsys, argv, message):
+    from slmtune.cli import main
+
+    args = ["tune", "--dataset", synthetic_files["train"], "--test-file", synthetic_files["test"],
+            "--output-dir", str(tmp_path / "search"), f"model.name={tiny_models['bert']}", *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

@@ -331,7 +331,8 @@ def advice(run: ResolvedRun, result: dict[str, Any]) -> str | None:
         return None
     return (f"on validation, TF-IDF + logistic regression scores {metric_name(metric)} {seen['tfidf'][metric]:.4f} "
             f"alone and {seen['blend'][metric]:.4f} blended with this model (weight chosen there), against its "
-            f"{own:.4f}: the same command with --blend tfidf (model.blend=tfidf) trains the blend")
+            f"{own:.4f}: the same command with --blend tfidf (model.blend=tfidf) trains the blend; slmtune tune "
+            "(same data flags, --time, --output-dir) races every method and picks on validation")
 
 
 def write_artifacts(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Scored, recorder: RunRecorder) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import FILLER, VOCAB, tiny_overrides, write_csv
+from slmtune import runs
 from slmtune.config import DataConfig, from_dict
 from slmtune.data import load_splits, load_table
 from slmtune.errors import SlmtuneError
@@ -302,3 +303,20 @@ def test_a_multi_label_blend_weighs_each_label_and_serves_label_sets(tiny_models
     written = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
     served = predict(result.run_dir, list(written["text"][:10]), backend="torch-fp32")
     assert [p["label"] for p in served] == list(written["predicted"][:10])  # the blend's label sets, served
+
+
+def test_tune_on_label_sets_picks_on_micro_f1_and_leaves_a_thresholded_best(tiny_models, multilabel_files, tmp_path):
+    from slmtune.config import from_dict
+    from slmtune.experiments.tune import TuneConfig, run_tune
+    from slmtune.serve.inference import predict
+
+    base = from_dict(tiny_overrides(tiny_models["bert"], multilabel_files, **{
+        "data.multi_label": True, "data.label_separator": "|", "data.train_size": None, "data.val_size": 60}))
+    summary = run_tune(base, TuneConfig(time="5m", lora_rates=[5e-2], full_rates=[1e-2]), tmp_path / "search")
+    assert summary["metric"] == "micro_f1"
+    names = {row["candidate"] for row in summary["leaderboard"]}
+    assert names == {"tfidf", "lora-bert-lr0.05", "full-bert-lr0.01", "blend"}  # no probe on label sets
+    best = runs.read_result(tmp_path / "search" / "best")
+    assert best["thresholds"] and best["metrics"]["test"]["micro_f1"] > 0.5
+    assert {"micro_f1", "macro_f1"} <= set(summary["test"]["best"]) and "mcnemar" not in summary["test"]
+    assert isinstance(predict(tmp_path / "search" / "best", ["a text"])[0]["labels"], list)

@@ -405,6 +405,10 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
     search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
                           - len(splits.validation) / search.speed[cand.model])
     entries[cand.name] = _validation_probs(folder, search)
+    from slmtune.train import VALIDATION_PREDICTIONS
+
+    shutil.copyfile(folder / VALIDATION_PREDICTIONS,  # the curve a replay of the racing rules reads
+                    folder / VALIDATION_PREDICTIONS.replace(".csv", f"-epoch{cand.reached:g}.csv"))
     score = _score(entries[cand.name], splits.validation, search)
     progress(f"tune: {cand.name}: validation {metric_name(search.metric)} {score:.4f} at epoch {cand.reached:g} "
              f"({cand.seconds:.0f}s)")
@@ -542,7 +546,7 @@ def _materialize(search: Search, base_name: str, weight, tfidf: TfidfModel | Non
     result = runs.read_result(staging)
     result.pop("paused_at", None)
     if weight is not None:
-        save_blend(staging / "model", tfidf, weight)
+        save_blend(staging / "model", tfidf, np.asarray(weight).tolist())
         config = load_config(staging / "config.yaml")
         runs.atomic_write(staging / "config.yaml", dump_yaml(replace(config, **{"model.blend": "tfidf"})))
         result["blend"] = {"method": "tfidf", "weight": np.asarray(weight).tolist()}
@@ -606,10 +610,12 @@ def _finish(search: Search, splits: Splits, tfidf: TfidfModel | None, budget: fl
 
     best = search.root / "best"
     run = load_run(best)
+    clock = time.perf_counter()
     logits = predict_logits(run.model, run.tokenizer, splits.test.texts, batch_size=run.config.train.eval_batch_size,
                             max_length=run.config.data.max_length, precision=run.precision,
                             truncation=run.config.data.truncation)
     probs = run.probabilities(logits, splits.test.texts)
+    test_seconds = time.perf_counter() - clock
     metrics, _ = score_probs(probs, splits.test, run.thresholds)
     write_predictions(best / "predictions.csv", splits.test, probs, run.thresholds)
     runs.atomic_write(best / "classification_report.txt", classification_report_text(metrics) + "\n")
@@ -641,6 +647,12 @@ def _finish(search: Search, splits: Splits, tfidf: TfidfModel | None, budget: fl
             test["mcnemar"] = mcnemar(chosen == gold, tfidf_chosen == gold)
     result = runs.read_result(best)
     result.setdefault("metrics", {})["test"] = metrics
+    result.setdefault("samples_per_second", {})["eval"] = round(len(splits.test) / max(test_seconds, 1e-9), 2)
+    result.setdefault("seconds", {})["eval"] = round(test_seconds, 2)
+    from slmtune.runs.figures import plot_run
+
+    plot_run(best, runs.MetricsLog(best / "metrics.jsonl").read(), metrics, search.label_names,
+             len(splits.validation))
     runs.write_json(best / "result.json", result)
     rows = [dict(r) for r in _read_leaderboard(search.root)]
     summary = {"command": "tune", "budget_seconds": budget, "seconds": round(time.monotonic() - start, 1),

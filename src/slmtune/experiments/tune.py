@@ -221,7 +221,8 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, re
         if name not in search.speed:
             search.speed[name] = measure_speed(name, splits.train.texts, splits.label_names, base)
     rate = search.speed[models[0]]
-    reserve = len(splits.test) / rate + len(splits.validation) / rate + search.overhead  # test scoring at the end
+    # the end: best/ scored on test (and the validation passes and run overheads of a rung stopped at the deadline)
+    reserve = len(splits.test) / rate + 2 * len(splits.validation) / rate + 2 * search.overhead
     lora_rate = rate * TRAIN_OVER_EVAL["lora"]
     lora_epochs = resolve(replace(base, **{"model.method": "lora"}), DataFacts.of(splits)).epochs
     cap = int(ENCODER_SHARE * budget * lora_rate / max(lora_epochs, 1))
@@ -377,8 +378,10 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
         return False
     if folder.exists() and not resume:
         shutil.rmtree(folder)  # an attempt cut off mid-way: start it over
+    # a rung stopped at the deadline still validates twice (the Trainer, then the scoring) and writes its folder
+    stop_by = hard - 2 * len(splits.validation) / search.speed[cand.model] - search.overhead
     pause = None if cand.kind == "probe" else PauseAt(epoch=rung if rung < cand.epochs - 1e-6 else None,
-                                                      deadline=hard)
+                                                      deadline=stop_by)
     doing = "fitting the probe" if cand.kind == "probe" else f"training to epoch {rung:g} of {cand.epochs:g}"
     progress(f"tune: {cand.name}: {doing} (~{format_duration(need)}, {format_duration(left)} left)")
     log = search.root / "logs" / f"{cand.name}.log"  # the run's own output (progress bars, Trainer logs)

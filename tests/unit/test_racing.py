@@ -97,10 +97,12 @@ def test_replaying_the_rules_on_full_curves_reports_the_regret():
     assert rungs_of(3, 1.0) == [1.0, 2.0, 3] and rungs_of(6, 1.0) == [1.0, 2.0, 4.0, 6] and rungs_of(1, 1.0) == [1]
     rng = np.random.default_rng(2)
     good = [(rng.random(500) < p).astype(int) for p in (0.7, 0.8, 0.9)]
+    fair = [(rng.random(500) < p).astype(int) for p in (0.65, 0.7, 0.75)]
     slow_starter = [(rng.random(500) < p).astype(int) for p in (0.3, 0.8, 0.95)]  # behind at first, best at the end
     bad = [(rng.random(500) < p).astype(int) for p in (0.3, 0.35, 0.4)]
     out = replay({n: [_counts(c) for c in curve] for n, curve in
-                  (("good", good), ("slow", slow_starter), ("bad", bad))}, "accuracy")
+                  (("good", good), ("fair", fair), ("slow", slow_starter), ("bad", bad))}, "accuracy")
+    assert out["survivors"][0] == ["good", "fair"]  # the best half goes on by rank, the rest were behind
     assert out["exhaustive_best"] == "slow" and not out["exhaustive_best_kept"]  # what early cuts can lose
     assert out["racing_best"] == "good" and out["regret"] > 0
     assert "bad" not in out["survivors"][-1]

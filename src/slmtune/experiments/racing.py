@@ -2,9 +2,10 @@
 
 Candidates train to a rung (an epoch of their own schedule), are scored on the same validation rows, and the
 leader is compared with each of the others by a paired permutation test of the selection metric on those rows
-(slmtune.stats.paired_test, Holm-adjusted over the comparisons). A candidate significantly behind the leader
-is cut; statistical ties go on to the next rung, where training resumes from the checkpoint on the same learning-
-rate schedule (slmtune.trainer.PauseAt), so a promoted candidate ends where an unraced run would. `replay` runs
+(slmtune.stats.paired_test, Holm-adjusted over the comparisons). A candidate is cut when it is significantly
+behind the leader and not among the best half (successive halving's rank rule, ETA); statistical ties go on to
+the next rung, where training resumes from the checkpoint on the same learning-rate schedule
+(slmtune.trainer.PauseAt), so a promoted candidate ends where an unraced run would. `replay` runs
 the same rules on recorded curves, to measure what the cuts would have lost against training everything.
 """
 
@@ -18,6 +19,8 @@ from slmtune.stats import MetricEstimate, adjust_pvalues, bootstrap_weights, met
 
 ALPHA = 0.05
 """A candidate is cut when the Holm-adjusted p-value of 'not behind the leader' is below this."""
+ETA = 2
+"""Successive halving's ratio: at a rung, the best 1/ETA of the candidates go on whatever the test says."""
 RESAMPLES = 1000
 
 
@@ -31,6 +34,8 @@ class Standing:
     leader: str
     against_leader: dict[str, dict[str, float]] = field(default_factory=dict)
     alpha: float = ALPHA
+    kept: list[str] = field(default_factory=list)
+    """Candidates that go on by rank (the best 1/ETA), behind or not."""
 
     @property
     def tied(self) -> list[str]:
@@ -39,19 +44,21 @@ class Standing:
 
     @property
     def behind(self) -> list[str]:
-        return [n for n, c in self.against_leader.items() if c["pvalue_holm"] < self.alpha]
+        """Candidates to cut: significantly behind the leader and not among the best 1/ETA."""
+        return [n for n, c in self.against_leader.items() if c["pvalue_holm"] < self.alpha and n not in self.kept]
 
 
 def standing(counts: dict[str, np.ndarray], metric: str, alpha: float = ALPHA, resamples: int = RESAMPLES,
-             seed: int = 0) -> Standing:
+             seed: int = 0, eta: int = ETA) -> Standing:
     """The standing of candidates given their row_counts on the same validation rows (in order of preference:
-    of equal scores, the first leads)."""
+    of equal scores, the first leads); the best ceil(n / eta) are kept by rank."""
     rows = len(next(iter(counts.values())))
     weights = bootstrap_weights(rows, resamples, seed)
     scores = {name: metric_interval(c, metric, weights) for name, c in counts.items()}
     leader = max(scores, key=lambda n: scores[n].value)  # max keeps the first of equals
     others = [n for n in counts if n != leader]
-    result = Standing(metric, scores, leader, alpha=alpha)
+    ranked = sorted(scores, key=lambda n: -scores[n].value)  # stable: the first of equals first
+    result = Standing(metric, scores, leader, alpha=alpha, kept=ranked[:max(1, -(-len(ranked) // eta))])
     if not others:
         return result
     compared = {n: paired_test(counts[leader], counts[n], metric, weights) for n in others}

@@ -468,6 +468,7 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
         alive = [c for c in racers if c.status not in ("cut", "failed", "left out")]
         if level:
             alive.sort(key=lambda c: -_score(entries[c.name], splits.validation, search) if c.name in entries else 0)
+            _leader_first(search, alive, base, splits, hard, entries, full_splits, tfidf, progress)
         for cand in alive:
             ladder = ladders[cand.name]
             if level < len(ladder) and cand.status != "finished":
@@ -491,6 +492,23 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
                 progress(f"tune: {name}: {cand.note}")
                 shutil.rmtree(search.root / cand.folder / "checkpoints", ignore_errors=True)  # it goes no further
         search.save()
+
+
+def _leader_first(search: Search, alive: list[Candidate], base: RunConfig, splits: Splits, hard: float,
+                  entries: dict[str, np.ndarray], full_splits: Splits, tfidf, progress) -> None:
+    """When the time left cannot hold every survivor's remaining schedule, the leader (first of `alive`) trains to
+    the end of its own first, so that the budget ends with the best candidate fully trained rather than every
+    candidate half way."""
+    unfinished = [c for c in alive if c.status != "finished"]
+    if not unfinished or alive[0].status == "finished":
+        return
+    needed = sum((c.epochs - c.reached) * _epoch_seconds(search, c, splits) + search.overhead for c in unfinished)
+    if needed > hard - time.monotonic():
+        leader = alive[0]
+        progress(f"tune: not enough time for every survivor's schedule (~{format_duration(needed)}): "
+                 f"{leader.name}, the leader, trains to its end first")
+        _step(search, leader, base, splits, leader.epochs, hard, entries, progress)
+        _update_best(search, entries, full_splits, tfidf, progress)
 
 
 def _blend_candidate(search: Search, entries: dict[str, np.ndarray], splits: Splits, tfidf: TfidfModel,

@@ -112,4 +112,5 @@ def plot_run(run_dir: Path, metrics_log: list[dict], test_metrics: dict, label_n
         title = f"Test confusion matrix (n={test_metrics['n']}, accuracy {test_metrics['accuracy']:.3f})"
         confusion_matrix_png(test_metrics["confusion_matrix"], label_names, run_dir / "confusion_matrix.png",
                              title=title)
-    training_curves_png(metrics_log, run_dir / "training_curves.png", n_validation=n_val)
+    if any("loss" in r or "validation_loss" in r for r in metrics_log):  # a linear probe has no curve
+        training_curves_png(metrics_log, run_dir / "training_curves.png", n_validation=n_val)

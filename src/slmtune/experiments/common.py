@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -369,6 +370,15 @@ def study_metric(rows: list[dict[str, Any]]) -> str:
     """What a study compares its runs on: micro-F1 for multi-label runs (their `accuracy` is the strict subset
     accuracy), else accuracy."""
     return "micro_f1" if rows and rows[0].get("test_micro_f1") is not None else "accuracy"
+
+
+def parse_budget(text: str, flag: str = "--budget") -> float:
+    """Seconds of a duration written 2h, 1.5h, 90m, 90min or 5400s (a bare number is seconds); `flag` names the
+    option in the one-line error."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(h|m|min|s)?\s*", str(text or ""))
+    if not match or float(match.group(1)) <= 0:
+        raise SlmtuneError(f"{flag} takes a duration like 2h, 90m or 5400s, got {text!r}")
+    return float(match.group(1)) * {"h": 3600, "m": 60, "min": 60, "s": 1}[match.group(2) or "s"]
 
 
 def format_duration(seconds: float) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from slmtune.experiments.common import (
     data_sizes,
     format_duration,
     load_run_config,
+    parse_budget,
     run_key,
     run_seconds,
     with_recipes_found,
@@ -259,14 +259,6 @@ def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, bu
     if plan.seconds > budget_s:
         plan.dropped.append(f"still ~{format_duration(plan.seconds)} after every reduction: pick parts with --only")
     return plan
-
-
-def parse_budget(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(h|m|min|s)?\s*", text or "")
-    if not match:
-        raise SlmtuneError(f"--budget takes a duration like 2h, 90m or 5400s, got {text!r}")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"h": 3600, "m": 60, "min": 60, "s": 1}[unit]
 
 
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,

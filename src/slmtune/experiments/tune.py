@@ -31,7 +31,7 @@ from slmtune import runs
 from slmtune.config import RunConfig, dump_yaml, load_config, replace
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.common import format_duration
+from slmtune.experiments.common import format_duration, parse_budget
 from slmtune.experiments.racing import ALPHA, Standing, rungs_of, standing
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf
 from slmtune.multilabel import metric_name, multi_hot
@@ -79,16 +79,6 @@ class TuneConfig:
             raise SlmtuneError(f"tune: first_rung must be a positive number of epochs, got {self.first_rung}")
         if not 0 < self.alpha < 1:
             raise SlmtuneError(f"tune: alpha must be in (0, 1), got {self.alpha}")
-
-
-def parse_time(text: str) -> float:
-    """Seconds of a budget written 90s, 20m, 20min, 1.5h (a bare number is seconds)."""
-    import re
-
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(h|m|min|s)?\s*", str(text or ""))
-    if not match or float(match.group(1)) <= 0:
-        raise SlmtuneError(f"--time takes a duration like 90s, 20m or 1.5h, got {text!r}")
-    return float(match.group(1)) * {"h": 3600, "m": 60, "min": 60, "s": 1}[match.group(2) or "s"]
 
 
 @dataclass
@@ -158,6 +148,8 @@ class Search:
     alpha: float = ALPHA
     blend_weight: Any = None
     """The blend's encoder weight (one per label on multi-label data), once chosen."""
+    shown: tuple | None = None
+    """What best/ holds now (leader, encoder folder and its last write, weight): unchanged, it is not copied again."""
 
     def save(self) -> None:
         runs.write_json(self.root / "tune.json", {
@@ -174,7 +166,7 @@ class Search:
 
 def run_tune(base: RunConfig, cfg: TuneConfig, out: str | Path, progress=print) -> dict[str, Any]:
     """Search the portfolio within `cfg.time` on `base`'s data; returns the summary (also DIR/summary.json)."""
-    budget = parse_time(cfg.time)  # a bad --time fails before anything loads
+    budget = parse_budget(cfg.time, "--time")  # a bad --time fails before anything loads
     started = time.monotonic()
     deadline = started + budget
     root = Path(out)
@@ -210,10 +202,10 @@ def run_tune(base: RunConfig, cfg: TuneConfig, out: str | Path, progress=print) 
     from slmtune.runs.recorder import stop_on_signals
 
     with stop_on_signals(("SIGTERM", "SIGHUP")):  # a killed search ends like a Ctrl-C: best/ and tune.json kept
-        return _search(search, base, cfg, splits, resolved, models, budget, deadline, progress)
+        return _search(search, base, cfg, splits, models, budget, deadline, progress)
 
 
-def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, resolved, models: list[str],
+def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, models: list[str],
             budget: float, deadline: float, progress) -> dict[str, Any]:
     start = time.monotonic()
     tfidf = fit_tfidf(splits.train.texts, splits.train.labels, len(splits.label_names), base.seed)
@@ -547,7 +539,12 @@ def _update_best(search: Search, entries: dict[str, np.ndarray], splits: Splits,
         weight = np.zeros(len(search.label_names)) if search.multi_label else 0.0
     else:
         base_name, weight = leader, None
-    _materialize(search, base_name, weight, tfidf, entries[leader], splits.validation)
+    source = search.root / search.candidates[base_name].folder
+    shown = (leader, base_name, (source / "result.json").stat().st_mtime_ns,
+             None if weight is None else tuple(np.ravel(weight)))
+    if shown != search.shown:  # a full fine-tuning folder is ~90 MB: copied only when best/ changes
+        _materialize(search, base_name, weight, tfidf, entries[leader], splits.validation)
+        search.shown = shown
     if search.best != leader:
         progress(f"tune: best so far: {leader} (validation {metric_name(search.metric)} "
                  f"{board.scores[leader].value:.4f}) -> {search.root / 'best'}")

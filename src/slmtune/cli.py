@@ -13,6 +13,7 @@ from slmtune.commands import (
     cmd_env,
     cmd_evaluate,
     cmd_export,
+    cmd_label,
     cmd_predict,
     cmd_report,
     cmd_serve,
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
              ("--port", {"type": int, "default": 8000, "help": "port (default 8000)"}), ("--backend", BACKEND),
              ("--max-change", MAX_CHANGE),
              ("--max-texts", {"type": int, "default": 256, "help": "texts one request may hold (default 256)"}))
+    _label_parser(sub)
     _command(sub, "export", cmd_export, "merged model folder that transformers.pipeline() loads", ("run_dir", RUN_DIR),
              ("out_dir", {"help": "folder to write (new, or an earlier export with --overwrite)"}),
              ("--onnx", {"action": "store_true", "help": "also write model.onnx (fused fp32)"}),
@@ -188,6 +190,63 @@ def build_parser() -> argparse.ArgumentParser:
              ("--output", {"help": "file to write the cleaned rows to (same format as --input)"}),
              ("--preview", {"type": int, "default": 5, "help": "changed texts to show (default 5)"}))
     return parser
+
+
+LABEL_ACTIONS = {
+    "init": "make a project from a file of texts: PROJECT --data pool.csv --labels A,B,C",
+    "serve": "the labelling page on http://127.0.0.1:PORT (keys 1-9 label, Enter accepts, s skips, u undoes)",
+    "export": "write N texts to label elsewhere (CSV: id, text, suggested, confidence, label)",
+    "import": "take the labels of a filled-in export back (checked whole; nothing written on an error)",
+    "status": "labels per class, the estimated accuracy from audit items, the stopping signal",
+    "train": "a run folder from the labels (audit items as its test split); predict and serve take it",
+    "simulate": "the loop against random labelling on a labelled file, an oracle answering: curves, summary",
+}
+
+
+def _label_parser(sub) -> None:
+    """`slmtune label ACTION ...`: one sub-parser per action of the labelling loop."""
+    label = sub.add_parser("label", help="from unlabelled texts to a classifier: a labelling loop with the model's "
+                           "help", description="the labelling loop: " + ", ".join(LABEL_ACTIONS))
+    actions = label.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    project = ("project", {"metavar": "PROJECT", "help": "the project folder"})
+    port = ("--port", {"type": int, "default": 8080, "help": "port (default 8080)"})
+    options: dict[str, list] = {
+        "init": [project, ("--data", {"required": True, "help": "CSV/TSV/JSONL/Parquet file of the texts to label"}),
+                 ("--labels", {"required": True, "help": "label names separated by commas (at least two)"}),
+                 ("--text-column", {"help": "the file's text column (default text)"}),
+                 ("--id-column", {"help": "a column of unique row ids (default: the row number)"}),
+                 ("--describe", {"help": "YAML file of `label: short description` for a better cold start"}),
+                 ("--model", {"default": "minilm-l6", "help": "encoder of the embeddings (default minilm-l6)"}),
+                 ("--audit-share", {"type": float, "default": 0.1,
+                                    "help": "share of items drawn at random to estimate accuracy (default 0.1)"}),
+                 ("--seed", {"type": int, "default": 0, "help": "seed of the audit draw"})],
+        "serve": [project, ("--host", {"default": "127.0.0.1", "help": "address (default 127.0.0.1)"}), port],
+        "export": [project, ("-n", {"type": int, "default": 50, "help": "texts to write (default 50)"}),
+                   (("-o", "--output"), {"required": True, "help": "CSV file to write"})],
+        "import": [project, ("file", {"help": "a filled-in export (columns id and label; text is checked)"})],
+        "status": [project, ("--json", {"action": "store_true", "help": "as JSON"})],
+        "train": [project, ("--method", {"choices": ["lora", "full", "tune"], "default": "lora",
+                                         "help": "lora (default), full, or tune (the best in --time)"}),
+                  ("--config", {"help": "YAML recipe (see configs/)"}),
+                  ("--output-dir", {"help": "run folder (tune: the search folder)"}),
+                  ("--time", {"default": "10m", "help": "--method tune: the budget (default 10m)"}),
+                  ("overrides", OVERRIDES)],
+        "simulate": [("--data", {"required": True, "help": "a labelled file: its rows are the pool, an oracle "
+                                 "answers from its labels"}),
+                     ("--test-file", {"help": "labelled rows to measure accuracy on (default: a fixed 20%)"}),
+                     ("--text-column", {"help": "text column (default text)"}),
+                     ("--label-column", {"default": "label", "help": "label column (default label)"}),
+                     ("--describe", {"help": "YAML file of `label: short description`"}),
+                     ("--model", {"default": "minilm-l6", "help": "encoder (default minilm-l6)"}),
+                     ("--budget", {"type": int, "default": 500, "help": "labels per simulated person (default 500)"}),
+                     ("--seeds", {"type": int, "default": 5, "help": "repetitions (default 5)"}),
+                     ("--step", {"type": int, "default": 10, "help": "labels between measurements (default 10)"}),
+                     ("--pool", {"type": int, "default": 0, "help": "pool rows drawn from --data (default all)"}),
+                     ("--audit-share", {"type": float, "default": 0.1, "help": "the loop's audit share"}),
+                     ("--output-dir", {"help": "where curve.csv and summary.json go"})],
+    }
+    for action, help_text in LABEL_ACTIONS.items():
+        _command(actions, action, cmd_label, help_text, *options[action])
 
 
 def _exit_now(code: int) -> None:

@@ -4,6 +4,7 @@ prints what the library returns (slmtune.console formats it). The parser is slmt
 from __future__ import annotations
 
 import argparse
+import sys
 
 from slmtune.errors import SlmtuneError
 
@@ -142,3 +143,82 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve(args.run_dir, args.host, args.port, ServerConfig(args.backend, args.max_change, args.max_texts),
           ready=lambda line: print(line, flush=True))
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    """`slmtune label ACTION PROJECT`: the labelling loop (slmtune.label)."""
+    import json
+
+    from slmtune.label.session import Session, status_lines
+
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    if args.action == "init":
+        from slmtune.label.project import init_project, parse_descriptions
+
+        project = init_project(args.project, args.data, _names(args.labels), args.text_column, args.id_column,
+                               parse_descriptions(args.describe), args.model, args.audit_share, args.seed)
+        print(f"slmtune label: {args.project}: {len(project.ids):,} texts to label as {', '.join(project.labels)}; "
+              f"next: slmtune label serve {args.project}")
+    elif args.action == "serve":
+        from slmtune.label.page import serve_project
+
+        serve_project(args.project, args.host, args.port, ready=say)
+    elif args.action == "export":
+        from slmtune.label.transfer import export_batch
+
+        written = export_batch(Session(args.project, say=say), args.n, args.output)
+        print(f"{written} texts to label written to {args.output}; fill in the label column, then: "
+              f"slmtune label import {args.project} {args.output}")
+    elif args.action == "import":
+        from slmtune.label.transfer import import_batch
+
+        counts = import_batch(Session(args.project, say=say), args.file)
+        print(f"imported {counts['labelled']} labels ({counts['unchanged']} already given, {counts['empty']} rows "
+              "without a label)")
+    elif args.action == "status":
+        status = Session(args.project, say=lambda line: print(line, file=sys.stderr)).status()
+        print(json.dumps(status, indent=2) if args.json else "\n".join(status_lines(status)))
+    elif args.action == "train":
+        _label_train(args)
+    elif args.action == "simulate":
+        _label_simulate(args)
+
+
+def _label_train(args: argparse.Namespace) -> None:
+    from slmtune.config import load_config
+    from slmtune.label.project import Project
+    from slmtune.label.train import data_overrides
+
+    overrides, what = data_overrides(Project(args.project))
+    print(f"slmtune label train: {what}", flush=True)
+    if args.method == "tune":
+        from slmtune.experiments.tune import TuneConfig, run_tune
+
+        if not args.output_dir:
+            raise SlmtuneError("--method tune needs --output-dir (the search folder)")
+        run_tune(load_config(args.config, overrides + list(args.overrides)), TuneConfig(time=args.time),
+                 args.output_dir)
+        return
+    from slmtune.console import train_summary
+    from slmtune.train import train
+
+    extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
+    config = load_config(args.config, overrides + extra + list(args.overrides), method=args.method)
+    print(train_summary(train(config), config))
+
+
+def _label_simulate(args: argparse.Namespace) -> None:
+    from slmtune.label.project import parse_descriptions
+    from slmtune.label.simulate import SimulateConfig, simulate_data
+
+    if not args.data:
+        raise SlmtuneError("label simulate needs --data (a labelled file)")
+    sim = SimulateConfig(budget=args.budget, seeds=args.seeds, step=args.step, pool=args.pool,
+                         audit_share=args.audit_share)
+    summary = simulate_data(args.data, args.text_column or "text", args.label_column, args.test_file, args.model,
+                            parse_descriptions(args.describe), sim, out_dir=args.output_dir)
+    loop, random = summary["labels_to_target"]["loop"], summary["labels_to_target"]["random"]
+    print(f"labels to {sim.target:.0%} of the full-data probe ({summary['target_accuracy']:.4f}): loop {loop}, "
+          f"random {random} (paired t-test, loop fewer: p={summary['labels_to_target_p']})")
+    print(f"time per answer: p50 {summary['answer_seconds_p50'] * 1000:.0f} ms, "
+          f"p95 {summary['answer_seconds_p95'] * 1000:.0f} ms on a pool of {summary['pool_rows']:,}")

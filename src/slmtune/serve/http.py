@@ -150,6 +150,9 @@ def create_app(run_dir: str | Path, config: ServerConfig = DEFAULTS):
 def port_free(host: str, port: int) -> None:
     """A one-line error when `host:port` cannot be bound (in use, or not this machine's)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as uvicorn binds: a port whose last server just stopped (connections in TIME_WAIT) is free to reuse,
+        # one with a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

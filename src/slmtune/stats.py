@@ -305,3 +305,50 @@ def paired_test(counts_a: np.ndarray, counts_b: np.ndarray, metric: str, weights
     tail = (1 - confidence) / 2 * 100
     return {"difference": observed, "low": float(np.percentile(diff, tail)),
             "high": float(np.percentile(diff, 100 - tail)), "pvalue": pvalue}
+
+
+@dataclass
+class SequentialLook:
+    """One look of a sequential comparison: the repeated confidence interval of the mean paired difference and
+    what it decides."""
+
+    n: int
+    """Pairs (seeds) so far."""
+    mean_difference: float
+    low: float
+    high: float
+    confidence: float
+    """Level of this look's interval: 1 - alpha / looks (Bonferroni over the planned looks)."""
+    decision: str
+    """different (the interval excludes 0), equivalent (it lies within +-margin), continue, or undecided
+    (the last look, neither)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SEQUENTIAL_RULE = ("repeated confidence intervals (Jennison and Turnbull, JRSS B 1989) with a Bonferroni split of "
+                   "alpha over the planned looks: every look's paired t interval has level 1 - alpha/looks, so all "
+                   "of them hold at once with probability >= 1 - alpha, and a decision at any look keeps that error "
+                   "rate; stop when the interval excludes 0 (different) or lies within +-margin (equivalent)")
+
+
+def sequential_look(differences, looks: int, alpha: float = 0.05, margin: float = 0.005,
+                    last: bool = False) -> SequentialLook:
+    """Decide a paired comparison from the differences so far, at one of `looks` planned looks."""
+    d = np.asarray(differences, dtype=float)
+    confidence = 1 - alpha / max(1, looks)
+    mean = float(d.mean())
+    if len(d) < 2:
+        low, high = -np.inf, np.inf
+    elif np.allclose(d, d[0]):
+        low = high = mean
+    else:
+        low, high = t_interval(d, confidence)
+    if low > 0 or high < 0:
+        decision = "different"
+    elif -margin < low and high < margin:
+        decision = "equivalent"
+    else:
+        decision = "undecided" if last else "continue"
+    return SequentialLook(len(d), mean, float(low), float(high), confidence, decision)

@@ -89,3 +89,34 @@ def test_multiple_comparison_corrections():
     assert adjusted["holm"][:3] == pytest.approx([0.03, 0.06, 0.06])  # 3 x 0.01; max(2 x 0.03, ...) step-down
     assert adjusted["bh"][:3] == pytest.approx([0.03, 0.04, 0.04])
     assert adjusted["holm"][3] != adjusted["holm"][3]  # NaN stays NaN and is not counted
+
+
+@pytest.mark.parametrize("differences, last, decision", [
+    ([0.02, 0.021, 0.019], False, "different"),          # far from 0, tight: decided at the first look
+    ([0.0, 0.0, 0.0], False, "equivalent"),             # identical runs: within any margin
+    ([0.001, -0.001, 0.0005, -0.0005], False, "equivalent"),
+    ([0.01, -0.004, 0.006], False, "continue"),          # wide: neither yet
+    ([0.01, -0.004, 0.006], True, "undecided"),          # ... and no seed left
+])
+def test_sequential_look_decides_only_when_its_repeated_interval_does(differences, last, decision):
+    from slmtune.stats import sequential_look
+
+    look = sequential_look(differences, looks=3, alpha=0.05, margin=0.005, last=last)
+    assert look.decision == decision
+    assert look.confidence == pytest.approx(1 - 0.05 / 3) and look.low <= look.mean_difference <= look.high
+
+
+def test_the_sequential_rule_keeps_its_error_rate_under_no_difference():
+    """Simulated seeds with no true difference: deciding `different` at any of the looks happens at most alpha."""
+    from slmtune.stats import sequential_look
+
+    rng = np.random.default_rng(0)
+    wrong = 0
+    for _ in range(2000):
+        d = rng.normal(0, 0.004, size=5)
+        for n in (3, 4, 5):
+            look = sequential_look(d[:n], looks=3, alpha=0.05, margin=0.001, last=n == 5)
+            if look.decision != "continue":
+                wrong += look.decision == "different"
+                break
+    assert wrong / 2000 <= 0.05

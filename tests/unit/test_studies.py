@@ -255,6 +255,30 @@ def test_seeds_with_comparison(tiny_models, synthetic_files, tmp_path):
     assert len((tmp_path / "s" / "summary.csv").read_text().splitlines()) == 7
 
 
+def test_sequential_seeds_stop_once_the_comparison_is_decided(tiny_models, synthetic_files, tmp_path):
+    """The same recipe compared with itself differs by exactly 0 on every seed: equivalent at the first look, so
+    3 of the 5 seeds are run, and the summary says why it stopped."""
+    run = _run_section(tiny_models, synthetic_files)
+    recipe = tmp_path / "same.yaml"
+    recipe.write_text(yaml.safe_dump(run))
+    lines: list[str] = []
+    cfg = SeedsConfig(name="q", run=run, seeds=[1, 2, 3, 4, 5], compare=str(recipe), margin=0.01)
+    summary = run_seeds(cfg, tmp_path / "q", progress=lines.append)
+    seq = summary["sequential"]
+    assert seq["seeds_used"] == 3 and seq["stopped"] == "equivalent" and len(seq["looks"]) == 1
+    assert summary["seeds"] == [1, 2, 3] and len((tmp_path / "q" / "summary.csv").read_text().splitlines()) == 7
+    assert any("look 1 at 3 seeds: equivalent" in line for line in lines)
+    from slmtune.experiments.seeds import plan, report
+
+    assert "3 of 5 seeds; stopped equivalent" in "\n".join(report(summary))
+    from slmtune.experiments.common import load_run_config
+
+    base = load_run_config(None, run)
+    assert len(plan(cfg, base, None, None, tmp_path)[0]) == 6  # the plan holds the first look's seeds
+    exhaustive = SeedsConfig(name="q", run=run, seeds=[1, 2, 3, 4], compare=str(recipe), sequential=False)
+    assert "sequential" not in run_seeds(exhaustive, tmp_path / "q2", progress=lambda *_: None)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--config", "{bad_field}"], "unknown config field"),
     (["sweep", "--config", "{empty}"], "sweep space is empty"),

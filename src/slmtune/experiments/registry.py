@@ -28,24 +28,26 @@ class Flag:
     """The config field it sets (or the `run` keyword with `to_run`)."""
     help: str
     parse: str = "str"
-    """`str`, `int`, `ints` / `floats` / `words` (comma-separated lists), `append` (repeatable), `switch`."""
+    """`str`, `int`, `ints` / `floats` / `words` (comma-separated lists), `append` (repeatable), `switch` (sets
+    true), `off` (sets false)."""
     choices: tuple[str, ...] | None = None
     to_run: bool = False
     """Passed to `run(...)` as a keyword instead of setting a config field."""
 
     def argparse_kwargs(self) -> dict:
         """`add_argument` keywords for this flag (its value lands in `<field>_flag`)."""
-        extra = {"switch": {"action": "store_true"}, "append": {"action": "append"}, "int": {"type": int}}
+        extra = {"switch": {"action": "store_true"}, "off": {"action": "store_const", "const": False},
+                 "append": {"action": "append"}, "int": {"type": int}}
         kwargs = {"dest": self.field + "_flag", "help": self.help, **extra.get(self.parse, {})}
         if self.choices:
             kwargs["choices"] = self.choices
-        elif self.parse != "switch":
+        elif self.parse not in ("switch", "off"):
             kwargs["metavar"] = self.option.lstrip("-").upper().replace("-", "_")
         return kwargs
 
     def value(self, text):
         """The flag's command-line text as its config value; a one-line error for a malformed list."""
-        if text is None or self.parse in ("str", "int", "append", "switch"):
+        if text is None or self.parse in ("str", "int", "append", "switch", "off"):
             return text
         items = [v.strip() for v in text.split(",") if v.strip()]
         if self.parse == "words":
@@ -121,7 +123,9 @@ STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
               config_file="configs/studies/seeds.yaml", flags=(
                   Flag("--seeds", "seeds", SEEDS, parse="ints"),
                   Flag("--num-runs", "num_runs", "draw this many seeds instead", parse="int"),
-                  Flag("--compare", "compare", "second recipe run on the same seeds, e.g. configs/agnews-full.yaml"))),
+                  Flag("--compare", "compare", "second recipe run on the same seeds, e.g. configs/agnews-full.yaml"),
+                  Flag("--exhaustive", "sequential", "run every seed (default with --compare: stop once the "
+                       "comparison is decided, from 3 seeds)", parse="off"))),
     StudyKind("zeroshot", "zeroshot", "zero-shot baselines: untrained head, label-prompt embeddings, NLI",
               config_file="configs/studies/zeroshot.yaml", flags=(
                   Flag("--method", "methods", "untrained-head, names, descriptions, templates, custom, nli "

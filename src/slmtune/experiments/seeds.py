@@ -43,6 +43,22 @@ class SeedsConfig:
     """A second recipe (e.g. full fine-tuning) run on the same seeds and compared pairwise."""
     compare_run: dict[str, Any] = field(default_factory=dict)
     """Run-config fields on top of `compare`."""
+    sequential: bool = True
+    """With `compare`: run the seeds pair by pair and stop once the comparison is decided (a repeated confidence
+    interval of the paired difference excludes 0 or lies within +-`margin`), at `min_seeds` or later; false runs
+    every seed."""
+    min_seeds: int = 3
+    """Seeds a sequential comparison runs before its first look."""
+    margin: float = 0.005
+    """Differences within +-margin (of the study metric) count as no difference worth having."""
+    alpha: float = 0.05
+    """Error rate of the sequential decision, over all its looks."""
+
+    def __post_init__(self) -> None:
+        if self.min_seeds < 2:
+            raise SlmtuneError(f"min_seeds must be at least 2; got {self.min_seeds}")
+        if not 0 < self.alpha < 1 or self.margin < 0:
+            raise SlmtuneError(f"alpha must be in (0, 1) and margin at least 0; got {self.alpha}, {self.margin}")
 
 
 def resolve_seeds(seeds: list[int] | None, num_runs: int) -> list[int]:
@@ -79,12 +95,16 @@ def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrid
     study.write_study_yaml({"study": "seeds", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
                             "seeds": seeds, "compare": cfg.compare, "compare_run": cfg.compare_run,
                             "cli_overrides": cli_overrides or []})
-    plan = [(key, seed) for key in configs for seed in seeds]
+    sequential = is_sequential(cfg, seeds)
+    plan = [(key, seed) for seed in seeds for key in configs]  # pair by pair: a sequential study can stop early
     estimate = sum(study.estimate_seconds(configs[key]) for key, _ in plan)
     progress(f"seeds {cfg.name}: {len(plan)} runs ({', '.join(labels.values())} x seeds {seeds}), "
-             f"~{format_duration(estimate)} if none is done yet; folder {study.root}")
+             f"~{format_duration(estimate)} if none is done yet"
+             f"{f'; sequential: stops once decided, from {cfg.min_seeds} seeds' if sequential else ''}; "
+             f"folder {study.root}")
     clock = Clock()
     groups: dict[str, list[dict[str, Any]]] = {labels[k]: [] for k in configs}
+    looks: list[dict[str, Any]] = []
     for i, (key, seed) in enumerate(plan, 1):
         config = replace(configs[key], seed=seed, name=f"{cfg.name}-{key}-{seed}")
         row = {"config": labels[key], "seed": seed, **flat_metrics(study.run(config))}
@@ -93,10 +113,36 @@ def run_seeds(cfg: SeedsConfig, study_dir: str | Path | None = None, cli_overrid
         progress(f"  {i}/{len(plan)} {labels[key]} seed {seed}: test {metric_name(metric)} "
                  f"{row[f'test_{metric}']:.4f}"
                  f"{' (reused)' if row['reused'] else ''}; {format_duration(clock.elapsed)} elapsed")
-    return summarize_seeds(study, groups, seeds)
+        done = min(len(rows) for rows in groups.values())
+        if sequential and key == list(configs)[-1] and done >= cfg.min_seeds:
+            look = _look(cfg, groups, metric, done, len(seeds))
+            looks.append(look.to_dict())
+            progress(f"  look {len(looks)} at {done} seeds: {look.decision} (difference {look.mean_difference:+.4f}, "
+                     f"{look.confidence:.1%} interval [{look.low:+.4f}, {look.high:+.4f}], margin +-{cfg.margin})")
+            if look.decision in ("different", "equivalent"):
+                break
+    used = seeds[:min(len(rows) for rows in groups.values())]
+    summary_extra = {"sequential": {"rule": stats.SEQUENTIAL_RULE, "alpha": cfg.alpha, "margin": cfg.margin,
+                                    "min_seeds": cfg.min_seeds, "max_seeds": len(seeds), "looks": looks,
+                                    "seeds_used": len(used),
+                                    "stopped": looks[-1]["decision"] if looks else "undecided"}} if sequential else {}
+    return summarize_seeds(study, groups, used, summary_extra)
 
 
-def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+def is_sequential(cfg: SeedsConfig, seeds: list[int]) -> bool:
+    """A comparison with more seeds than its first look needs."""
+    return bool(cfg.sequential and cfg.compare and len(seeds) > cfg.min_seeds)
+
+
+def _look(cfg: SeedsConfig, groups: dict[str, list[dict[str, Any]]], metric: str, done: int, max_seeds: int):
+    a, b = (sorted(rows, key=lambda r: r["seed"]) for rows in groups.values())
+    differences = [x[f"test_{metric}"] - y[f"test_{metric}"] for x, y in zip(a, b)]
+    return stats.sequential_look(differences, looks=max_seeds - cfg.min_seeds + 1, alpha=cfg.alpha,
+                                 margin=cfg.margin, last=done >= max_seeds)
+
+
+def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds: list[int],
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     per_config = {}
     table = []
     metric = study_metric(next(iter(groups.values())))
@@ -116,7 +162,7 @@ def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds
             table[-1].update(micro_f1=f"{micro['mean']:.4f} ± {micro['std']:.4f}",
                              micro_f1_ci95=[round(micro["ci_low"], 4), round(micro["ci_high"], 4)])
     summary: dict[str, Any] = {"study": "seeds", "seeds": seeds, "metric": metric, "per_config": per_config,
-                               "table": table}
+                               "table": table, **(extra or {})}
     names = list(groups)
     if len(names) == 2 and len(seeds) >= 2:
         a, b = (sorted(groups[n], key=lambda r: r["seed"]) for n in names)
@@ -151,7 +197,10 @@ REDUCTIONS = (
 def plan(cfg: SeedsConfig, base: RunConfig, cli_overrides: list[str] | None, data: DataSizes,
          root: Path):
     configs = [base] + ([load_run_config(cfg.compare, cfg.compare_run, cli_overrides)] if cfg.compare else [])
-    return [replace(c, seed=s) for c in configs for s in resolve_seeds(cfg.seeds, cfg.num_runs)], 0.0
+    seeds = resolve_seeds(cfg.seeds, cfg.num_runs)
+    if is_sequential(cfg, seeds):  # the seeds after the first look are run only while undecided
+        seeds = seeds[:cfg.min_seeds]
+    return [replace(c, seed=s) for c in configs for s in seeds], 0.0
 
 
 def report(summary: dict[str, Any]) -> list[str]:
@@ -163,7 +212,20 @@ def report(summary: dict[str, Any]) -> list[str]:
                      f"{row['trainable_percent']:>13.2f}%{row['train_seconds']:>10.1f}")
     if "comparison" in summary:
         lines.append(f"  {summary['comparison']['verdict']}")
+    if "sequential" in summary:
+        lines.append(f"  {sequential_line(summary['sequential'])}")
     return lines
+
+
+def sequential_line(seq: dict[str, Any]) -> str:
+    """How many seeds the sequential comparison needed, and why it stopped."""
+    why = {"different": "its interval excluded 0", "equivalent": f"its interval lay within +-{seq['margin']}",
+           "undecided": "the last seed was reached undecided"}.get(seq["stopped"], seq["stopped"])
+    last = seq["looks"][-1] if seq["looks"] else None
+    interval = (f" ({last['confidence']:.1%} repeated interval [{last['low']:+.4f}, {last['high']:+.4f}])"
+                if last else "")
+    return (f"sequential: {seq['seeds_used']} of {seq['max_seeds']} seeds; stopped {seq['stopped']}: "
+            f"{why}{interval}; error rate <= {seq['alpha']} over all looks")
 
 
 def report_section(page, folder: Path, summary: dict) -> str:
@@ -186,6 +248,9 @@ def report_section(page, folder: Path, summary: dict) -> str:
     if comparison:
         c = comparison[f"test_{key}"]
         html += f"<div class='verdict'>{escape(comparison['verdict'])}</div>"
+        if "sequential" in summary:
+            seq = summary["sequential"]
+            html += f"<p>{escape(sequential_line(seq))}. Rule: {escape(seq['rule'])}.</p>"
         html += table(["test", "value"], [
             ["paired t p-value", f"{c['t_pvalue']:.3g}"], ["Wilcoxon p-value", f"{c['wilcoxon_pvalue']:.3g}"],
             ["mean difference, 95% bootstrap CI", f"{c['mean_difference']:+.4f} [{c['boot_low']:+.4f}, "

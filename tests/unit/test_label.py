@@ -245,3 +245,16 @@ def test_a_project_folder_that_is_not_one_is_one_line(tmp_path, capsys):
 
 def test_text_hash_is_stable():
     assert text_hash("a text") == text_hash("a text") != text_hash("a text ")
+
+
+def test_simulate_on_the_command_line(tmp_path, tiny_models, synthetic_files, capsys):
+    out = tmp_path / "sim"
+    assert main(["label", "simulate", "--data", synthetic_files["train"], "--test-file", synthetic_files["test"],
+                 "--model", tiny_models["bert"], "--budget", "20", "--seeds", "2", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "labels to 95% of the full-data probe" in printed and "time per answer" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pool_rows"] == 160 and summary["budget"] == 20 and len(summary["mean_curve_gap"]) == 2
+    assert main(["label", "simulate", "--data", synthetic_files["test"], "--budget", "100000",
+                 "--model", tiny_models["bert"]]) == 2
+    assert "fewer than the budget" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def test_default_reference_plan_shares_the_sweep_lines(ag_news_dir, tmp_path, mo
     plan = make_plan(cfg, tmp_path, None, speed=1.0)  # 1.0: the reference CPU's measured rates
     sweeps = [plan.parts[n]["runs"] for n in ("sweep-lr", "sweep-wd", "sweep-grid")]
     assert sweeps == [5, 4, 16]  # the lr and wd lines lie inside the 5x5 grid: 25 runs in all
-    assert plan.parts["seeds"]["runs"] == 8  # seed 42 of both recipes is the train part's
+    assert plan.parts["seeds"]["runs"] == 4  # sequential: 3 seeds planned, seed 42 of both being the train part's
     assert plan.parts["scaling"]["runs"] == 10  # 6 sizes x 2 seeds, the 2,400-row runs being the seeds part's
 
 

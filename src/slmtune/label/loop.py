@@ -21,6 +21,7 @@ change the model. It is advice, never enforced.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +104,7 @@ class Loop:
     # -- the probe --------------------------------------------------------------------------------------------
     def fit(self, rows: list[int], labels: list[int], audit: list[bool] | None = None) -> None:
         """Refit on the labelled rows (audit rows held out) plus one prompt example per class."""
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
         start = time.perf_counter()
@@ -112,7 +114,10 @@ class Loop:
         y = np.concatenate([np.arange(self.n_classes), np.array([y for _, y in train], dtype=int)])
         weight = np.concatenate([np.full(self.n_classes, self.config.prompt_weight), np.ones(len(train))])
         probe = LogisticRegression(C=self.config.probe_c, max_iter=300)
-        probe.fit(x, y, sample_weight=weight)
+        with warnings.catch_warnings():  # few labels per class is the normal case here, not a mistake
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe.fit(x, y, sample_weight=weight)
         coef, intercept = probe.coef_, probe.intercept_
         if self.n_classes == 2:  # sklearn keeps one row for two classes
             coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2

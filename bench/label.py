@@ -23,7 +23,7 @@ from slmtune.label.simulate import SimulateConfig, simulate_data
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="append", required=True, help="NAME=TRAIN[:TEST]")
+    parser.add_argument("--data", action="append", default=[], help="NAME=TRAIN[:TEST]")
     parser.add_argument("--budget", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--step", type=int, default=10)
@@ -53,6 +53,7 @@ def main() -> None:
             "stop_labels": [p["labels"] for p in s["stops"]],
             "acc_at_stop": float(np.mean([p["accuracy"] for p in stops])) if stops else None,
             "audit_coverage": s["audit_coverage"], "audit_checks": s["audit_checks"],
+            "audit_covers_at_budget": s["audit_covers_at_budget"],
             "p50_ms": 1000 * s["answer_seconds_p50"], "p95_ms": 1000 * s["answer_seconds_p95"],
             "acc_budget_p": s["accuracy_at_budget_p"], "gap": float(np.mean(s["mean_curve_gap"])),
             "gap_p": s["mean_curve_gap_p"], "to_random_budget": s["labels_to_random_budget_accuracy"]})

@@ -66,7 +66,7 @@ def _run(strategy: str, x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gol
         if (answered + 1) % sim.step == 0:
             point = {"strategy": strategy, "seed": seed, "labels": answered + 1,
                      "test_accuracy": float((loop.scores(x_test).argmax(1) == gold_test).mean()),
-                     "pool_accuracy": float((loop.predict().argmax(1) == gold).mean())}
+                     "unseen_accuracy": _unseen_accuracy(loop, gold, rows, audit)}
             estimate = audit_estimate(loop, rows, labels, audit)
             point.update({"audit_n": estimate["n"], "audit_accuracy": estimate.get("accuracy"),
                           "audit_low": estimate.get("low"), "audit_high": estimate.get("high")})
@@ -80,6 +80,13 @@ def _run(strategy: str, x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gol
             point["stop"] = stable >= config.stop_windows
             curve.append(point)
     return curve, seconds
+
+
+def _unseen_accuracy(loop: Loop, gold: np.ndarray, rows: list[int], audit: list[bool]) -> float:
+    """The probe's accuracy on the pool rows it did not train on: what the audit items estimate."""
+    seen = np.zeros(len(gold), bool)
+    seen[[r for r, a in zip(rows, audit) if not a]] = True
+    return float((loop.predict(~seen).argmax(1) == gold[~seen]).mean())
 
 
 def compare_curves(curves: list[dict]) -> dict:
@@ -128,7 +135,7 @@ def simulate(x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gold_test: np.
     curves: list[dict] = []
     seconds: list[float] = []
     reached: dict[str, list] = {"loop": [], "random": []}
-    stops, coverage = [], []
+    stops, coverage, final_cover = [], [], []
     for seed in range(sim.seeds):
         for strategy in ("loop", "random"):
             curve, took = _run(strategy, x, gold, x_test, gold_test, prompts, seed, sim, config)
@@ -140,8 +147,10 @@ def simulate(x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gold_test: np.
                 stops.append({"seed": seed, "labels": fired["labels"] if fired else None,
                               "accuracy": fired["test_accuracy"] if fired else None,
                               "accuracy_at_budget": curve[-1]["test_accuracy"]})
-                coverage += [p["audit_low"] <= p["pool_accuracy"] <= p["audit_high"] for p in curve
+                coverage += [p["audit_low"] <= p["unseen_accuracy"] <= p["audit_high"] for p in curve
                              if p["audit_n"] >= 30]
+                final_cover.append(curve[-1]["audit_low"] <= curve[-1]["unseen_accuracy"] <= curve[-1]["audit_high"]
+                                   if curve[-1]["audit_n"] else None)
             say(f"seed {seed} {strategy:6s}: test accuracy {curve[-1]['test_accuracy']:.4f} at {curve[-1]['labels']} "
                 f"labels; {target:.4f} reached at {reached[strategy][-1] or 'never'}")
     both = [(a, b) for a, b in zip(reached["loop"], reached["random"]) if a is not None and b is not None]
@@ -154,14 +163,14 @@ def simulate(x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gold_test: np.
         "labels_to_target": reached, "reached_by_both": len(both),
         "labels_to_target_p": None if test is None or np.isnan(test.pvalue) else float(test.pvalue),
         "stops": stops, "audit_coverage": float(np.mean(coverage)) if coverage else None,
-        "audit_checks": len(coverage),
+        "audit_checks": len(coverage), "audit_covers_at_budget": final_cover,
         "answer_seconds_p50": float(np.percentile(seconds, 50)),
         "answer_seconds_p95": float(np.percentile(seconds, 95)),
         **compare_curves(curves),
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fields = ["strategy", "seed", "labels", "test_accuracy", "pool_accuracy", "audit_n", "audit_accuracy",
+        fields = ["strategy", "seed", "labels", "test_accuracy", "unseen_accuracy", "audit_n", "audit_accuracy",
                   "audit_low", "audit_high", "kappa", "stop"]
         with open(out_dir / "curve.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fields)

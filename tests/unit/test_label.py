@@ -258,3 +258,22 @@ def test_simulate_on_the_command_line(tmp_path, tiny_models, synthetic_files, ca
     assert main(["label", "simulate", "--data", synthetic_files["test"], "--budget", "100000",
                  "--model", tiny_models["bert"]]) == 2
     assert "fewer than the budget" in capsys.readouterr().err
+
+
+def test_serving_on_a_port_in_use_is_one_line(tmp_path, pool, tiny_models, capsys):
+    import socket
+
+    pytest.importorskip("fastapi")
+    project = _init(tmp_path, pool, tiny_models)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["label", "serve", project, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.splitlines()) == 1
+    from slmtune.label.project import Project
+
+    lock = Project.lock_of(project)
+    lock.acquire(timeout=0)  # the refused server let go of the project
+    lock.release()

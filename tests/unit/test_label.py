@@ -97,8 +97,9 @@ def test_audit_items_come_at_their_share_and_are_held_out_of_the_probe():
 
 
 def test_kappa_and_the_stopping_signal():
-    assert kappa(np.array([0, 1, 2, 1]), np.array([0, 1, 2, 1]), 3) == 1.0
-    assert kappa(np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0]), 2) < 0
+    assert kappa(np.array([0, 1, 2, 1]), np.array([0, 1, 2, 1])) == 1.0
+    assert kappa(np.array([2, 2, 2]), np.array([2, 2, 2])) == 1.0  # one class in both: agreement, not nan
+    assert kappa(np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])) < 0
     x, y, prompts = _blobs(per_class=100)
     order = np.random.default_rng(0).permutation(len(x)).tolist()
     points = stability(Loop(x, prompts, config=LoopConfig(stop_every=20, stop_kappa=0.95)), order, y[order].tolist(),

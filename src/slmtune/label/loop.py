@@ -20,7 +20,6 @@ change the model. It is advice, never enforced.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -75,13 +74,32 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def kappa(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
-    """Cohen's kappa of two label vectors (1.0 when they agree and chance agreement is total)."""
-    observed = float(np.mean(a == b))
-    pa = np.bincount(a, minlength=n_classes) / len(a)
-    pb = np.bincount(b, minlength=n_classes) / len(b)
-    chance = float(pa @ pb)
-    return 1.0 if chance >= 1 else (observed - chance) / (1 - chance)
+def kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two label vectors (scikit-learn's; 1.0 for identical ones, where it is undefined when
+    both hold a single class)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    return 1.0 if np.array_equal(a, b) else float(cohen_kappa_score(a, b))
+
+
+class StopSignal:
+    """The stabilizing-predictions rule, fed the stop set's predictions after each window of labels."""
+
+    def __init__(self, config: LoopConfig):
+        self.config, self.previous, self.stable = config, None, 0
+
+    def update(self, predictions: np.ndarray) -> float | None:
+        """Kappa against the previous window's predictions (None for the first window)."""
+        k = None
+        if self.previous is not None:
+            k = kappa(self.previous, predictions)
+            self.stable = self.stable + 1 if k >= self.config.stop_kappa else 0
+        self.previous = predictions
+        return k
+
+    @property
+    def up(self) -> bool:
+        return self.stable >= self.config.stop_windows
 
 
 class Loop:
@@ -101,7 +119,6 @@ class Loop:
         self.coef = np.zeros((self.n_classes, self.x.shape[1]), np.float32)
         self.intercept = np.zeros(self.n_classes, np.float32)
         self.version = -1  # labels the probe was fitted on (-1: not fitted)
-        self.fit_seconds: list[float] = []
 
     # -- the probe --------------------------------------------------------------------------------------------
     def fit(self, rows: list[int], labels: list[int], audit: list[bool] | None = None) -> None:
@@ -109,7 +126,6 @@ class Loop:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        start = time.perf_counter()
         audit = audit or [False] * len(rows)
         train = [(r, y) for r, y, a in zip(rows, labels, audit) if not a]
         x = np.concatenate([self.prompts, self.x[[r for r, _ in train]]]) if train else self.prompts
@@ -127,11 +143,9 @@ class Loop:
             coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
         self.coef, self.intercept = coef.astype(np.float32), intercept.astype(np.float32)
         self.version = len(train)
-        self.fit_seconds.append(time.perf_counter() - start)
 
     def probs(self, rows=None) -> np.ndarray:
-        x = self.x if rows is None else self.x[rows]
-        return softmax(x @ self.coef.T + self.intercept)
+        return softmax(self.predict(rows))
 
     def predict(self, rows=None) -> np.ndarray:
         """Scores (logits) of pool rows (default: all)."""
@@ -161,12 +175,11 @@ class Loop:
         free = np.flatnonzero(~taken)
         if len(free) == 0:
             return None
-        probs = self.probs(free)
         if self.is_audit_turn(answered):
-            row = next(int(r) for r in self.audit_order if not taken[r])
-            return self._choice(row, "audit", probs[np.searchsorted(free, row)])
+            return self.choice(next(int(r) for r in self.audit_order if not taken[r]), "audit")
         if self.cold(counts, answered):
             return self._cold_start(taken, counts, recent)
+        probs = self.probs(free)
         similar = self._near_recent(free, recent)
         top2 = np.sort(probs, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0] + 2.0 * similar  # near-duplicates of recent rows come last
@@ -211,6 +224,10 @@ class Loop:
     def _choice(row: int, how: str, probs: np.ndarray) -> Choice:
         return Choice(row, how, int(np.argmax(probs)), float(np.max(probs)))
 
+    def choice(self, row: int, how: str) -> Choice:
+        """Pool row `row` as an item to show, with the probe's suggestion for it."""
+        return self._choice(row, how, self.probs([row])[0])
+
     def batch(self, taken: np.ndarray, counts: np.ndarray, n: int, answered: int) -> list[Choice]:
         """`n` items to label elsewhere: audit items at `audit_share`, the rest uncertain within classes and
         diverse (the most uncertain row of each of `n` k-means clusters over the uncertain candidates), with no
@@ -218,11 +235,10 @@ class Loop:
         free = np.flatnonzero(~taken)
         if len(free) == 0 or n <= 0:
             return []
-        probs = self.probs(free)
         n = min(n, len(free))
         n_audit = sum(self.is_audit_turn(answered + i) for i in range(n))
         audit_rows = [int(r) for r in self.audit_order if not taken[r]][:n_audit]
-        chosen = [self._choice(r, "audit", probs[np.searchsorted(free, r)]) for r in audit_rows]
+        chosen = [self.choice(r, "audit") for r in audit_rows]
         rest = n - len(chosen)
         if rest <= 0:
             return chosen
@@ -237,6 +253,7 @@ class Loop:
                 taken[choice.row] = True
                 counts[int(np.argmin(counts))] += 1  # the class this pick was aimed at
             return chosen
+        probs = self.probs(free)
         top2 = np.sort(probs, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         margin[np.isin(free, audit_rows)] = np.inf
@@ -267,16 +284,12 @@ class Loop:
 def stability(loop: Loop, rows: list[int], labels: list[int], audit: list[bool]) -> list[dict]:
     """Replays the labels in the order given: per window of `stop_every` labels, the kappa between the probe's
     predictions on the stop set before and after it, and whether the stopping signal is up."""
-    config = loop.config
-    points, previous, stable = [], None, 0
-    for end in range(config.stop_every, len(rows) + 1, config.stop_every):
+    signal, points = StopSignal(loop.config), []
+    for end in range(loop.config.stop_every, len(rows) + 1, loop.config.stop_every):
         loop.fit(rows[:end], labels[:end], audit[:end])
-        now = loop.stop_predictions()
-        if previous is not None:
-            k = kappa(previous, now, loop.n_classes)
-            stable = stable + 1 if k >= config.stop_kappa else 0
-            points.append({"labels": end, "kappa": round(k, 4), "stop": stable >= config.stop_windows})
-        previous = now
+        k = signal.update(loop.stop_predictions())
+        if k is not None:
+            points.append({"labels": end, "kappa": round(k, 4), "stop": signal.up})
     return points
 
 

@@ -102,7 +102,7 @@ class Session:
         if self.taken[row]:
             raise Stale(f"{id_!r} was answered meanwhile (another tab or process); nothing was changed")
         current = self._current if self._current is not None and self._current.row == row else None
-        choice = current or self.loop._choice(row, how or "chosen", self.loop.probs([row])[0])
+        choice = current or self.loop.choice(row, how or "chosen")
         answer = Answer(id=id_, kind="label" if label is not None else "skip", hash=hash_, label=label,
                         how=how or choice.how, model=self.loop.version, suggested=self.labels[choice.suggested])
         self.project.log.append([answer])
@@ -121,7 +121,7 @@ class Session:
         row = self.project.row.get(last.id)
         if row is not None and not self.taken[row]:
             how = last.how if last.how in ("audit", "cold-start", "uncertain") else "undo"
-            self._current = self.loop._choice(row, how, self.loop.probs([row])[0])
+            self._current = self.loop.choice(row, how)
         return last
 
     def status(self, with_stability: bool = True) -> dict:

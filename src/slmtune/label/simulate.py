@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slmtune.label.loop import DEFAULTS, Loop, LoopConfig, audit_estimate, kappa
+from slmtune.label.loop import DEFAULTS, Loop, LoopConfig, StopSignal, audit_estimate
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _run(strategy: str, x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gol
     rows: list[int] = []
     labels: list[int] = []
     audit: list[bool] = []
-    curve, seconds, previous, stable = [], [], None, 0
+    curve, seconds, signal = [], [], StopSignal(config)
     for answered in range(min(sim.budget, n)):
         start = time.perf_counter()
         if strategy == "loop":
@@ -71,13 +71,10 @@ def _run(strategy: str, x: np.ndarray, gold: np.ndarray, x_test: np.ndarray, gol
             point.update({"audit_n": estimate["n"], "audit_accuracy": estimate.get("accuracy"),
                           "audit_low": estimate.get("low"), "audit_high": estimate.get("high")})
             if (answered + 1) % config.stop_every == 0:
-                now = loop.stop_predictions()
-                if previous is not None:
-                    k = kappa(previous, now, loop.n_classes)
-                    stable = stable + 1 if k >= config.stop_kappa else 0
+                k = signal.update(loop.stop_predictions())
+                if k is not None:
                     point["kappa"] = round(k, 4)
-                previous = now
-            point["stop"] = stable >= config.stop_windows
+            point["stop"] = signal.up
             curve.append(point)
     return curve, seconds
 

@@ -13,9 +13,9 @@ import yaml
 
 from conftest import crashed, gated_env, tiny_overrides, wait_until
 from slmtune.cli import main
-from slmtune.experiments.queue import open_storage, queue_missing
+from slmtune.experiments.queue import open_storage, point_of, queue_missing
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
-from slmtune.experiments.sweep import SweepConfig, run_sweep
+from slmtune.experiments.sweep import SweepConfig, grid_points, run_sweep
 
 GRID = {"train.learning_rate": [0.01, 0.03], "train.weight_decay": [0.0, 0.01]}
 
@@ -228,7 +228,8 @@ def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
     first, second = _sweep_and_worker_training(study_file, tmp_path / "w", gate)  # each holds a trial of its own
     (gate / "go").touch()
     outputs = [p.communicate(timeout=300)[0].decode() for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, [out[-3000:] for out in outputs]
+    for who, proc, out in zip(("the sweep", "the worker"), (first, second), outputs):
+        assert proc.returncode == 0, f"{who} ended with {proc.returncode}:\n{out[-3000:]}"
     import optuna
 
     study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
@@ -236,6 +237,32 @@ def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
     points = [(t.params["train.learning_rate"], t.params["train.weight_decay"]) for t in complete]
     assert len(points) == 6 and len(set(points)) == 6  # every point once, none twice
     assert all("trial" in out for out in outputs)  # both processes trained
+
+
+def test_a_trial_taken_for_dead_while_it_trains_is_reused_by_its_retry(tiny_models, synthetic_files, tmp_path):
+    """A process silent for 3 heartbeats (a suspended laptop) has its trial failed and queued again by another
+    process while it still trains: it says so in one line, carries on, and the retry reuses its finished run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from slmtune.experiments.queue import _retry_point
+
+    study_file = _study_file(tmp_path, _run_section(tiny_models, synthetic_files))
+    gate = tmp_path / "gate"
+    proc = _sweep_process(study_file, tmp_path / "d", gate=gate)
+    assert _at_gate(proc, gate, 0), proc.communicate()[0].decode()[-2000:]
+    study = optuna.load_study(study_name="grid", storage=open_storage(f"sqlite:///{tmp_path / 'd' / 'optuna.db'}"))
+    (trial,) = study.get_trials(states=(TrialState.RUNNING,))
+    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # what fail_stale_trials does
+    _retry_point(study, study._storage.get_trial(trial._trial_id))
+    (gate / "go").touch()
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out[-3000:]
+    assert sum("taken for dead" in line for line in out.splitlines()) == 1, out[-3000:]
+    assert sum("(reused)" in line for line in out.splitlines()) == 1, out[-3000:]
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(map(point_of, complete), key=str) == sorted(grid_points(GRID), key=str)  # every point once
+    assert len(_finished_runs(tmp_path / "d")) == 4
 
 
 def test_seeds_with_comparison(tiny_models, synthetic_files, tmp_path):

@@ -114,19 +114,42 @@ def load_when_created(name: str, storage, missing: str, seconds: float = 60.0):
             time.sleep(1)
 
 
-def drain(optuna_study, objective, heartbeat: int, on_wait=None) -> None:
+def drain(optuna_study, objective, heartbeat: int, on_wait=None, progress=print) -> None:
     """Run the queued (WAITING) trials one at a time, then wait for those running in other processes: a live
     trial is its owner's, a dead one comes back through its heartbeat. `on_wait(n_running)` is called once."""
     import optuna
 
     optuna_study.sampler = queued_only_sampler()
     said = False
+    returned, taken = [None], [False]  # the trial whose objective returned; refused an update of its failed trial
+
+    def failed_elsewhere(trial_id: int) -> bool:
+        return optuna_study._storage.get_trial(trial_id).state == optuna.trial.TrialState.FAIL
+
+    def tracked(trial):
+        try:
+            value = objective(trial)
+        except RuntimeError:  # Optuna's refusal to update a finished trial (UpdateFinishedTrialError from 5.0)
+            taken[0] = failed_elsewhere(trial._trial_id)  # still running as far as this process knows
+            raise
+        returned[0] = trial._trial_id
+        return value
+
     while True:
         if waiting(optuna_study):
+            returned[0], taken[0] = None, False
             try:
-                optuna_study.optimize(objective, n_trials=1)
+                optuna_study.optimize(tracked, n_trials=1)
             except QueueEmpty:  # another process took the last waiting trial
                 pass
+            except (RuntimeError, ValueError):  # ValueError: Optuna's "cannot tell a FAIL trial"
+                if not (taken[0] or (returned[0] is not None and failed_elsewhere(returned[0]))):
+                    raise
+                # this process fell silent for 3 heartbeats while it trained (a suspended laptop, a stalled
+                # disk) and another one took it for dead: its trial was failed and its point queued again. The
+                # run folder stays, and whoever takes the retry reuses it if it finished.
+                progress(f"  a trial of this process was taken for dead by another one while it trained (no "
+                         f"heartbeat for {3 * heartbeat}s); its retry reuses the run if it finished")
             continue
         live = running(optuna_study)
         if not live:
@@ -212,5 +235,5 @@ def work(url: str, heartbeat: int = HEARTBEAT, progress=print, wait_for_queue: f
                  f"{result['metrics']['test']['accuracy']:.4f}{' (reused)' if result['reused'] else ''}")
         return float(result["metrics"]["test"]["accuracy"])
 
-    drain(queue, objective, heartbeat)
+    drain(queue, objective, heartbeat, progress=progress)
     return trained

@@ -217,7 +217,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     else:
         drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
             f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
-            f"{3 * cfg.heartbeat}s)"))
+            f"{3 * cfg.heartbeat}s)"), progress)
     return summarize_sweep(optuna_study, study, space, base)
 
 

@@ -336,12 +336,14 @@ def advice(run: ResolvedRun, result: dict[str, Any]) -> str | None:
 
 
 def write_artifacts(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Scored, recorder: RunRecorder) -> None:
-    """predictions.csv, the classification report, the baseline comparison, figures and the finished
-    result.json."""
+    """predictions.csv (test) and predictions-validation.csv, the classification report, the baseline comparison,
+    figures and the finished result.json."""
     result, test = recorder.result, scored.test
     if test is None:  # not scored on test: the validation predictions are what its user (tune) compares
         return _write_untested(run, splits, fitted, scored, recorder)
     write_predictions(recorder.dir / "predictions.csv", splits.test, scored.test_probs, scored.thresholds)
+    write_predictions(recorder.dir / VALIDATION_PREDICTIONS, splits.validation, scored.validation_probs,
+                      scored.thresholds)  # what racing and the tie set of a sweep compare runs on
     runs.atomic_write(recorder.dir / "classification_report.txt", classification_report_text(test) + "\n")
     metrics = {"validation": scored.validation, "test": test}
     if fitted.test_final:

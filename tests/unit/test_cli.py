@@ -168,3 +168,19 @@ def test_the_readme_shows_the_summary_train_prints():
     printed = [re.split(r"\s{2,}", line.strip())[0] for line in train_summary(result, load_config(None)).splitlines()
                if line.startswith("  ")]
     assert shown == printed
+
+
+@pytest.mark.parametrize("argv, field, expected", [
+    (["sweep", "--space", "lr"], "race", True),
+    (["sweep", "--space", "lr", "--exhaustive"], "race", False),
+    (["seeds", "--seeds", "1,2,3,4"], "sequential", True),
+    (["seeds", "--seeds", "1,2,3,4", "--exhaustive"], "sequential", False),
+])
+def test_exhaustive_flags_reach_the_study_config(monkeypatch, tmp_path, argv, field, expected):
+    """`--exhaustive` turns racing (sweeps) and sequential stopping (seeds) off; without it they stay on."""
+    from slmtune.experiments import workers
+
+    seen = []
+    monkeypatch.setattr(workers, "run_study", lambda module, cfg, *args, **kwargs: seen.append(cfg))
+    assert main([*argv, "--study-dir", str(tmp_path / "s")]) == 0
+    assert getattr(seen[0], field) is expected

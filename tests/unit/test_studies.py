@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import crashed, gated_env, tiny_overrides, wait_until
+from slmtune import runs
 from slmtune.cli import main
 from slmtune.experiments.queue import open_storage, point_of, queue_missing
 from slmtune.experiments.seeds import SeedsConfig, run_seeds
@@ -33,8 +34,6 @@ def _study_file(tmp_path, run, name="grid", space=GRID, **fields):
 
 
 def _finished_runs(study_dir: Path) -> dict[str, float]:
-    from slmtune import runs
-
     return {p.parent.name: p.stat().st_mtime for p in study_dir.glob("runs/*/result.json")
             if runs.is_finished(p.parent)}
 
@@ -57,6 +56,51 @@ def test_grid_sweep_writes_summary_plots_and_best_config(tiny_models, synthetic_
     before = _finished_runs(tmp_path / "g")
     run_sweep(cfg, tmp_path / "g", progress=lambda *_: None)
     assert _finished_runs(tmp_path / "g") == before
+
+
+def test_a_raced_grid_cuts_a_point_behind_at_its_first_rung_and_scores_only_the_rest_on_test(
+        tiny_models, synthetic_files, tmp_path, monkeypatch):
+    """Racing's wiring on real runs: the validation decisions are made to put lr=0.01 behind (all 40 rows wrong,
+    the others all right), so it stops paused at epoch 1, never looks at the test rows, and is marked in the
+    summary, the report and the plots; the others resume to the end, are scored on test and are tied. An
+    exhaustive sweep beside it reuses their runs and trains lr=0.01 to the end (a paused run is never reused)."""
+    import numpy as np
+
+    from slmtune.experiments import sweep
+    from slmtune.stats import row_counts
+
+    def decisions(path):
+        lr = yaml.safe_load((Path(path).parent / "config.yaml").read_text())["train"]["learning_rate"]
+        gold = np.arange(40) % 4
+        return "rows", row_counts(gold, (gold + (lr == 0.01)) % 4, 4)
+
+    monkeypatch.setattr(sweep, "counts_of_predictions", decisions)
+    run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
+    space = {"train.learning_rate": [0.01, 0.02, 0.03]}
+    messages = []
+    summary = run_sweep(SweepConfig(name="r", run=run, space=space), tmp_path / "r", progress=messages.append)
+    rows = {r["train.learning_rate"]: r for r in json.loads((tmp_path / "r" / "summary.json").read_text())["rows"]}
+    assert rows[0.01]["cut_at"] == 1 and rows[0.01]["test_accuracy"] is None and rows[0.01]["epochs"] == 1
+    cut_dir = Path(rows[0.01]["run_dir"])
+    result = runs.read_result(cut_dir)
+    assert result["paused_at"] == 1 and "test" not in result["metrics"]
+    assert not (cut_dir / "predictions.csv").exists() and not (cut_dir / "checkpoints").exists()
+    assert sum("cut at epoch 1" in m for m in messages) == 1
+    for lr in (0.02, 0.03):
+        assert rows[lr]["cut_at"] is None and rows[lr]["test_accuracy"] is not None and rows[lr]["tied_with_best"]
+        assert runs.is_complete(rows[lr]["run_dir"])
+    assert summary["raced"] == {"cut": 1, "to_the_end": 2, "scored_on_test": 2}
+    assert len(summary["tied_with_best"]) == 1
+    lines = sweep.report(summary)
+    assert any("1 point(s) cut" in line for line in lines) and any("tied with the best" in line for line in lines)
+    assert (tmp_path / "r" / "plots" / "sweep_learning_rate.png").stat().st_size > 5000
+
+    messages.clear()
+    run_sweep(SweepConfig(name="e", run=run, space=space, race=False), tmp_path / "e", progress=messages.append)
+    assert sum("(reused)" in m for m in messages) == 2  # the two trained to the end; not the paused one
+    exhaustive = json.loads((tmp_path / "e" / "summary.json").read_text())["rows"]
+    assert all(r["cut_at"] is None and r["test_accuracy"] is not None for r in exhaustive)
+    assert runs.paused_at(cut_dir) == 1  # the raced study's own run is left as it was
 
 
 def test_sibling_study_reuses_identical_runs(tiny_models, synthetic_files, tmp_path):
@@ -90,27 +134,41 @@ def _at_gate(proc, gate: Path, k: int) -> bool:
     return (gate / f"started-{proc.pid}-{k}").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic_files, tmp_path, sig):
-    """Whatever stops the sweep during its second trial, the rerun finishes all 4 points and redoes none."""
+@pytest.mark.parametrize("sig, race", [(signal.SIGKILL, True), (signal.SIGINT, True), (signal.SIGTERM, True),
+                                       (signal.SIGTERM, False)])
+def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic_files, tmp_path, sig, race):
+    """Whatever stops the sweep during its second trial (raced: the second point's first rung), the rerun
+    finishes all 4 points, trains each point's rung once, and resumes the first run rather than redoing it."""
+    import optuna
+
     run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
-    study_file = _study_file(tmp_path, run, heartbeat=1)
+    study_file = _study_file(tmp_path, run, heartbeat=1, race=race)
     gate = tmp_path / "gate"
     proc = _sweep_process(study_file, tmp_path / "s", gate=gate)
     assert _at_gate(proc, gate, 0), proc.communicate()[0].decode()[-2000:]
-    (gate / f"go-{proc.pid}-0").touch()  # the first trial runs to the end
+    (gate / f"go-{proc.pid}-0").touch()  # the first trial runs to its end (raced: to the first rung)
     assert _at_gate(proc, gate, 1), proc.communicate()[0].decode()[-2000:]  # the second waits at its first step
     proc.send_signal(sig)  # once: slmtune raises it again until it is seen (runs/recorder.py)
     out = proc.communicate(timeout=120)[0].decode()
     done = _finished_runs(tmp_path / "s")
     assert len(done) == 1, out[-2000:]
+    (first,) = done
+    log = tmp_path / "s" / "runs" / first / "metrics.jsonl"
+    inode, size = log.stat().st_ino, log.stat().st_size
     if sig != signal.SIGKILL:
         assert proc.returncode == 130 and not crashed(out), out[-2000:]
         assert len(_running_runs(tmp_path / "s")) == 0  # the stopped trial's folder says interrupted
     assert main(["sweep", "--config", str(study_file), "--study-dir", str(tmp_path / "s")]) == 0
     after = _finished_runs(tmp_path / "s")
-    assert len(after) == 4
-    assert all(after[name] == mtime for name, mtime in done.items())  # finished runs were not redone
+    assert len(after) == 4 and all(runs.is_complete(tmp_path / "s" / "runs" / name) for name in after)
+    if race:  # the first run went on from its rung: the same metrics log, longer
+        assert log.stat().st_ino == inode and log.stat().st_size > size
+    else:  # finished runs were not redone
+        assert after[first] == done[first]
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 's' / 'optuna.db'}")
+    trained = [(str(point_of(t)), t.user_attrs.get("level")) for t in study.trials if t.state.name == "COMPLETE"]
+    cut = len(study.user_attrs.get("race_cuts", {}))
+    assert len(trained) == (8 - cut if race else 4) and len(set(trained)) == len(trained)  # each rung once
     rows = json.loads((tmp_path / "s" / "summary.json").read_text())["rows"]
     assert len(rows) == 4 and len({r["run_dir"] for r in rows}) == 4
 
@@ -142,8 +200,11 @@ def test_restarting_the_sweep_leaves_a_live_workers_trial_alone(tiny_models, syn
     import optuna
 
     study = optuna.load_study(study_name="grid", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
-    complete = [t.params["train.learning_rate"] for t in study.trials if t.state.name == "COMPLETE"]
-    assert sorted(complete) == [0.01, 0.02, 0.03]  # every point once: the worker's was not taken over
+    complete = [(t.params["train.learning_rate"], t.user_attrs["level"]) for t in study.trials
+                if t.state.name == "COMPLETE"]
+    cut = {json.loads(k)["train.learning_rate"] for k in study.user_attrs.get("race_cuts", {})}
+    assert sorted(complete) == sorted([(lr, 0) for lr in (0.01, 0.02, 0.03)]
+                                      + [(lr, 1) for lr in (0.01, 0.02, 0.03) if lr not in cut])  # each rung once
     assert len(_finished_runs(tmp_path / "w")) == 3
 
 
@@ -160,7 +221,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny_models, synthetic_files, t
     name = f"kill-{uuid.uuid4().hex[:8]}"  # a fresh study in a shared server
     run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
     space = {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]}
-    study_file = _study_file(tmp_path, run, name=name, space=space, heartbeat=1, storage=storage)
+    study_file = _study_file(tmp_path, run, name=name, space=space, heartbeat=1, storage=storage, race=False)
     gate = tmp_path / "gate"
     first, worker = _sweep_and_worker_training(study_file, tmp_path / "k", gate)
     worker.send_signal(signal.SIGKILL)
@@ -331,7 +392,6 @@ def test_a_run_folder_in_training_elsewhere_is_waited_for_not_deleted(monkeypatc
     folder's lock and then reuses the owner's finished run; it never deletes the folder under it."""
     import threading
 
-    from slmtune import runs
     from slmtune.config import RunConfig
     from slmtune.experiments import common
 

@@ -91,7 +91,8 @@ def test_sweep_with_two_workers_completes_every_point_once(tiny_models, syntheti
     run["data"].update(train_size=48, val_size=12)
     study_file = tmp_path / "grid.yaml"
     study_file.write_text(yaml.safe_dump({"study": "sweep", "name": "grid", "run": run,
-                                          "space": {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]}}))
+                                          "space": {"train.learning_rate": [0.01, 0.02, 0.03, 0.04]},
+                                          "race": False}))  # each point trained once, to the end
     done = subprocess.run([sys.executable, "-m", "slmtune.cli", "sweep", "--config", str(study_file), "--study-dir",
                            str(tmp_path / "g"), "--workers", "2"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -26,7 +26,7 @@ from slmtune.experiments.common import (
     single_label_only,
     with_min_steps,
 )
-from slmtune.experiments.protocol import Reduction, flags_as_given
+from slmtune.experiments.protocol import Reduction, flags_as_given, trains_to_the_end
 from slmtune.methods.query import STRATEGIES
 from slmtune.resolve import pin_epochs, pin_head_init
 
@@ -200,6 +200,9 @@ OWN_QUEUE = False
 REDUCTIONS = (
     Reduction(3, "seeds", lambda v: v[:2], "active learning: 2 seeds"),
 )
+
+
+planned_share = trains_to_the_end
 
 
 def shares_runs(cfg: ActiveConfig) -> bool:

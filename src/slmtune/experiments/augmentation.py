@@ -20,7 +20,7 @@ from slmtune.experiments.common import (
     load_run_config,
     study_metric,
 )
-from slmtune.experiments.protocol import Reduction, keeps_runs
+from slmtune.experiments.protocol import Reduction, keeps_runs, trains_to_the_end
 from slmtune.multilabel import metric_name
 from slmtune.resolve import pin_epochs
 
@@ -171,6 +171,7 @@ def summarize_augmentation(study: Study, rows: list[dict[str, Any]]) -> dict[str
 CONFIG = AugmentStudyConfig
 run = run_augmentation
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 OWN_QUEUE = False
 REDUCTIONS = (
     Reduction(4, "seeds", lambda v: v[:2], "augmentation: 2 seeds"),

@@ -242,24 +242,34 @@ class Study:
         return self._splits[key]
 
     def run(self, config: RunConfig, callbacks: list | None = None, splits: Splits | None = None,
-            key: str | None = None) -> dict[str, Any]:
+            key: str | None = None, until: float | None = None) -> dict[str, Any]:
         """result.json of `config`, training it only if no successful run of the same config exists.
 
         `splits` replaces the rows the config would draw; `key` must then name them (e.g. the labelled
-        row ids of an active-learning round), since it becomes part of the run's identity."""
+        row ids of an active-learning round), since it becomes part of the run's identity. `until` (a racing
+        rung) trains only to that epoch of the schedule, resumably and without looking at the test rows; the
+        next call, with a later rung or none (to the end, test scored), resumes it on the same schedule."""
         if (splits is None) != (key is None):
             raise ValueError("pass splits together with a key that identifies them")
         folder = self.folder(config, key)
         with self.lock(folder):  # a run another live process is training is waited for, never deleted under it
             shared = self.finished(config, key)
+            reached = runs.paused_at(folder)
             if shared is not None:  # this study's own run, or the same config finished by a sibling study
                 folder = shared
                 result = runs.read_result(folder)
                 result["reused"] = True
+            elif until is not None and reached is not None and reached >= until - 1e-6:  # at that rung already
+                result = runs.read_result(folder)
+                result["reused"] = True
             else:
-                if folder.exists():  # an attempt that was cut off (its process is gone): start it over
+                if folder.exists() and reached is None:  # an attempt that was cut off (its process is gone)
                     shutil.rmtree(folder)
-                train(config, splits=splits or self.splits(config), run_dir=folder, callbacks=callbacks)
+                from slmtune.trainer import PauseAt
+
+                train(config, splits=splits or self.splits(config), run_dir=folder, callbacks=callbacks,
+                      pause=PauseAt(epoch=until) if until is not None else None, resume=reached is not None,
+                      score_test=until is None)
                 result = runs.read_result(folder)
                 result["reused"] = False
         result["run_dir"] = str(folder)
@@ -277,7 +287,7 @@ class Study:
     def finished(self, config: RunConfig, key: str | None = None) -> Path | None:
         """The finished run folder of `config` in this study or a sibling study folder, or None."""
         name = self.folder(config, key).name
-        return next((p for p in self.root.parent.glob(f"*/runs/{name}") if runs.is_finished(p)), None)
+        return next((p for p in self.root.parent.glob(f"*/runs/{name}") if runs.is_complete(p)), None)
 
     def row(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         """A result computed outside a run folder (e.g. a few-shot method with its own loop), kept as
@@ -306,8 +316,8 @@ class Study:
 
         rates = dict(PRIOR_SAMPLES_PER_SECOND[config.model.method])
         sizes = self.data_sizes(config)
-        done = [runs.read_result(p) for p in (self.root / "runs").glob(f"{config.model.method}-*")
-                if runs.is_finished(p)]
+        done = [r for r in (runs.read_result(p) for p in (self.root / "runs").glob(f"{config.model.method}-*")
+                            if runs.is_complete(p)) if r.get("samples_per_second", {}).get("eval")]
         if done:
             rates = {k: sum(r["samples_per_second"][k] for r in done) / len(done) for k in ("train", "eval")}
             sizes = replace_fields(sizes, tokens=REFERENCE_TOKENS)  # measured on these texts already
@@ -348,8 +358,9 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "validation_macro_f1": metrics.get("validation", {}).get("macro_f1"),
         "test_accuracy": metrics.get("test", {}).get("accuracy"),
         "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
-        **({"validation_micro_f1": metrics.get("validation", {}).get("micro_f1"),
-            "test_micro_f1": metrics["test"]["micro_f1"]} if "micro_f1" in metrics.get("test", {}) else {}),
+        **({"validation_micro_f1": metrics["validation"]["micro_f1"],
+            "test_micro_f1": metrics.get("test", {}).get("micro_f1")}
+           if "micro_f1" in metrics.get("validation", {}) else {}),
         "train_seconds": result.get("seconds", {}).get("train"),
         "total_seconds": result.get("seconds", {}).get("total"),
         "trainable_params": result.get("params", {}).get("trainable"),
@@ -369,7 +380,7 @@ def single_label_only(config: RunConfig, study: str, why: str) -> None:
 def study_metric(rows: list[dict[str, Any]]) -> str:
     """What a study compares its runs on: micro-F1 for multi-label runs (their `accuracy` is the strict subset
     accuracy), else accuracy."""
-    return "micro_f1" if rows and rows[0].get("test_micro_f1") is not None else "accuracy"
+    return "micro_f1" if rows and rows[0].get("validation_micro_f1") is not None else "accuracy"
 
 
 def parse_budget(text: str, flag: str = "--budget") -> float:

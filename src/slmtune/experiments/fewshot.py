@@ -33,7 +33,7 @@ from slmtune.experiments.common import (
     single_label_only,
     with_min_steps,
 )
-from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs, trains_to_the_end
 from slmtune.serve.metrics import classification_metrics
 
 # Published AG News test accuracy (mean of 10 draws), SetFit paper (Tunstall et al. 2022), shown beside ours on
@@ -259,6 +259,7 @@ def summarize_fewshot(study: Study, rows: list[dict[str, Any]], anchors: dict[st
 CONFIG = FewShotConfig
 run = run_fewshot
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 from_cli = flags_as_given
 OWN_QUEUE = False
 REDUCTIONS = (

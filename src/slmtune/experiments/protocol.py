@@ -47,6 +47,10 @@ class StudyModule(Protocol):
              root: Path) -> tuple[list[RunConfig], float]:
         """What `run` will train, and the seconds of work outside runs (`data`: the dataset's DataSizes)."""
 
+    def planned_share(self, cfg: Any, configs: list[RunConfig], data: Any) -> float:
+        """The share of its planned runs' full work it is expected to do (below 1 where it stops runs early, as a
+        raced sweep does); the study's plan counts that share of each run's seconds."""
+
     def shares_runs(self, cfg: Any) -> bool:
         """Whether its configs name their runs, so that parts of one study share them."""
 
@@ -63,7 +67,7 @@ class StudyModule(Protocol):
         """What the captions of its figures in report.html say."""
 
 
-MEMBERS = ("CONFIG", "OWN_QUEUE", "REDUCTIONS", "run", "plan", "shares_runs", "from_cli", "report",
+MEMBERS = ("CONFIG", "OWN_QUEUE", "REDUCTIONS", "run", "plan", "planned_share", "shares_runs", "from_cli", "report",
            "report_section", "figure_caption")
 
 
@@ -73,6 +77,11 @@ def check_protocol(module: ModuleType) -> StudyModule:
     if missing:
         raise TypeError(f"{module.__name__} does not implement the study protocol: no {', '.join(missing)}")
     return module  # type: ignore[return-value]
+
+
+def trains_to_the_end(cfg: Any, configs: list[RunConfig], data: Any) -> float:
+    """`planned_share` for a study that trains every planned run to its end."""
+    return 1.0
 
 
 def keeps_runs(cfg: Any) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from slmtune.stats import MetricEstimate, adjust_pvalues, bootstrap_weights, metric_interval, paired_test
+from slmtune.stats import MetricEstimate, adjust_pvalues, bootstrap_weights, metric_interval, paired_test, row_counts
 
 ALPHA = 0.05
 """A candidate is cut when the Holm-adjusted p-value of 'not behind the leader' is below this."""
@@ -98,3 +98,28 @@ def replay(curves: dict[str, list[np.ndarray]], metric: str, alpha: float = ALPH
     return {"survivors": survivors, "exhaustive_best": everything.leader, "racing_best": raced.leader,
             "regret": best - raced.scores[raced.leader].value,
             "exhaustive_best_kept": everything.leader in alive}
+
+
+def counts_of_predictions(path) -> tuple[str, np.ndarray]:
+    """A run's validation decisions as row_counts, from its predictions-validation.csv (the gold and predicted
+    columns: label names, `|`-joined sets on multi-label data), with a digest of the rows' texts and gold labels:
+    candidates are compared only on the same rows."""
+    import hashlib
+
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    names = [c[2:] for c in frame.columns if c.startswith("p_")]
+    index = {n: i for i, n in enumerate(names)}
+    rows = hashlib.sha1("\0".join(frame["text"] + "\t" + frame["gold"]).encode()).hexdigest()
+    if "exact" in frame.columns:  # label sets
+        def hot(column):
+            out = np.zeros((len(frame), len(names)), dtype=np.int8)
+            for i, value in enumerate(column):
+                for name in filter(None, value.split("|")):
+                    out[i, index[name]] = 1
+            return out
+
+        return rows, row_counts(hot(frame["gold"]), hot(frame["predicted"]), len(names))
+    gold = frame["gold"].map(index).to_numpy()
+    return rows, row_counts(gold, frame["predicted"].map(index).to_numpy(), len(names))

@@ -197,6 +197,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, sizes, root / name)
+        share = STUDIES[kind].load().planned_share(study_cfg, configs, sizes)
         outside_runs = extra_seconds / speed * sizes.tokens / REFERENCE_TOKENS  # estimated at the reference length
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": outside_runs, "disk_mb": 0.0, "new": []}
         shareable = STUDIES[kind].load().shares_runs(study_cfg)  # configs that name their runs: shared by parts
@@ -210,7 +211,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
             if key in finished:
                 p["done"] += 1
                 continue
-            p["seconds"] += run_seconds(config, rates[config.model.method], sizes)
+            p["seconds"] += run_seconds(config, rates[config.model.method], sizes) * share  # raced: a share
             p["disk_mb"] += DISK_MB[config.model.method]
             p["new"].append(config)
         parts[name] = p

@@ -97,7 +97,7 @@ class StudyKind:
         values, options = {k: v for k, v in fields.items() if v is not None}, {}
         for flag in self.flags:
             value = flag.value(flag_text.get(flag.field))
-            if value is not None and value is not False:
+            if value is not None and (value is not False or flag.parse == "off"):  # an off flag given: False
                 (options if flag.to_run else values)[flag.field] = value
         values = module.from_cli(values, from_file=bool(config_file))
         cfg = load_study_config(module.CONFIG, config_file, **values)
@@ -118,7 +118,9 @@ STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
                   Flag("--storage", "storage", "Optuna storage URL (default: sqlite in the study folder); "
                                                "postgresql://... lets machines share one sweep"),
                   Flag("--worker", "worker", "join an existing sweep and take its open trials", parse="switch",
-                       to_run=True))),
+                       to_run=True),
+                  Flag("--exhaustive", "race", "train every grid point to the end (default: race, cutting points "
+                       "behind the leader on validation after each epoch rung)", parse="off"))),
     StudyKind("seeds", "seeds", "repeat a recipe over seeds; compare two recipes pairwise",
               config_file="configs/studies/seeds.yaml", flags=(
                   Flag("--seeds", "seeds", SEEDS, parse="ints"),

@@ -22,7 +22,7 @@ from slmtune.experiments.common import (
     study_metric,
     with_min_steps,
 )
-from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs, trains_to_the_end
 from slmtune.multilabel import metric_name
 from slmtune.resolve import pin_epochs, pin_head_init
 
@@ -111,6 +111,7 @@ def summarize_scaling(study: Study, rows: list[dict[str, Any]], cfg: ScalingConf
 CONFIG = ScalingConfig
 run = run_scaling
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 from_cli = flags_as_given
 OWN_QUEUE = False
 REDUCTIONS = (

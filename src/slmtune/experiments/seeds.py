@@ -21,7 +21,7 @@ from slmtune.experiments.common import (
     load_run_config,
     study_metric,
 )
-from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs
+from slmtune.experiments.protocol import Reduction, flags_as_given, keeps_runs, trains_to_the_end
 from slmtune.multilabel import metric_name
 
 METRICS = ("test_accuracy", "test_macro_f1", "validation_accuracy", "train_seconds")
@@ -187,6 +187,7 @@ def summarize_seeds(study: Study, groups: dict[str, list[dict[str, Any]]], seeds
 CONFIG = SeedsConfig
 run = run_seeds
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 from_cli = flags_as_given
 OWN_QUEUE = False
 REDUCTIONS = (

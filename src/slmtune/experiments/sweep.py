@@ -8,6 +8,8 @@ Every trial trains through `Study.run`, which reuses a finished run of the same 
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,12 @@ from slmtune.experiments.queue import (
     drain,
     load_when_created,
     open_storage,
+    point_of,
     queue_missing,
     require_optuna,
+    waiting,
 )
+from slmtune.experiments.racing import ALPHA, counts_of_predictions, rungs_of, standing
 from slmtune.multilabel import metric_name
 
 LR_VALUES = [1e-5, 5e-5, 1e-4, 2e-4, 5e-4]
@@ -72,10 +77,24 @@ class SweepConfig:
     heartbeat: int = 10
     """Seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its process was killed) is
     failed and its point run again. A live trial of another worker is never taken over."""
+    race: bool = True
+    """Grids race (slmtune.experiments.racing): every point trains to the first rung, and after each rung a point
+    significantly behind the leader on the validation rows (paired permutation test, Holm) and outside the best
+    half stops there; the others resume on the same schedule, so a point that goes on ends exactly where an
+    unraced run would. Only the points trained to the end score the test rows. false (`--exhaustive`) trains
+    every point to the end. Searches (`search`) prune with Optuna's median pruner instead."""
+    first_rung: float = 1.0
+    """Epoch of the first rung; later rungs double it, the last is the schedule's end."""
+    alpha: float = ALPHA
+    """A point is cut when its Holm-adjusted p-value against the leader is below this."""
 
     def __post_init__(self) -> None:
         if self.method not in (None, "lora", "full"):
             raise SlmtuneError(f"method must be lora or full, got {self.method!r}")
+        if not isinstance(self.first_rung, (int, float)) or isinstance(self.first_rung, bool) or self.first_rung <= 0:
+            raise SlmtuneError(f"first_rung must be a positive number of epochs, got {self.first_rung!r}")
+        if not isinstance(self.alpha, float) or not 0 < self.alpha < 1:
+            raise SlmtuneError(f"alpha must be a number between 0 and 1, got {self.alpha!r}")
         if not isinstance(self.heartbeat, int) or isinstance(self.heartbeat, bool) or self.heartbeat < 1:
             raise SlmtuneError(f"heartbeat must be a positive whole number of seconds, got {self.heartbeat!r}")
 
@@ -166,6 +185,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
     study = Study(study_dir or Path("studies") / cfg.name)
     storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
     points = [] if search else grid_points(space)
+    raced = cfg.race and not search and len(points) > 1
     if worker:
         optuna_study = load_when_created(cfg.name, storage, f"no sweep named {cfg.name!r} in that storage yet: "
                                                             "start it without --worker")
@@ -180,45 +200,182 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         for trial in damaged_trials(optuna_study):
             progress(f"trial {trial.number}: its run folder {trial.user_attrs['run_dir']} is damaged or gone (no "
                      "finished result.json); its point is trained again")
-        queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])))
-        if queued and not fresh:
-            progress(f"re-running {queued} trial(s) stopped earlier")
+        if not raced:  # a point a raced run of this sweep left paused at a rung is trained to the end now
+            paused = {t.number for t in completed(optuna_study) if t.user_attrs.get("rung") is not None}
+            queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])) | paused)
+            if queued and not fresh:
+                progress(f"re-running {queued} trial(s) stopped earlier")
         study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
                                 "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
+                                "race": raced, "first_rung": cfg.first_rung, "alpha": cfg.alpha,
                                 "cli_overrides": cli_overrides or []})
 
     total = cfg.search if search else len(points)
     done_before = counted(optuna_study)
     estimate = study.estimate_seconds(base)
-    progress(f"sweep {cfg.name}: {total} trials ({len(done_before)} done), ~{format_duration(estimate)} per new "
-             f"trial, ~{format_duration(estimate * max(0, total - len(done_before)))} left (estimate); "
-             f"folder {study.root}")
+    if raced:  # planned at successive halving's share of the exhaustive work
+        share = planned_share(cfg, [base] * len(points), study.data_sizes(base))
+        left = estimate * len(points) * share * (0 if optuna_study.user_attrs.get(RACE_DONE) else 1)
+        progress(f"sweep {cfg.name}: {total} points, raced (~{format_duration(estimate)} per point trained to the "
+                 f"end; ~{format_duration(left)} planned if half go on at each rung); folder {study.root}")
+    else:
+        progress(f"sweep {cfg.name}: {total} trials ({len(done_before)} done), ~{format_duration(estimate)} per new "
+                 f"trial, ~{format_duration(estimate * max(0, total - len(done_before)))} left (estimate); "
+                 f"folder {study.root}")
     clock = Clock()
 
     def objective(trial) -> float:
         params = _suggest(trial, space)
         config = replace(base, **params, name=f"{cfg.name}-{trial.number}")
-        result = study.run(config, callbacks=[_PruningCallback(trial)] if search else None)
-        row = flat_metrics(result)
+        rung = trial.user_attrs.get("rung")  # a racing rung short of the schedule's end: no test scoring
+        result = study.run(config, callbacks=[_PruningCallback(trial)] if search else None, until=rung)
+        row = {**flat_metrics(result), "epochs": result.get("paused_at") or result["best"].get("epochs_run")}
         for key, value in row.items():
             trial.set_user_attr(key, value)
         finished = len(counted(trial.study)) + 1
         metric = study_metric([row])
-        progress(f"  trial {trial.number}: {params} -> validation {row[f'validation_{metric}']:.4f}, "
-                 f"test {row[f'test_{metric}']:.4f}, {row['total_seconds']:.0f}s"
-                 f"{' (reused)' if row['reused'] else ''}; {finished}/{total} done, {format_duration(clock.elapsed)} "
+        tested = f"test {row[f'test_{metric}']:.4f}" if row[f"test_{metric}"] is not None else "test not scored"
+        progress(f"  trial {trial.number}: {params}{f' to epoch {rung:g}' if rung else ''} -> validation "
+                 f"{row[f'validation_{metric}']:.4f}, {tested}, {row['total_seconds']:.0f}s"
+                 f"{' (reused)' if row['reused'] else ''}; "
+                 f"{f'{finished} trial(s)' if raced else f'{finished}/{total}'} done, {format_duration(clock.elapsed)} "
                  "elapsed")
         return row[f"validation_{metric}"]
+
+    def run_queue() -> None:
+        drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
+            f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
+            f"{3 * cfg.heartbeat}s)"), progress)
 
     if search:
         remaining = total - len(counted(optuna_study))
         if remaining > 0:
             optuna_study.optimize(objective, n_trials=remaining)
+    elif raced and worker:
+        _race_as_worker(optuna_study, run_queue, cfg.heartbeat, progress)
+    elif raced:
+        _race(optuna_study, study, points, base, cfg, run_queue, progress)
     else:
-        drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
-            f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
-            f"{3 * cfg.heartbeat}s)"), progress)
-    return summarize_sweep(optuna_study, study, space, base)
+        run_queue()
+    return summarize_sweep(optuna_study, study, space, base, cfg.alpha)
+
+
+CUTS = "race_cuts"
+"""Study attribute: the points cut by racing, {point key: {epoch, leader, pvalue}}."""
+DECIDED = "race_decided"
+"""Study attribute: the levels whose standing was decided (a rerun does not decide them again on later data)."""
+RACE_DONE = "race_done"
+"""Study attribute: the starting command has decided every rung (workers waiting for a rung stop)."""
+
+
+def _key(point: dict[str, Any]) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def _label(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in point.items())
+
+
+def _rung_of(trial) -> float:
+    rung = trial.user_attrs.get("rung")
+    return float("inf") if rung is None else float(rung)
+
+
+def _race(optuna_study, study: Study, points: list[dict[str, Any]], base: RunConfig, cfg: SweepConfig, run_queue,
+          progress) -> None:
+    """Successive halving over the grid, rung by rung through the queue (workers take trials as they come): the
+    points alive at a level train to their next rung, then each is compared with the leader on the validation
+    rows and those behind and outside the best half stop."""
+    from optuna.trial import TrialState
+
+    from slmtune.resolve import DataFacts, resolve
+    from slmtune.train import VALIDATION_PREDICTIONS
+
+    optuna_study.set_user_attr(RACE_DONE, False)
+    facts = DataFacts.of(study.splits(base))
+    ladders = {_key(p): rungs_of(resolve(replace(base, **p), facts).epochs, cfg.first_rung) for p in points}
+    levels = max(map(len, ladders.values()))
+    for level in range(levels):
+        cuts = optuna_study.user_attrs.get(CUTS, {})
+        live = optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        held = {(_key(point_of(t)), t.user_attrs.get("level")) for t in [*counted(optuna_study), *live]}
+        todo = [p for p in points if _key(p) not in cuts and level < len(ladders[_key(p)])]
+        for point in todo:
+            if (_key(point), level) not in held:
+                ladder = ladders[_key(point)]
+                rung = None if level == len(ladder) - 1 else ladder[level]  # None: to the end, test scored
+                optuna_study.enqueue_trial(point, user_attrs={"rung": rung, "level": level}, skip_if_exists=False)
+        if todo:
+            ends = sorted({"end" if level == len(ladders[_key(p)]) - 1 else f"epoch {ladders[_key(p)][level]:g}"
+                           for p in todo})
+            progress(f"sweep: rung {level + 1} of {levels}: {len(todo)} point(s) train to {' / '.join(ends)}")
+        run_queue()
+        decided = optuna_study.user_attrs.get(DECIDED, [])
+        if level == levels - 1 or level in decided:  # decided before this process (a rerun): never twice
+            continue
+        latest = _latest_trials(optuna_study)
+        alive = [p for p in points if _key(p) not in cuts and _key(p) in latest]
+        if len(alive) < 2:
+            continue
+        counts, rows = {}, set()
+        for point in alive:
+            digest, counts[_key(point)] = counts_of_predictions(
+                Path(latest[_key(point)].user_attrs["run_dir"]) / VALIDATION_PREDICTIONS)
+            rows.add(digest)
+        if len(rows) > 1:
+            progress("sweep: the points were validated on different rows (a swept field changes the data): no "
+                     "racing, every point trains to the end")
+            continue
+        metric = "micro_f1" if latest[_key(alive[0])].user_attrs.get("validation_micro_f1") is not None \
+            else "accuracy"
+        board = standing(counts, metric, cfg.alpha)
+        cut = {}
+        for name in board.behind:
+            trial = latest[name]
+            if _rung_of(trial) == float("inf"):
+                continue  # trained to its end already (a shorter schedule): nothing to stop
+            p = board.against_leader[name]["pvalue_holm"]
+            cut[name] = {"epoch": trial.user_attrs["rung"], "leader": board.leader, "pvalue": round(p, 6)}
+            progress(f"sweep: {_label(json_point(name))} cut at epoch {trial.user_attrs['rung']:g}: behind "
+                     f"{_label(json_point(board.leader))} on validation (paired permutation test, Holm p={p:.3g})")
+        optuna_study.set_user_attr(DECIDED, [*decided, level])
+        if cut:
+            optuna_study.set_user_attr(CUTS, {**cuts, **cut})
+            for name in cut:  # it goes no further: its checkpoints are only disk
+                shutil.rmtree(Path(latest[name].user_attrs["run_dir"]) / "checkpoints", ignore_errors=True)
+    optuna_study.set_user_attr(RACE_DONE, True)
+
+
+def json_point(key: str) -> dict[str, Any]:
+    return json.loads(key)
+
+
+def _latest_trials(optuna_study) -> dict[str, Any]:
+    """Each point's finished trial at its highest rung."""
+    latest: dict[str, Any] = {}
+    for trial in counted(optuna_study):
+        key = _key(point_of(trial))
+        if key not in latest or (_rung_of(trial), trial.number) > (_rung_of(latest[key]), latest[key].number):
+            latest[key] = trial
+    return latest
+
+
+def _race_as_worker(optuna_study, run_queue, heartbeat: int, progress) -> None:
+    """A worker of a raced grid: takes every rung's trials until the starting command has decided the last rung."""
+    import time
+
+    while True:
+        run_queue()
+        if optuna_study.user_attrs.get(RACE_DONE):
+            return
+        deadline = time.monotonic() + 6 * heartbeat  # the starting command decides a rung in seconds
+        while not waiting(optuna_study) and not optuna_study.user_attrs.get(RACE_DONE):
+            if time.monotonic() > deadline:
+                progress(f"sweep: no rung queued for {6 * heartbeat}s: the starting command decides the next rung "
+                         "(is it running?); this worker stops, its runs are kept")
+                return
+            time.sleep(1)
 
 
 DAMAGED = "damaged_trials"
@@ -244,11 +401,18 @@ def counted(optuna_study) -> list:
     return [t for t in completed(optuna_study) if t.number not in damaged]
 
 
-def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: RunConfig) -> dict[str, Any]:
+def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: RunConfig,
+                    alpha: float = ALPHA) -> dict[str, Any]:
+    """One row per point at the furthest it trained (raced-out points at the rung they reached, marked `cut_at`,
+    without test scores), the best point on validation among those trained to the end, and the points tied with
+    it (a paired test on the validation rows)."""
+    cuts = optuna_study.user_attrs.get(CUTS, {})
+    latest = _latest_trials(optuna_study)
     rows = []
-    for trial in counted(optuna_study):
-        row = {"trial": trial.number, **trial.params}
-        row.update({k: v for k, v in trial.user_attrs.items() if k != "retry_of"})
+    for key, trial in latest.items():
+        row = {"trial": trial.number, **point_of(trial)}
+        row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of", "rung", "level")})
+        row["cut_at"] = cuts[key]["epoch"] if key in cuts and trial.user_attrs.get("rung") is not None else None
         rows.append(row)
     if not rows:
         raise SlmtuneError("the sweep has no finished trials yet")
@@ -260,8 +424,14 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
             seen.add(key)
             unique.append(row)
     metric = study_metric(unique)  # micro-F1 on multi-label data
-    best = max(unique, key=lambda r: (r[f"validation_{metric}"], -(r.get("total_seconds") or 0)))
+    ended = [r for r in unique if r["cut_at"] is None and r.get(f"test_{metric}") is not None]
+    if not ended:
+        raise SlmtuneError("the sweep has no point trained to the end yet")
+    best = max(ended, key=lambda r: (r[f"validation_{metric}"], -(r.get("total_seconds") or 0)))
     best_params = {k: best[k] for k in space}
+    tied = _tied_with(best, ended, metric, alpha)
+    for row in unique:
+        row["tied_with_best"] = None if tied is None else row in tied
     best_config = replace(base, **best_params, name=f"{optuna_study.study_name}-best")
     path = study.write_config("best-config.yaml", best_config)
     summary = {"study": "sweep", "name": optuna_study.study_name, "space": space, "trials": len(unique),
@@ -270,13 +440,37 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
                         "test_accuracy": best["test_accuracy"], "config": str(path),
                         **({"validation_micro_f1": best["validation_micro_f1"],
                             "test_micro_f1": best["test_micro_f1"]} if metric == "micro_f1" else {})},
+               "tied_with_best": None if tied is None else [{k: r[k] for k in space} for r in tied if r is not best],
+               "raced": {"cut": len(cuts), "to_the_end": len(ended), "scored_on_test": len(ended)},
                "selection": f"best validation {metric_name(metric)} of each trial's best checkpoint; test "
-                            "never used to select"}
+                            "never used to select; tied: not behind it on validation (paired permutation test, "
+                            f"Holm, alpha {alpha:g})"}
     from slmtune.report.plots import sweep_plots
 
     summary["plots"] = sweep_plots(unique, list(space), study.root / "plots")
     study.write_summary(unique, summary)
     return summary
+
+
+def _tied_with(best: dict[str, Any], rows: list[dict[str, Any]], metric: str, alpha: float) -> list | None:
+    """The rows not significantly behind `best` on the validation rows (itself included), or None when a run has
+    no validation predictions (runs from before they were kept) or the rows differ."""
+    from slmtune.train import VALIDATION_PREDICTIONS
+
+    ordered = [best] + [r for r in rows if r is not best]
+    counts, digests = {}, set()
+    for i, row in enumerate(ordered):
+        path = Path(row.get("run_dir") or "") / VALIDATION_PREDICTIONS
+        if not path.is_file():
+            return None
+        digest, counts[str(i)] = counts_of_predictions(path)
+        digests.add(digest)
+    if len(digests) > 1:
+        return None
+    if len(ordered) == 1:
+        return [best]
+    board = standing(counts, metric, alpha, eta=len(ordered))  # no rank rule here: the test alone decides
+    return [ordered[int(name)] for name in board.tied]
 
 
 # ---------------------------------------------------------------------------------------- study protocol
@@ -307,13 +501,40 @@ def plan(cfg: SweepConfig, base: RunConfig, cli_overrides: list[str] | None, dat
     return [replace(base, **point) for point in grid_points(cfg.resolved_space())], 0.0
 
 
+def planned_share(cfg: SweepConfig, configs: list[RunConfig], data: DataSizes) -> float:
+    """The share of its exhaustive work a raced grid is planned at: successive halving's floor, half of the points
+    going on at each rung (points tied with the leader can keep more, points behind can stop sooner)."""
+    if not cfg.race or cfg.search or len(configs) < 2:
+        return 1.0
+    from slmtune.experiments.racing import ETA
+    from slmtune.resolve import resolve_epochs
+
+    epochs = resolve_epochs(configs[0], data.facts)[0]
+    ladder = rungs_of(epochs, cfg.first_rung)
+    n, work, before = len(configs), 0.0, 0.0
+    for level, rung in enumerate(ladder):
+        work += max(1, -(-n // ETA ** level)) * (rung - before)
+        before = rung
+    return work / (n * epochs)
+
+
 def report(summary: dict[str, Any]) -> list[str]:
     best = summary["best"]
     metric = summary.get("metric", "accuracy")
     name = metric_name(metric)
-    return [f"  trials                    {summary['trials']}", f"  best params               {best['params']}",
-            f"  best validation {name:<9} {best[f'validation_{metric}']:.4f}",
-            f"  its test {name:<16} {best[f'test_{metric}']:.4f}", f"  best config               {best['config']}"]
+    lines = [f"  trials                    {summary['trials']}", f"  best params               {best['params']}",
+             f"  best validation {name:<9} {best[f'validation_{metric}']:.4f}",
+             f"  its test {name:<16} {best[f'test_{metric}']:.4f}", f"  best config               {best['config']}"]
+    raced = summary.get("raced") or {}
+    if raced.get("cut"):
+        lines.append(f"  raced                     {raced['cut']} point(s) cut before the end (behind on validation); "
+                     f"{raced['to_the_end']} trained to the end and scored on test")
+    tied = summary.get("tied_with_best")
+    if tied is not None:
+        lines.append(f"  tied with the best        {len(tied)} point(s)"
+                     + (f": {'; '.join(_label(p) for p in tied[:8])}{' ...' if len(tied) > 8 else ''}" if tied else
+                        " (every other point is behind it on validation)"))
+    return lines
 
 
 def report_section(page, folder: Path, summary: dict) -> str:
@@ -326,10 +547,10 @@ def report_section(page, folder: Path, summary: dict) -> str:
     name = metric_name(metric)
     keys = list(summary.get("space", {}))
     rows = sorted(summary.get("rows", []), key=lambda r: [r.get(k, 0) for k in keys])
-    table = table([*keys, f"validation {name}", f"test {name}", "train s"],
+    table = table([*keys, f"validation {name}", f"test {name}", "train s", "raced"],
                    [[*(f"{r.get(k):g}" if isinstance(r.get(k), float) else r.get(k) for k in keys),
                      num(r.get(f"validation_{metric}")), num(r.get(f"test_{metric}")),
-                     num(r.get("train_seconds"), 1)] for r in rows], numeric_from=0)
+                     num(r.get("train_seconds"), 1), _race_cell(r)] for r in rows], numeric_from=0)
     params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
     val, test = best[f"validation_{metric}"], best[f"test_{metric}"]
     page.findings.append([f"best {escape(', '.join(keys))} ({escape(folder.name)})", escape(params),
@@ -337,6 +558,12 @@ def report_section(page, folder: Path, summary: dict) -> str:
     return (f"<div class='verdict'>best: {escape(params)} — validation {name} "
             f"{val:.4f}, its test {name} {test:.4f} "
             f"({escape(summary.get('selection', ''))})</div>" + table)
+
+
+def _race_cell(row: dict[str, Any]) -> str:
+    if row.get("cut_at") is not None:
+        return f"cut at epoch {row['cut_at']:g} (validation there; test not scored)"
+    return {True: "tied with the best", False: "behind the best", None: ""}[row.get("tied_with_best")]
 
 
 def figure_caption(summary: dict) -> str:

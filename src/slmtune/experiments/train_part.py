@@ -8,7 +8,7 @@ from typing import Any
 
 from slmtune.config import RunConfig
 from slmtune.experiments.common import DataSizes, Study, flat_metrics, load_run_config
-from slmtune.experiments.protocol import flags_as_given, keeps_runs
+from slmtune.experiments.protocol import flags_as_given, keeps_runs, trains_to_the_end
 
 
 @dataclass
@@ -38,6 +38,7 @@ def run_train_part(cfg: TrainPartConfig, study_dir: Path, cli_overrides: list[st
 CONFIG = TrainPartConfig
 run = run_train_part
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 from_cli = flags_as_given
 OWN_QUEUE = False
 REDUCTIONS: tuple = ()

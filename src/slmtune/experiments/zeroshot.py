@@ -16,7 +16,7 @@ from slmtune.config import RunConfig
 from slmtune.data import load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import Clock, DataSizes, Study, load_run_config, single_label_only
-from slmtune.experiments.protocol import keeps_runs
+from slmtune.experiments.protocol import keeps_runs, trains_to_the_end
 from slmtune.methods.zeroshot import default_descriptions, label_prompts, nli_predict, prompt_classifier, templates_for
 from slmtune.serve.logits import predict_logits
 from slmtune.serve.metrics import classification_metrics
@@ -136,6 +136,7 @@ def run_zeroshot(cfg: ZeroShotConfig, study_dir: str | Path | None = None, cli_o
 CONFIG = ZeroShotConfig
 run = run_zeroshot
 shares_runs = keeps_runs
+planned_share = trains_to_the_end
 OWN_QUEUE = False
 REDUCTIONS: tuple = ()
 

@@ -18,13 +18,22 @@ def _label(key: str) -> str:
     return SHORT.get(key, key)
 
 
+def _cut(row) -> bool:
+    """A point raced out before the end of its schedule: its validation score is at the rung it reached."""
+    return row.get("cut_at") is not None
+
+
 def _line(rows, key, path: Path, log_x: bool) -> None:
-    points = sorted((r[key], r["validation_accuracy"], r["test_accuracy"]) for r in rows)
+    points = sorted((r[key], r["validation_accuracy"], r["test_accuracy"], _cut(r)) for r in rows)
     x = [p[0] for p in points]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(x, [p[1] for p in points], "o-", color=PALETTE[0], label="validation (selects)")
-    ax.plot(x, [p[2] for p in points], "s--", color=PALETTE[1], label="test (best checkpoint)")
-    best = max(points, key=lambda p: p[1])
+    ended = [p for p in points if p[2] is not None]
+    ax.plot([p[0] for p in ended], [p[2] for p in ended], "s--", color=PALETTE[1], label="test (best checkpoint)")
+    if any(p[3] for p in points):
+        ax.plot([p[0] for p in points if p[3]], [p[1] for p in points if p[3]], "x", color="black", markersize=9,
+                label="raced out (validation at the rung it reached)")
+    best = max(ended or points, key=lambda p: p[1])
     ax.axvline(best[0], color="grey", linestyle=":", label=f"best {_label(key)} = {best[0]:g}")
     if log_x and min(x) > 0:
         ax.set_xscale("log")
@@ -41,27 +50,33 @@ def _grid(rows, keys, metric: str):
     ys = sorted({r[keys[1]] for r in rows})
     grid = np.full((len(ys), len(xs)), np.nan)
     for r in rows:
-        grid[ys.index(r[keys[1]]), xs.index(r[keys[0]])] = r[metric]
+        grid[ys.index(r[keys[1]]), xs.index(r[keys[0]])] = np.nan if r[metric] is None else r[metric]
     return xs, ys, grid
 
 
 def _heatmap(rows, keys, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    cut_at = {(r[keys[0]], r[keys[1]]): r["cut_at"] for r in rows if _cut(r)}
     for ax, metric in zip(axes, ("validation_accuracy", "test_accuracy")):
         xs, ys, grid = _grid(rows, keys, metric)
         image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
         for i in range(len(ys)):
             for j in range(len(xs)):
+                cut = cut_at.get((xs[j], ys[i]))
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                    ax.text(j, i, f"{grid[i, j]:.3f}" + (f"\ncut @ ep {cut:g}" if cut is not None else ""),
+                            ha="center", va="center", fontsize=8 if cut is None else 7,
                             color="white" if grid[i, j] < np.nanmean(grid) else "black")
+                elif cut is not None:
+                    ax.text(j, i, f"cut @ ep {cut:g}", ha="center", va="center", fontsize=7, color="grey")
         ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
         ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
         ax.set_xlabel(_label(keys[0]))
         ax.set_ylabel(_label(keys[1]))
         ax.set_title(metric.replace("_", " "))
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(f"{_label(keys[0])} x {_label(keys[1])} ({len(rows)} trials)")
+    raced = f"; {len(cut_at)} raced out, shown at the rung they reached" if cut_at else ""
+    fig.suptitle(f"{_label(keys[0])} x {_label(keys[1])} ({len(rows)} trials{raced})")
     save_figure(fig, path)
 
 
@@ -75,7 +90,8 @@ def _surface(rows, keys, path: Path) -> None:
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
     ax.set_ylabel(_label(keys[1]))
     ax.set_zlabel("validation accuracy")
-    ax.set_title("Validation accuracy surface")
+    cut = sum(map(_cut, rows))
+    ax.set_title("Validation accuracy surface" + (f" ({cut} raced-out points at the rung they reached)" if cut else ""))
     save_figure(fig, path)
 
 
@@ -93,8 +109,11 @@ def sweep_plots(rows: list[dict[str, Any]], keys: list[str], folder: str | Path)
         for key, other in (numeric, numeric[::-1]):  # one curve per value of the other field
             fig, ax = plt.subplots(figsize=(6.4, 4))
             for i, value in enumerate(sorted({r[other] for r in rows})):
-                points = sorted((r[key], r["validation_accuracy"]) for r in rows if r[other] == value)
-                ax.plot(*zip(*points), "o-", color=PALETTE[i % len(PALETTE)], label=f"{_label(other)} {value:g}")
+                points = sorted((r[key], r["validation_accuracy"], _cut(r)) for r in rows if r[other] == value)
+                ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=PALETTE[i % len(PALETTE)],
+                        label=f"{_label(other)} {value:g}")
+                ax.plot([p[0] for p in points if p[2]], [p[1] for p in points if p[2]], "x", color="black",
+                        markersize=9)
             if "learning_rate" in key:
                 ax.set_xscale("log")
             ax.set_xlabel(_label(key))

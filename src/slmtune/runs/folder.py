@@ -124,6 +124,25 @@ def is_finished(path: str | Path) -> bool:
         return False
 
 
+def is_complete(path: str | Path) -> bool:
+    """True when the folder holds a successful run trained to its schedule's end (not one paused at a racing
+    rung, which `is_finished` counts too): the runs that studies reuse and summarize."""
+    try:
+        result = read_json(Path(path) / RESULT)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return result.get("status") == "success" and result.get("paused_at") is None
+
+
+def paused_at(path: str | Path) -> float | None:
+    """The epoch a successful run in the folder was paused at (a racing rung), or None."""
+    try:
+        result = read_json(Path(path) / RESULT)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result.get("paused_at") if result.get("status") == "success" else None
+
+
 class MetricsLog:
     """Append-only metrics.jsonl: one JSON object per line, flushed as written."""
 

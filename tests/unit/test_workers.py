@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import gated_env, started, tiny_overrides, wait_until
+from slmtune.experiments.queue import open_storage
 
 pytest.importorskip("optuna")
 
@@ -101,3 +102,35 @@ def test_sweep_with_two_workers_completes_every_point_once(tiny_models, syntheti
     complete = sorted(t.params["train.learning_rate"] for t in study.trials if t.state.name == "COMPLETE")
     assert complete == [0.01, 0.02, 0.03, 0.04]
     assert _trained_once(tmp_path / "g") == 4
+
+
+def _pop_all(url: str, out) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="q", storage=open_storage(url))
+    taken = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        taken.append(trial_id)
+    out.put(taken)
+
+
+def test_processes_popping_one_sqlite_queue_never_take_a_trial_twice(tmp_path):
+    """SQLite ignores SELECT ... FOR UPDATE: without IMMEDIATE transactions (queue.open_storage) three processes
+    popping 300 queued trials took 11 of them twice here; each trial must go to exactly one process."""
+    import multiprocessing
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url))
+    for i in range(300):
+        study.enqueue_trial({"x": i}, skip_if_exists=False)
+    out = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=_pop_all, args=(url, out)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    taken = [trial_id for _ in processes for trial_id in out.get(timeout=300)]
+    for process in processes:
+        process.join()
+    assert len(taken) == 300 and len(set(taken)) == 300

@@ -58,12 +58,33 @@ def open_storage(url: str, heartbeat: int = 10):
              inspect.signature(RDBStorage).parameters else "failed_trial_callback")
     try:
         engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                          **{stale: _retry_point})
+        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                             **{stale: _retry_point})
+        if url.startswith("sqlite"):
+            _immediate_transactions(storage.engine)
+        return storage
     except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as exc:
         raise SlmtuneError(f"cannot open the Optuna storage {url}: {_first_line(exc)}") from None
     except Exception as exc:  # SQLAlchemy connection errors and the like
         raise SlmtuneError(f"cannot open the Optuna storage {url}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _immediate_transactions(engine) -> None:
+    """Every SQLite transaction of `engine` begins IMMEDIATE (SQLAlchemy's pysqlite recipe): SQLite ignores
+    SELECT ... FOR UPDATE, so without it two processes could both read a trial as WAITING and both take it (seen:
+    two workers training one queued run, the second then refused "Cannot tell a COMPLETE trial"). With the write
+    lock taken at BEGIN, the read and the update of a queue pop happen in one locked transaction."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None  # the driver issues no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (Optuna's schema checks) are not reused
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,7 +10,9 @@
     python bench/speed.py [--train-rows 2400] [--epochs 1] [--eval-rows 4960] [--method lora] [--precision auto]
 
 Prints the machine's measured matmul peak (fp32 and bf16), samples/s for training and inference, the
-useful FLOP/s (real tokens only, no padding) as a share of that peak, and ends with the line
+useful FLOP/s (real tokens only, no padding) as a share of that peak, then every inference engine of the
+slmtune run (samples/s, its ratio to the peer, share of the peak, setup seconds, share of predictions changed
+against fp32 torch, test accuracy change with a 95% interval), and ends with the line
 `train_ratio=A infer_ratio=B peer_train_ratio=C peer_infer_ratio=D infer_samples_per_s=E`
 (ratios: slmtune over the tutorial pipeline, then over the peer).
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from engines import engines, print_engines
 
 import slmtune
 import slmtune.precision
@@ -128,9 +131,9 @@ def tutorial(config, splits) -> dict[str, float]:
             "accuracy": accuracy, "train_seconds": train_seconds, "infer_seconds": infer_seconds}
 
 
-def ours(config, splits) -> tuple[dict[str, float], dict]:
-    """slmtune's training and in-run test inference (the run's precision), then `slmtune evaluate`'s default
-    (`--backend auto`: the fastest engine within the default budget) on the same test rows."""
+def ours(config, splits) -> tuple[dict[str, float], dict, list[dict]]:
+    """slmtune's training and in-run test inference (the run's precision), `slmtune evaluate`'s default
+    (`--backend auto`: the fastest engine within the default budget) on the same test rows, then every engine."""
     from slmtune.serve.backends import choose_backend
     from slmtune.serve.inference import evaluate_run
 
@@ -139,9 +142,10 @@ def ours(config, splits) -> tuple[dict[str, float], dict]:
         saved = slmtune.runs.read_result(result.run_dir)
         choose_backend(result.run_dir)  # what evaluate's default measures for jobs of 5,000 rows or more
         auto = evaluate_run(result.run_dir, "test")
+        table = engines(result.run_dir, splits)
     return {"train": saved["samples_per_second"]["train"], "infer": saved["samples_per_second"]["eval"],
             "accuracy": saved["metrics"]["test"]["accuracy"], "train_seconds": saved["seconds"]["train"],
-            "infer_seconds": len(splits.test) / saved["samples_per_second"]["eval"]}, auto
+            "infer_seconds": len(splits.test) / saved["samples_per_second"]["eval"]}, auto, table
 
 
 def main() -> None:
@@ -169,7 +173,7 @@ def main() -> None:
           f"native bf16: {cpu_bf16_support() or ('cuda' if native_bf16 else 'no')}")
     print(f"matmul peak (1024x1024): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     rows = {}
-    rows["slmtune"], auto = ours(config, splits)
+    rows["slmtune"], auto, table = ours(config, splits)
     rows["peer"] = peer(config, splits, bf16=native_bf16)
     if not args.skip_tutorial:
         rows["tutorial"] = tutorial(config, splits)
@@ -192,6 +196,7 @@ def main() -> None:
         print(f"{name:<10}{precision[name]:>10}{r['train']:>10.1f}{r['infer']:>10.1f}{r['train_seconds']:>10.1f}"
               f"{r['infer_seconds']:>10.1f}{r['accuracy']:>10.4f}{share['train']:>12.1%}{share['infer']:>12.1%}")
     print("(%peak: useful FLOP/s, real tokens only, against the matmul peak of the pipeline's precision)")
+    print_engines(table, peaks, per_token["infer"] * tokens["infer"], rows["peer"]["infer"])
     ours_row, peer_row = rows["slmtune"], rows["peer"]
     tutorial_row = rows.get("tutorial")
     train_ratio = f"{ours_row['train'] / tutorial_row['train']:.2f}" if tutorial_row else "na"

@@ -7,11 +7,18 @@ The public API is imported lazily: `import slmtune.config` or `slmtune --help` l
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torchao (the torch-int8 engine) is imported by PEFT and transformers whenever it is installed, and its import
+# logs a warning per GPU kernel library a CPU build of torch cannot load, and torch one per enum it registers:
+# noise in every command, about nothing slmtune uses. Errors still show.
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _EXPORTS = {
     "slmtune.config": ["DataConfig", "LoraConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config"],

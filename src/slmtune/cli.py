@@ -83,14 +83,18 @@ exit codes: 0 done, 2 bad input (one line says what), 64 usage error, 1 unexpect
 (SLMTUNE_DEBUG=1 shows its traceback), 130 interrupted (finished work is kept)."""
 
 OVERRIDES = {"nargs": "*", "metavar": "key=value", "help": "run-config overrides, e.g. train.epochs=1"}
-BACKEND = {"choices": ["auto", "torch", "torch-fp32", "onnx", "onnx-int8"], "default": "auto",
-           "help": "inference engine: auto (default): the fastest of the others whose predictions stay within "
-                   "--max-change of fp32 torch's, measured once on the run's own rows and kept in the run folder "
-                   "(a job under 5,000 texts uses torch unless a choice is kept); torch: the run's precision, "
-                   "bf16 on CPUs that have it; torch-fp32; onnx (ONNX Runtime, fused fp32); onnx-int8 (quantized)"}
+BACKEND = {"choices": ["auto", "torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8"], "default": "auto",
+           "help": "inference engine: auto (default): of the others whose predictions stay within --max-change of "
+                   "fp32 torch's, measured once on the run's own rows and kept in the run folder, the one that "
+                   "finishes the job soonest (a job under 5,000 texts uses torch unless a choice is kept; "
+                   "torch-int8 is measured for jobs of 50,000 or more); torch: the run's precision, bf16 on CPUs "
+                   "that have it; torch-fp32; torch-int8 (torchao int8 per token, compiled); onnx (ONNX Runtime, "
+                   "fused fp32); onnx-int8 (ONNX Runtime int8); both int8 engines keep in fp32 the layers needed "
+                   "to stay within --max-change"}
 MAX_CHANGE = {"type": float, "default": 0.005,
-              "help": "auto: the largest share of predictions allowed to differ from fp32 torch's, on the run's "
-                      "own validation and training rows (default 0.005)"}
+              "help": "the largest share of predictions allowed to differ from fp32 torch's, on the run's own "
+                      "validation and training rows, for auto's choice and the int8 engines' search (default "
+                      "0.005)"}
 RUN_DIR = {"help": "a run folder written by slmtune train"}
 
 
@@ -163,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "export", cmd_export, "merged model folder that transformers.pipeline() loads", ("run_dir", RUN_DIR),
              ("out_dir", {"help": "folder to write (new, or an earlier export with --overwrite)"}),
              ("--onnx", {"action": "store_true", "help": "also write model.onnx (fused fp32)"}),
-             ("--int8", {"action": "store_true", "help": "also write model.int8.onnx (dynamic int8)"}),
+             ("--int8", {"action": "store_true", "help": "also write model.int8.onnx (dynamic int8, weights per "
+                                                          "channel; the layers needed to change at most --max-change "
+                                                          "of the run's predictions stay fp32, listed in int8.json)"}),
+             ("--max-change", MAX_CHANGE),
              ("--overwrite", {"action": "store_true", "help": "replace an earlier export in OUT_DIR"}))
     for kind in (k for k in STUDIES.values() if k.cli):
         own_queue = any(f.option == "--storage" for f in kind.flags)  # the sweep's trials are its queue

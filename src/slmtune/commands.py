@@ -75,7 +75,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from slmtune.serve.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite)
+    out = export_run(args.run_dir, args.out_dir, onnx=args.onnx, int8=args.int8, overwrite=args.overwrite,
+                     max_change=args.max_change)
     print(f"exported to {out}: transformers.pipeline('text-classification', model='{out}') loads it")
 
 

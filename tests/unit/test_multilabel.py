@@ -188,7 +188,7 @@ def test_tiny_model_learns_label_sets_predicts_and_exports(tiny_models, multilab
 def test_backends_are_compared_on_label_sets():
     from types import SimpleNamespace
 
-    from slmtune.serve.backends import _decisions
+    from slmtune.serve.int8 import decisions as _decisions
 
     run = SimpleNamespace(multi_label=True, thresholds=np.array([0.5, 0.5, 0.9]))
     logits = np.array([[3.0, -3.0, 2.0], [-3.0, -3.0, -3.0]])  # sigmoid(2) = 0.88: the third label is off

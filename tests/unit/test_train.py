@@ -361,7 +361,8 @@ def test_auto_backend_measures_only_jobs_worth_it(lora_run, monkeypatch):
     (lora_run.run_dir / backends.CHOICE_FILE).unlink(missing_ok=True)
     measured = []
     monkeypatch.setattr(backends, "choose_backend",
-                        lambda run_dir, max_change: measured.append(max_change) or {"chosen": "torch-fp32"})
+                        lambda run_dir, max_change, job_rows=None: measured.append(max_change)
+                        or {"chosen": "torch-fp32"})
     assert backends.engine(lora_run.run_dir, rows=10).name == "torch"  # a few texts: measuring would cost more
     assert measured == []
     assert backends.engine(lora_run.run_dir, rows=backends.AUTO_MIN_ROWS).name == "torch-fp32"

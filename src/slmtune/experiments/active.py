@@ -69,7 +69,7 @@ class ActiveConfig:
     min_steps: int = 100
     """Each round trains for at least this many optimizer steps."""
     backend: str = "torch"
-    """Pool scoring: torch (length-sorted batches), onnx or onnx-int8."""
+    """Pool scoring: torch (length-sorted batches), torch-int8, onnx or onnx-int8."""
 
 
 def check(cfg: ActiveConfig) -> None:

@@ -11,7 +11,10 @@ the same rules on recorded curves, to measure what the cuts would have lost agai
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -49,13 +52,14 @@ class Standing:
 
 
 def standing(counts: dict[str, np.ndarray], metric: str, alpha: float = ALPHA, resamples: int = RESAMPLES,
-             seed: int = 0, eta: int = ETA) -> Standing:
+             seed: int = 0, eta: int = ETA, leader: str | None = None) -> Standing:
     """The standing of candidates given their row_counts on the same validation rows (in order of preference:
-    of equal scores, the first leads); the best ceil(n / eta) are kept by rank."""
+    of equal scores, the first leads; `leader` names it instead, for a caller that chose the best by its own
+    rule); the best ceil(n / eta) are kept by rank."""
     rows = len(next(iter(counts.values())))
     weights = bootstrap_weights(rows, resamples, seed)
     scores = {name: metric_interval(c, metric, weights) for name, c in counts.items()}
-    leader = max(scores, key=lambda n: scores[n].value)  # max keeps the first of equals
+    leader = leader or max(scores, key=lambda n: scores[n].value)  # max keeps the first of equals
     others = [n for n in counts if n != leader]
     ranked = sorted(scores, key=lambda n: -scores[n].value)  # stable: the first of equals first
     result = Standing(metric, scores, leader, alpha=alpha, kept=ranked[:max(1, -(-len(ranked) // eta))])
@@ -66,6 +70,24 @@ def standing(counts: dict[str, np.ndarray], metric: str, alpha: float = ALPHA, r
     for name, p in zip(others, holm):
         result.against_leader[name] = {**compared[name], "pvalue_holm": float(p)}
     return result
+
+
+def cut(board: Standing, can_stop: Callable[[str], bool], record: Callable[[dict[str, float]], None],
+        run_dir_of: Callable[[str], str | Path]) -> dict[str, float]:
+    """Stop the candidates `board` puts behind its leader that `can_stop` (still short of their schedule's end):
+    `record({name: Holm p-value})` keeps the caller's bookkeeping first, then their resumable checkpoints go (they
+    train no further), so a process stopped in between never loses a decision. Returns what was cut."""
+    stopped = {name: board.against_leader[name]["pvalue_holm"] for name in board.behind if can_stop(name)}
+    if stopped:
+        record(stopped)
+        for name in stopped:
+            shutil.rmtree(Path(run_dir_of(name)) / "checkpoints", ignore_errors=True)
+    return stopped
+
+
+def cut_note(epoch: float, leader: str, pvalue: float) -> str:
+    """How a cut is said, in sweeps and in `tune` alike."""
+    return f"cut at epoch {epoch:g}: behind {leader} on validation (paired permutation test, Holm p={pvalue:.3g})"
 
 
 def rungs_of(epochs: float, first: float) -> list[float]:

@@ -162,5 +162,5 @@ STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
                   Flag("--seeds", "seeds", SEEDS, parse="ints"),
                   Flag("--pool-size", "pool_size", "unlabelled pool size", parse="int"),
                   Flag("--backend", "backend", "pool scoring backend",
-                       choices=("torch", "torch-fp32", "onnx", "onnx-int8")))),
+                       choices=("torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8")))),
 )}

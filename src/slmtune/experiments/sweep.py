@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from slmtune.experiments.queue import (
     require_optuna,
     waiting,
 )
-from slmtune.experiments.racing import ALPHA, counts_of_predictions, rungs_of, standing
+from slmtune.experiments.racing import ALPHA, counts_of_predictions, cut, cut_note, rungs_of, standing
 from slmtune.multilabel import metric_name
 
 LR_VALUES = [1e-5, 5e-5, 1e-4, 2e-4, 5e-4]
@@ -183,34 +182,68 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         space = {k: SEARCH_SPACE[k] for k in space}
     _check_space(base, space, search)
     study = Study(study_dir or Path("studies") / cfg.name)
-    storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
     points = [] if search else grid_points(space)
     raced = cfg.race and not search and len(points) > 1
-    if worker:
-        optuna_study = load_when_created(cfg.name, storage, f"no sweep named {cfg.name!r} in that storage yet: "
-                                                            "start it without --worker")
-    else:
-        optuna_study = optuna.create_study(
-            study_name=cfg.name, storage=storage, load_if_exists=True, direction="maximize",
-            sampler=None if not search else optuna.samplers.TPESampler(seed=base.seed),
-            pruner=optuna.pruners.MedianPruner() if search else optuna.pruners.NopPruner(),
-        )
-        optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
-        fresh = not optuna_study.trials
-        for trial in damaged_trials(optuna_study):
-            progress(f"trial {trial.number}: its run folder {trial.user_attrs['run_dir']} is damaged or gone (no "
-                     "finished result.json); its point is trained again")
-        if not raced:  # a point a raced run of this sweep left paused at a rung is trained to the end now
-            paused = {t.number for t in completed(optuna_study) if t.user_attrs.get("rung") is not None}
-            queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])) | paused)
-            if queued and not fresh:
-                progress(f"re-running {queued} trial(s) stopped earlier")
-        study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
-                                "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
-                                "race": raced, "first_rung": cfg.first_rung, "alpha": cfg.alpha,
-                                "cli_overrides": cli_overrides or []})
+    optuna_study = _open_queue(cfg, study, base, space, points, raced, worker, cli_overrides, progress)
+    _announce(cfg, study, optuna_study, base, points, raced, progress)
+    objective = _objective(cfg, study, base, space, raced, progress)
 
-    total = cfg.search if search else len(points)
+    def run_queue() -> None:
+        drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
+            f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
+            f"{3 * cfg.heartbeat}s)"), progress)
+
+    if search:
+        remaining = cfg.search - len(counted(optuna_study))
+        if remaining > 0:
+            optuna_study.optimize(objective, n_trials=remaining)
+    elif raced and worker:
+        _race_as_worker(optuna_study, run_queue, cfg.heartbeat, progress)
+    elif raced:
+        _race(optuna_study, study, points, base, cfg, run_queue, progress)
+    else:
+        run_queue()
+    return summarize_sweep(optuna_study, study, space, base, cfg.alpha)
+
+
+def _open_queue(cfg: SweepConfig, study: Study, base: RunConfig, space: dict[str, Any], points: list[dict[str, Any]],
+                raced: bool, worker: bool, cli_overrides: list[str] | None, progress):
+    """The sweep's Optuna study: joined as a worker, or created or resumed by the starting command (trials of
+    killed processes failed and queued again, damaged run folders named, an unraced grid's missing points
+    queued, study.yaml written)."""
+    import optuna
+
+    storage = open_storage(cfg.storage or f"sqlite:///{(study.root / 'optuna.db').resolve()}", cfg.heartbeat)
+    if worker:
+        return load_when_created(cfg.name, storage, f"no sweep named {cfg.name!r} in that storage yet: start it "
+                                                    "without --worker")
+    search = cfg.search is not None
+    optuna_study = optuna.create_study(
+        study_name=cfg.name, storage=storage, load_if_exists=True, direction="maximize",
+        sampler=None if not search else optuna.samplers.TPESampler(seed=base.seed),
+        pruner=optuna.pruners.MedianPruner() if search else optuna.pruners.NopPruner(),
+    )
+    optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
+    fresh = not optuna_study.trials
+    for trial in damaged_trials(optuna_study):
+        progress(f"trial {trial.number}: its run folder {trial.user_attrs['run_dir']} is damaged or gone (no "
+                 "finished result.json); its point is trained again")
+    if not raced:  # a point a raced run of this sweep left paused at a rung is trained to the end now
+        paused = {t.number for t in completed(optuna_study) if t.user_attrs.get("rung") is not None}
+        queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])) | paused)
+        if queued and not fresh:
+            progress(f"re-running {queued} trial(s) stopped earlier")
+    study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
+                            "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
+                            "race": raced, "first_rung": cfg.first_rung, "alpha": cfg.alpha,
+                            "cli_overrides": cli_overrides or []})
+    return optuna_study
+
+
+def _announce(cfg: SweepConfig, study: Study, optuna_study, base: RunConfig, points: list[dict[str, Any]],
+              raced: bool, progress) -> None:
+    """The sweep's first line: its size, the time it plans and its folder."""
+    total = cfg.search if cfg.search is not None else len(points)
     done_before = counted(optuna_study)
     estimate = study.estimate_seconds(base)
     if raced:  # planned at successive halving's share of the exhaustive work
@@ -222,6 +255,13 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
         progress(f"sweep {cfg.name}: {total} trials ({len(done_before)} done), ~{format_duration(estimate)} per new "
                  f"trial, ~{format_duration(estimate * max(0, total - len(done_before)))} left (estimate); "
                  f"folder {study.root}")
+
+
+def _objective(cfg: SweepConfig, study: Study, base: RunConfig, space: dict[str, Any], raced: bool, progress):
+    """What a trial does: train its point (to its rung when racing; pruned by the median rule when searching),
+    keep its metrics on the trial and say so in one line; the validation metric is its value."""
+    search = cfg.search is not None
+    total = cfg.search if search else len(grid_points(space))
     clock = Clock()
 
     def objective(trial) -> float:
@@ -242,22 +282,7 @@ def run_sweep(cfg: SweepConfig, study_dir: str | Path | None = None, cli_overrid
                  "elapsed")
         return row[f"validation_{metric}"]
 
-    def run_queue() -> None:
-        drain(optuna_study, objective, cfg.heartbeat, lambda running: progress(
-            f"waiting for {running} trial(s) running in another process (retried if its heartbeat stops for "
-            f"{3 * cfg.heartbeat}s)"), progress)
-
-    if search:
-        remaining = total - len(counted(optuna_study))
-        if remaining > 0:
-            optuna_study.optimize(objective, n_trials=remaining)
-    elif raced and worker:
-        _race_as_worker(optuna_study, run_queue, cfg.heartbeat, progress)
-    elif raced:
-        _race(optuna_study, study, points, base, cfg, run_queue, progress)
-    else:
-        run_queue()
-    return summarize_sweep(optuna_study, study, space, base, cfg.alpha)
+    return objective
 
 
 CUTS = "race_cuts"
@@ -330,20 +355,18 @@ def _race(optuna_study, study: Study, points: list[dict[str, Any]], base: RunCon
         metric = "micro_f1" if latest[_key(alive[0])].user_attrs.get("validation_micro_f1") is not None \
             else "accuracy"
         board = standing(counts, metric, cfg.alpha)
-        cut = {}
-        for name in board.behind:
-            trial = latest[name]
-            if _rung_of(trial) == float("inf"):
-                continue  # trained to its end already (a shorter schedule): nothing to stop
-            p = board.against_leader[name]["pvalue_holm"]
-            cut[name] = {"epoch": trial.user_attrs["rung"], "leader": board.leader, "pvalue": round(p, 6)}
-            progress(f"sweep: {_label(json_point(name))} cut at epoch {trial.user_attrs['rung']:g}: behind "
-                     f"{_label(json_point(board.leader))} on validation (paired permutation test, Holm p={p:.3g})")
+
+        def record(stopped: dict[str, float], board=board, cuts=cuts, latest=latest) -> None:
+            optuna_study.set_user_attr(CUTS, {**cuts, **{name: {
+                "epoch": latest[name].user_attrs["rung"], "leader": board.leader, "pvalue": round(p, 6)}
+                for name, p in stopped.items()}})
+            for name, p in stopped.items():
+                progress(f"sweep: {_label(json_point(name))} "
+                         f"{cut_note(latest[name].user_attrs['rung'], _label(json_point(board.leader)), p)}")
+
+        cut(board, lambda name, latest=latest: _rung_of(latest[name]) != float("inf"),  # one trained to its end
+            record, lambda name, latest=latest: latest[name].user_attrs["run_dir"])  # has nothing to stop
         optuna_study.set_user_attr(DECIDED, [*decided, level])
-        if cut:
-            optuna_study.set_user_attr(CUTS, {**cuts, **cut})
-            for name in cut:  # it goes no further: its checkpoints are only disk
-                shutil.rmtree(Path(latest[name].user_attrs["run_dir"]) / "checkpoints", ignore_errors=True)
     optuna_study.set_user_attr(RACE_DONE, True)
 
 
@@ -469,7 +492,7 @@ def _tied_with(best: dict[str, Any], rows: list[dict[str, Any]], metric: str, al
         return None
     if len(ordered) == 1:
         return [best]
-    board = standing(counts, metric, alpha, eta=len(ordered))  # no rank rule here: the test alone decides
+    board = standing(counts, metric, alpha, eta=len(ordered), leader="0")  # no rank rule: the test alone decides
     return [ordered[int(name)] for name in board.tied]
 
 

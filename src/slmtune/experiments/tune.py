@@ -32,7 +32,7 @@ from slmtune.config import RunConfig, dump_yaml, load_config, replace
 from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import format_duration, parse_budget
-from slmtune.experiments.racing import ALPHA, Standing, rungs_of, standing
+from slmtune.experiments.racing import ALPHA, Standing, cut, cut_note, rungs_of, standing
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf
 from slmtune.multilabel import metric_name, multi_hot
 from slmtune.resolve import DataFacts, resolve
@@ -475,14 +475,15 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
         search.standings.append({"level": level, "leader": board.leader, **{
             n: {"score": round(board.scores[n].value, 4), **{k: round(v, 4) for k, v in c.items()}}
             for n, c in board.against_leader.items()}})
-        for name in board.behind:
-            cand = search.candidates[name]
-            if cand.status == "racing":
-                p = board.against_leader[name]["pvalue_holm"]
-                cand.status, cand.note = "cut", (f"cut at epoch {cand.reached:g}: behind {board.leader} on validation "
-                                                 f"(paired permutation test, Holm p={p:.3g})")
+        def record(stopped: dict[str, float], leader=board.leader) -> None:
+            for name, p in stopped.items():
+                cand = search.candidates[name]
+                cand.status, cand.note = "cut", cut_note(cand.reached, leader, p)
                 progress(f"tune: {name}: {cand.note}")
-                shutil.rmtree(search.root / cand.folder / "checkpoints", ignore_errors=True)  # it goes no further
+            search.save()
+
+        cut(board, lambda name: search.candidates[name].status == "racing", record,
+            lambda name: search.root / search.candidates[name].folder)
         search.save()
 
 

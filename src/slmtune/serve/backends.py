@@ -16,12 +16,17 @@ from slmtune import runs
 from slmtune.errors import SlmtuneError
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
+from slmtune.serve import int8 as int8_search
 from slmtune.serve.export import ONNX_FILES, export_onnx, require_onnx
+from slmtune.serve.int8 import decisions
 from slmtune.serve.loading import load_run
 
-BACKENDS = ("torch", "torch-fp32", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8")
 CHOICE_FILE = "backend.json"
 AUTO_MIN_ROWS = 5000  # `auto` measures the backends (about 1,000 rows each) only for jobs at least this large
+# `auto` measures torch-int8 only for jobs at least this large: its compilation takes 30-80 s on a 2-core CPU
+# and saves about 1 ms a row against bf16 there, so smaller jobs cannot repay it
+COMPILE_MIN_ROWS = 50_000
 
 
 @dataclass
@@ -34,61 +39,113 @@ class Engine:
 
 
 def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005, rows: int | None = None) -> Engine:
-    """`torch` (the run's `train.precision` on this machine: bf16 where the CPU has it), `torch-fp32`, `onnx`
-    (fused fp32), `onnx-int8`, or `auto`: the choice of choose_backend with `max_change`, measured when the job
-    scores at least AUTO_MIN_ROWS `rows` (None: a job of unknown size, such as a file) or already kept for this
-    budget and machine; a smaller job uses `torch`, since measuring would cost more than it could save."""
+    """`torch` (the run's `train.precision` on this machine: bf16 where the CPU has it), `torch-fp32`,
+    `torch-int8` (torchao's dynamic int8, compiled), `onnx` (fused fp32), `onnx-int8`, or `auto`: the engine
+    choose_backend measured with `max_change` that finishes a job of `rows` soonest (compilation counted), measured
+    when the job scores at least AUTO_MIN_ROWS `rows` (None: a job of unknown size, such as a file) or already kept
+    for this budget and machine; a smaller job uses `torch`, since measuring would cost more than it could save."""
+    int8_search.check_budget(max_change)
     if backend == "auto":
         measure = rows is None or rows >= AUTO_MIN_ROWS or _kept_choice(run_dir, max_change) is not None
-        backend = choose_backend(run_dir, max_change)["chosen"] if measure else "torch"
+        choice = choose_backend(run_dir, max_change, job_rows=rows) if measure else {"chosen": "torch"}
+        backend = pick(choice, rows) if measure else "torch"
+        if backend != choice["chosen"]:
+            print(f"slmtune: backend {backend} for these {rows} rows: {choice['chosen']} runs faster, but its "
+                  "compilation would cost more than it saves", flush=True)
     run = load_run(run_dir)
     if backend == "torch":
         return Engine(backend, run.model, run.precision)
     if backend == "torch-fp32":
         return Engine(backend, run.model, resolve_precision("fp32"))
+    if backend == "torch-int8":
+        return _compiled_int8(run, run_dir, max_change)
     if backend in ("onnx", "onnx-int8"):
-        return Engine(backend, onnx_for_run(run_dir, int8=backend == "onnx-int8"), resolve_precision("fp32"))
+        return Engine(backend, onnx_for_run(run_dir, int8=backend == "onnx-int8", max_change=max_change),
+                      resolve_precision("fp32"))
     raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)}")
 
 
-def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1000) -> dict[str, Any]:
+def _compiled_int8(run, run_dir: str | Path, max_change: float) -> Engine:
+    """torch-int8, compiled on two short texts here so that a machine where Inductor cannot compile (no C++
+    compiler, an unsupported CPU) falls back to `torch` with one line instead of failing mid-job."""
+    from slmtune.serve.logits import predict_logits
+
+    missing = int8_search.torchao_missing()
+    if missing is None:
+        try:
+            model = int8_search.torch_int8(run, run_dir, max_change)
+            with int8_search.quiet_torchao():
+                predict_logits(model, run.tokenizer, ["a short text to compile on", "and another one"],
+                               max_length=run.config.data.max_length, cache=False)
+            return Engine("torch-int8", model, resolve_precision("fp32"))
+        except Exception as exc:  # noqa: BLE001 (an optional accelerator: any failure falls back, said in one line)
+            missing = f"torch-int8 could not compile here ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+    print(f"slmtune: {missing}; using torch", flush=True)
+    return Engine("torch", run.model, run.precision)
+
+
+def pick(choice: dict[str, Any], rows: int | None) -> str:
+    """The engine of a kept `choice` that finishes `rows` texts soonest among those within its budget, counting
+    each process's compilation for torch-int8; the fastest (`chosen`) for a job of unknown size."""
+    if rows is None or not choice.get("candidates"):
+        return choice["chosen"]
+    allowed = [row for row in choice["candidates"] if row["changed"] <= choice["max_change"]]
+    return min(allowed, key=lambda row: row.get("compile_s", 0) + rows / row["rows_per_s"])["backend"]
+
+
+def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1000,
+                   job_rows: int | None = None) -> dict[str, Any]:
     """The fastest backend whose predictions differ from fp32 torch's on at most `max_change` of the run's own
     validation and training rows (up to `rows`; never test rows); a multi-label row counts as changed when any
-    label of its set does. Measured once per run, budget and machine, kept in RUN_DIR/backend.json; the choice
-    and its figures are printed."""
+    label of its set does. torch-int8 is measured (with its compilation time) only for a job of at least
+    COMPILE_MIN_ROWS `job_rows`, with torchao installed. Measured once per run, budget and machine, kept in
+    RUN_DIR/backend.json; the choice and its figures are printed."""
     import importlib.util
     import time
 
     from slmtune.data import load_splits
     from slmtune.serve.logits import predict_logits
 
+    compiled = job_rows is not None and job_rows >= COMPILE_MIN_ROWS and int8_search.torchao_missing() is None
     kept = _kept_choice(run_dir, max_change)
-    if kept is not None:
+    measured = {row["backend"] for row in kept.get("candidates", [])} if kept else set()
+    if kept is not None and (not compiled or "torch-int8" in measured):
         return kept
     run = load_run(run_dir)
     path = Path(run_dir) / CHOICE_FILE
     splits = load_splits(run.config.data, run.config.seed)
     texts = (splits.validation.texts + splits.train.texts)[:rows]
     names = ["torch-fp32", *(["torch"] if run.precision.name != "fp32" else []),
-             *(["onnx", "onnx-int8"] if importlib.util.find_spec("onnxruntime") else [])]
-    reference, table = None, []
+             *(["onnx", "onnx-int8"] if importlib.util.find_spec("onnxruntime") else []),
+             *(["torch-int8"] if compiled else [])] if kept is None else ["torch-int8"]
+    reference, table = None, list(kept.get("candidates", [])) if kept else []
     for name in names:
-        candidate = engine(run_dir, name)
+        started = time.perf_counter()
+        candidate = engine(run_dir, name, max_change)
         kwargs = {"batch_size": run.config.train.eval_batch_size, "max_length": run.config.data.max_length,
                   "precision": candidate.precision, "truncation": run.config.data.truncation, "cache": False}
         predict_logits(candidate.model, run.tokenizer, texts[:64], **kwargs)  # warm-up
+        setup = time.perf_counter() - started
         start = time.perf_counter()
-        predicted = _decisions(run, predict_logits(candidate.model, run.tokenizer, texts, **kwargs))
+        predicted = decisions(run, predict_logits(candidate.model, run.tokenizer, texts, **kwargs))
         speed = len(texts) / (time.perf_counter() - start)
-        reference = predicted if reference is None else reference
+        if name == "torch-fp32":
+            reference = predicted
+        if candidate.name != name:  # could not run here (said)
+            continue
+        if reference is None:  # only torch-int8 is new: its reference is fp32 torch's again
+            reference = decisions(run, predict_logits(run.model, run.tokenizer, texts, **{
+                **kwargs, "precision": resolve_precision("fp32")}))
         table.append({"backend": name, "rows_per_s": round(speed, 1),
-                      "changed": round(float(np.mean((predicted != reference).any(axis=1))), 5)})
+                      "changed": round(float(np.mean((predicted != reference).any(axis=1))), 5),
+                      **({"compile_s": round(setup, 1)} if name == "torch-int8" else {})})
     allowed = [row for row in table if row["changed"] <= max_change]
     chosen = max(allowed, key=lambda row: row["rows_per_s"])
     choice = {"chosen": chosen["backend"], "max_change": max_change, "rows": len(texts), "machine": _machine(),
               "candidates": table}
     runs.write_json(path, choice)
-    cells = ", ".join(f"{r['backend']} {r['rows_per_s']:.0f}/s ({r['changed']:.2%} changed)" for r in table)
+    cells = ", ".join(f"{r['backend']} {r['rows_per_s']:.0f}/s ({r['changed']:.2%} changed"
+                      + (f", {r['compile_s']:.0f} s to compile" if "compile_s" in r else "") + ")" for r in table)
     print(f"slmtune: backend {chosen['backend']}: the fastest whose predictions differ from fp32 torch on at most "
           f"{max_change:.2%} of {len(texts)} validation/training rows ({cells})", flush=True)
     return choice
@@ -106,24 +163,13 @@ def _machine() -> dict[str, Any]:
 
 def _kept_choice(run_dir: str | Path, max_change: float) -> dict[str, Any] | None:
     """The choice kept in RUN_DIR/backend.json for this budget on this machine, if any."""
-    if not 0 <= max_change < 1:
-        raise SlmtuneError(f"--max-change must be in [0, 1), got {max_change}")
+    int8_search.check_budget(max_change)
     path = Path(run_dir) / CHOICE_FILE
     if path.is_file():
         kept = json.loads(path.read_text())
         if kept.get("max_change") == max_change and kept.get("machine") == _machine():
             return kept
     return None
-
-
-def _decisions(run, logits: np.ndarray) -> np.ndarray:
-    """(rows, k) decisions to compare between backends: the predicted class, or the label set of a multi-label
-    run at its thresholds (a row changes when any label does)."""
-    if run.multi_label:
-        from slmtune.multilabel import decide, sigmoid
-
-        return decide(sigmoid(logits), run.thresholds)
-    return logits.argmax(axis=1)[:, None]
 
 
 class OnnxClassifier:
@@ -146,12 +192,17 @@ class OnnxClassifier:
         return self.session.run(["logits"], feeds)[0]
 
 
-def onnx_for_run(run_dir: str | Path, int8: bool = False) -> OnnxClassifier:
-    """The run's ONNX model, exported into RUN_DIR/onnx/ on first use."""
+def onnx_for_run(run_dir: str | Path, int8: bool = False, max_change: float = 0.005) -> OnnxClassifier:
+    """The run's ONNX model, exported into RUN_DIR/onnx/ on first use; the int8 one is searched for `max_change`
+    (slmtune.serve.int8) and searched again for another budget or on another machine (int8 kernels differ
+    between CPUs)."""
     run = load_run(run_dir)
     folder = Path(run_dir) / "onnx"
     path = folder / ONNX_FILES[int8]
-    if not path.is_file():
+    plan = int8_search.kept_plan(folder) if int8 else None
+    if not path.is_file() or int8 and (plan is None or plan.get("max_change") != max_change
+                                       or plan.get("machine", _machine()) != _machine()):
         folder.mkdir(exist_ok=True)
-        export_onnx(copy.deepcopy(run.model), folder, int8=int8)
+        export_onnx(copy.deepcopy(run.model), folder, int8=int8,
+                    quantize_with=int8_search.for_run(run, max_change) if int8 else None)
     return OnnxClassifier(path, len(run.label_names), threads=run.config.train.threads)

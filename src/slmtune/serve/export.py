@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,13 +18,17 @@ ONNX_FILES = {False: "model.onnx", True: "model.int8.onnx"}
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int8: bool = False,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, max_change: float = 0.005) -> Path:
     """Write the run's best model, LoRA merged, as a plain transformers folder (plus ONNX files if asked).
 
     `transformers.pipeline("text-classification", model=out_dir)` loads it without remote code and
     predicts what `slmtune predict` does (pass `truncation=True` for texts past the run's max_length).
-    `out_dir` must be new or empty; an earlier export there is replaced only with `overwrite`.
+    `out_dir` must be new or empty; an earlier export there is replaced only with `overwrite`. The int8 model
+    keeps in fp32 the layers it needs to change at most `max_change` of the run's predictions (int8.json).
     """
+    from slmtune.serve.int8 import check_budget
+
+    check_budget(max_change)
     run = load_run(run_dir)
     out = Path(out_dir)
     if out.is_file():
@@ -62,7 +67,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, onnx: bool = False, int
                                                  indent=2))
     (out / "README.md").write_text(model_card(run, result) + blend_card(run, result), encoding="utf-8")
     if onnx or int8:
-        export_onnx(copy.deepcopy(run.model), out, int8=int8)  # the export switches attention to eager
+        from slmtune.serve import int8 as int8_search
+
+        export_onnx(copy.deepcopy(run.model), out, int8=int8,  # the export switches attention to eager
+                    quantize_with=int8_search.for_run(run, max_change) if int8 else None)
     return out
 
 
@@ -190,9 +198,11 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
-    """model.onnx with ONNX Runtime's fused transformer ops (fp32); with `int8` also model.int8.onnx
-    (dynamic int8 weights: faster on CPU, at some accuracy cost that `slmtune evaluate` reports)."""
+def export_onnx(model, out_dir: str | Path, int8: bool = False,
+                quantize_with: Callable[[Path, Path], None] | None = None) -> Path:
+    """model.onnx with ONNX Runtime's fused transformer ops (fp32); with `int8` also model.int8.onnx (dynamic int8,
+    weights per channel: faster on CPU), made by `quantize_with(plain graph, int8 path)`: slmtune.serve.int8's
+    search for a run, which keeps the layers int8 hurts most in fp32; every layer quantized without it."""
     require_onnx()
     out = Path(out_dir)
     fp32 = out / ONNX_FILES[False]
@@ -209,9 +219,9 @@ def export_onnx(model, out_dir: str | Path, int8: bool = False) -> Path:
                           "logits": {0: "batch"}},
         )
     if int8:  # quantize the plain graph: ORT's fused ops carry no shape information for the quantizer
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from slmtune.serve import int8 as int8_search
 
-        quantize_dynamic(str(raw), str(out / ONNX_FILES[True]), weight_type=QuantType.QInt8)
+        (quantize_with or int8_search.quantize)(raw, out / ONNX_FILES[True])
     cfg = model.config
     model_type = {"distilbert": "bert", "roberta": "bert"}.get(cfg.model_type, cfg.model_type)
     try:

@@ -1,0 +1,276 @@
+"""int8 that keeps the predictions: two engines and one search.
+
+- ONNX Runtime's dynamic int8 (`onnx-int8`): weights per output channel, activations with one scale per tensor
+  (all tokens of a batch) at run time.
+- torchao's dynamic int8 (`torch-int8`): weights per output channel, activations per token, compiled by Inductor.
+
+BERT-class activations carry a few outlier channels (Bondarenko et al., EMNLP 2021), so a few layers lose most of
+the precision, above all with one scale per tensor. Each linear layer's own error under the engine's scheme is
+measured on the run's rows in one fp32 pass; the search then keeps the worst 0, 1, 2, 4, ... layers in fp32 and
+stops at the first plan whose predictions differ from fp32's on at most SEARCH_MARGIN of the budget on its rows
+(`--backend auto` then checks the whole budget on rows the search never saw). The embeddings' lookup tables stay
+fp32 (a lookup has no matmul to speed up); ONNX Runtime's CPU kernels have no bf16 matmul, so fp32 it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slmtune.data.tokenize import encode, sorted_batches
+
+PLAN_FILE = "int8.json"
+
+
+def check_budget(max_change: float) -> float:
+    """`max_change` if it is a share of rows an engine may change, else a one-line error."""
+    from slmtune.errors import SlmtuneError
+
+    if not 0 <= max_change < 1:
+        raise SlmtuneError(f"--max-change must be in [0, 1), got {max_change}")
+    return max_change
+
+
+def quantize(raw: str | Path, out: str | Path, keep_fp32: list[str] | tuple[str, ...] = ()) -> None:
+    """Dynamic int8 of the plain ONNX graph `raw` into `out`: weights per output channel, activations per tensor
+    at run time; the matmul nodes named in `keep_fp32` stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process applies to static mode
+    try:
+        quantize_dynamic(str(raw), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=list(keep_fp32))
+    finally:
+        logging.getLogger().setLevel(quiet)
+
+
+def layer_errors(model, tokenizer, texts: list[str], max_length: int, truncation: str = "head",
+                 batch_size: int = 64, per_token: bool = False) -> dict[str, float]:
+    """Each linear layer's relative output error, ||x_q W_q - x W|| / ||x W|| over `texts`, with its weight
+    quantized per output channel (symmetric int8) and its input as ONNX Runtime's DynamicQuantizeLinear does
+    (uint8, one scale and zero point per tensor) or, `per_token`, as torchao's dynamic int8 does (symmetric, a
+    scale per token): the order in which the search keeps layers in fp32."""
+    squared = {}
+
+    def quantized_input(x: torch.Tensor) -> torch.Tensor:
+        if per_token:
+            scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127
+            return torch.round(x / scale).clamp(-127, 127) * scale
+        low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        scale = (high - low) / 255 or 1.0
+        zero = round(-low / scale)
+        return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+    def hook(name):
+        def record(module, inputs, output):
+            x = inputs[0].detach().float()
+            xq = quantized_input(x)
+            w = module.weight.detach().float()
+            wscale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
+            wq = torch.round(w / wscale).clamp(-127, 127) * wscale
+            exact = x @ w.T
+            error, total = squared.get(name, (0.0, 0.0))
+            squared[name] = (error + float(((xq @ wq.T) - exact).square().sum()), total + float(exact.square().sum()))
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    was_training = model.training
+    model.eval()
+    try:
+        ids = encode(tokenizer, texts, max_length, cache=False, truncation=truncation)
+        with torch.inference_mode():
+            for _, batch in sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0):
+                model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {name: (error / total) ** 0.5 if total else 0.0 for name, (error, total) in squared.items()}
+
+
+def node_names(raw: str | Path, modules: list[str]) -> dict[str, str]:
+    """The ONNX matmul node of each linear module, matched by the scope path the torch exporter gives it
+    (`/model/bert/encoder/layer.0/output/dense/MatMul` for `bert.encoder.layer.0.output.dense`)."""
+    import onnx
+
+    graph = onnx.load(str(raw), load_external_data=False).graph
+    found = {}
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            scope = node.name.replace("/", ".").rsplit(".", 1)[0]
+            for module in modules:
+                if scope.endswith("." + module):
+                    found[module] = node.name
+    return found
+
+
+SEARCH_MARGIN = 0.5
+"""The search stops at a change of at most this share of the budget on its own rows: a sample of 1,000 rows
+puts a plan measured at 0.5% anywhere from about 0.1% to 1% on others, and `--backend auto` checks the
+plan against the whole budget on rows the search never saw."""
+
+
+def search(errors: dict[str, float], predict: Callable[[list[str]], np.ndarray], reference: np.ndarray,
+           max_change: float, margin: float = SEARCH_MARGIN) -> dict[str, Any]:
+    """Keep in fp32 the 0, 1, 2, 4, ... layers with the largest `errors` (at most half of them) until
+    `predict(layers kept in fp32)`'s decisions differ from `reference` on at most `margin * max_change` of its
+    rows. Returns the plan: the layers kept in fp32, the change it measured, and every try."""
+    ranked = sorted(errors, key=lambda module: -errors[module])
+    tries, kept = [], 0
+    while True:
+        changed = float(np.mean((predict(ranked[:kept]) != reference).any(axis=1)))
+        tries.append({"kept_fp32": kept, "changed": round(changed, 5)})
+        if changed <= margin * max_change or max(1, kept * 2) > len(ranked) // 2:
+            break
+        kept = max(1, kept * 2)
+    return {"kept_fp32": ranked[:kept], "int8_layers": len(ranked) - kept, "changed": round(changed, 5),
+            "within_budget": changed <= max_change, "max_change": max_change, "target": margin * max_change,
+            "rows": len(reference), "layer_errors": {m: round(errors[m], 5) for m in ranked}, "tries": tries}
+
+
+def decisions(run, logits: np.ndarray) -> np.ndarray:
+    """(rows, k) decisions to compare between engines: the predicted class, or the label set of a multi-label
+    run at its thresholds (a row changes when any label does)."""
+    if run.multi_label:
+        from slmtune.multilabel import decide, sigmoid
+
+        return decide(sigmoid(logits), run.thresholds)
+    return logits.argmax(axis=1)[:, None]
+
+
+def search_rows(run, check_rows: int = 1000, rows: int = 1000) -> list[str]:
+    """The run's own training rows that `--backend auto`'s check (validation rows first, then training rows, up
+    to `check_rows`) does not see, so that check stays held out; the first training rows when none are left."""
+    from slmtune.data import load_splits
+
+    splits = load_splits(run.config.data, run.config.seed)
+    unseen = splits.train.texts[max(0, check_rows - len(splits.validation)):]
+    return (unseen or splits.train.texts)[:rows]
+
+
+def _search_for_run(run, max_change: float, per_token: bool, build: Callable[[list[str]], Any],
+                    only: set[str] | None = None, rows: int = 1000) -> dict[str, Any] | None:
+    """The layer search on the run's own training rows against its fp32 torch decisions, over the linear layers
+    in `only` (default all), `build(layers kept in fp32)` giving an engine predict_logits runs; None when the
+    run's data cannot be read here (a folder copied without it)."""
+    from slmtune.errors import SlmtuneError
+    from slmtune.precision import resolve as resolve_precision
+    from slmtune.serve.logits import predict_logits
+
+    try:
+        texts = search_rows(run, rows=rows)
+    except (SlmtuneError, OSError) as exc:
+        print(f"slmtune: int8 without the layer search ({exc}): every layer quantized", flush=True)
+        return None
+    data = run.config.data
+    kwargs = {"batch_size": run.config.train.eval_batch_size, "max_length": data.max_length,
+              "truncation": data.truncation, "cache": False}
+    reference = decisions(run, predict_logits(run.model, run.tokenizer, texts, precision=resolve_precision("fp32"),
+                                              **kwargs))
+    errors = layer_errors(run.model, run.tokenizer, texts[:256], data.max_length, data.truncation,
+                          run.config.train.eval_batch_size, per_token=per_token)
+    errors = {m: e for m, e in errors.items() if only is None or m in only}
+    return search(errors, lambda kept: decisions(run, predict_logits(build(kept), run.tokenizer, texts, **kwargs)),
+                  reference, max_change)
+
+
+def _announce(engine: str, plan: dict[str, Any], max_change: float) -> None:
+    print(f"slmtune: {engine} with {len(plan['kept_fp32'])} of {len(plan['kept_fp32']) + plan['int8_layers']} "
+          f"linear layers kept in fp32: {plan['changed']:.2%} of {plan['rows']} training rows changed against "
+          f"fp32 (searched to {SEARCH_MARGIN:.0%} of the {max_change:.2%} budget)", flush=True)
+
+
+def for_run(run, max_change: float) -> Callable[[Path, Path], None]:
+    """What export_onnx calls to quantize a run's ONNX graph: the layer search, the plan written to PLAN_FILE
+    beside the int8 model (with every layer quantized when the run's data cannot be read)."""
+    from slmtune import runs
+    from slmtune.serve.backends import OnnxClassifier, _machine
+
+    def quantize_run(raw: Path, out: Path) -> None:
+        nodes = node_names(raw, [n for n, m in run.model.named_modules() if isinstance(m, torch.nn.Linear)])
+
+        def build(kept: list[str]):
+            quantize(raw, out, [nodes[m] for m in kept if m in nodes])
+            return OnnxClassifier(out, len(run.label_names), threads=run.config.train.threads)
+
+        plan = _search_for_run(run, max_change, per_token=False, build=build, only=set(nodes))  # its last try is
+        # the plan, so the file written last is the one to keep
+        if plan is None:
+            quantize(raw, out)
+            plan = {"kept_fp32": [], "within_budget": None}
+        runs.write_json(Path(out).parent / PLAN_FILE, {**plan, "max_change": max_change, "machine": _machine()})
+        if plan.get("rows"):
+            _announce("onnx-int8", plan, max_change)
+
+    return quantize_run
+
+
+def kept_plan(folder: str | Path, name: str = PLAN_FILE) -> dict[str, Any] | None:
+    """The plan an int8 model in `folder` was made with, if any (a damaged file counts as none: searched again)."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+COMPILED_PLAN_FILE = "torch-int8.json"
+
+
+def torchao_missing() -> str | None:
+    """Why the torch-int8 engine cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        return "torch-int8 needs torchao: pip install 'slmtune[fast]'"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_torchao():
+    """Inductor warns, compiling torchao's int8 tensors, that they cannot be hashed for one of its caches: not the
+    user's concern. (Its import's log lines are silenced for the whole package in slmtune/__init__.py.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching")
+        yield
+
+
+def torch_int8(run, run_dir: str | Path, max_change: float, compile: bool = True):
+    """The run's model with torchao's dynamic int8 (weights per output channel, activations per token, both
+    symmetric), the layers its search keeps in fp32 left as they are, compiled by Inductor with dynamic shapes
+    (`compile`; the first batch pays the compilation, which Inductor caches on disk for the next process). The
+    plan is searched on the uncompiled model once per budget and machine and kept in RUN_DIR/torch-int8.json."""
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig as config
+    from torchao.quantization import quantize_
+
+    from slmtune import runs
+    from slmtune.serve.backends import _machine
+
+    def build(kept: list[str]):
+        model = copy.deepcopy(run.model).float().eval()
+        skip = set(kept)
+        quantize_(model, config(), filter_fn=lambda module, name: isinstance(module, torch.nn.Linear)
+                  and name not in skip)
+        return model
+
+    plan = kept_plan(run_dir, COMPILED_PLAN_FILE)
+    if plan is None or plan.get("max_change") != max_change or plan.get("machine") != _machine():
+        plan = _search_for_run(run, max_change, per_token=True, build=build) or {"kept_fp32": [],
+                                                                                 "within_budget": None}
+        runs.write_json(Path(run_dir) / COMPILED_PLAN_FILE, {**plan, "max_change": max_change,
+                                                             "machine": _machine()})
+        if plan.get("rows"):
+            _announce("torch-int8", plan, max_change)
+    model = build(plan["kept_fp32"])
+    return torch.compile(model, dynamic=True) if compile else model

@@ -1,0 +1,140 @@
+"""int8 that keeps the predictions: the layer search, the ONNX Runtime plan and the torchao engine."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from slmtune.config import from_dict
+from slmtune.serve import backends, int8
+from slmtune.serve.loading import load_run
+from slmtune.train import train
+
+
+@pytest.fixture(scope="module")
+def bert_run(tiny_models, synthetic_files, tmp_path_factory):
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 2}))
+    return train(cfg, run_dir=tmp_path_factory.mktemp("runs") / "bert").run_dir
+
+
+def test_the_search_keeps_the_worst_layers_in_fp32_until_the_budget_holds():
+    errors = {f"layer{i}": 1.0 / (i + 1) for i in range(10)}  # layer0 is the worst
+    reference = np.zeros((200, 1), dtype=int)
+    asked = []
+
+    def predict(kept):  # each of the three worst layers left in int8 flips 1% of the rows
+        asked.append(list(kept))
+        out = reference.copy()
+        for i in range(3):
+            if f"layer{i}" not in kept:
+                out[i * 2: i * 2 + 2] = 1
+        return out
+
+    plan = int8.search(errors, predict, reference, max_change=0.01, margin=1.0)
+    assert asked == [[], ["layer0"], ["layer0", "layer1"]]  # 0, 1, 2, ... worst first
+    assert plan["kept_fp32"] == ["layer0", "layer1"] and plan["int8_layers"] == 8 and plan["within_budget"]
+    assert [t["changed"] for t in plan["tries"]] == [0.03, 0.02, 0.01]
+    never = int8.search(errors, lambda kept: 1 - reference, reference, max_change=0.01)
+    assert not never["within_budget"] and len(never["kept_fp32"]) <= 5  # at most half the layers stay fp32
+    asked.clear()
+    margin = int8.search(errors, predict, reference, max_change=0.02)  # half the budget on its own rows
+    assert asked[-1] == ["layer0", "layer1"] and margin["target"] == 0.01 and margin["within_budget"]
+
+
+def test_layer_errors_rank_every_linear_layer(bert_run):
+    run = load_run(bert_run)
+    texts = ["stocks fell on oil news", "the team won the cup final", "a new chip for phones"] * 4
+    per_tensor = int8.layer_errors(run.model, run.tokenizer, texts, 32)
+    per_token = int8.layer_errors(run.model, run.tokenizer, texts, 32, per_token=True)
+    linear = {n for n, m in run.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(per_tensor) == set(per_token) == linear
+    assert all(0 < e < 1 for e in per_tensor.values())
+    # one scale per token is never coarser than one per tensor on these activations, on average over layers
+    assert np.mean(list(per_token.values())) < np.mean(list(per_tensor.values()))
+
+
+def test_onnx_int8_keeps_the_plan_it_searched_and_searches_again_for_another_budget(bert_run, capsys):
+    pytest.importorskip("onnxruntime")
+    from slmtune.precision import resolve
+    from slmtune.serve.logits import predict_logits
+
+    run = load_run(bert_run)
+    engine = backends.onnx_for_run(bert_run, int8=True, max_change=0.0)
+    plan = json.loads((bert_run / "onnx" / int8.PLAN_FILE).read_text())
+    linear = {n for n, m in run.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(plan["kept_fp32"]) <= linear and plan["max_change"] == 0.0
+    assert plan["int8_layers"] + len(plan["kept_fp32"]) == len(linear)  # every linear layer found in the graph
+    assert "onnx-int8 with" in capsys.readouterr().out
+    texts = int8.search_rows(run)
+    kwargs = {"max_length": run.config.data.max_length, "cache": False}
+    fp32 = int8.decisions(run, predict_logits(run.model, run.tokenizer, texts, precision=resolve("fp32"), **kwargs))
+    ours = int8.decisions(run, predict_logits(engine, run.tokenizer, texts, **kwargs))
+    assert np.mean((ours != fp32).any(axis=1)) == pytest.approx(plan["changed"], abs=1e-4)  # the file is the plan
+    backends.onnx_for_run(bert_run, int8=True, max_change=0.5)
+    assert json.loads((bert_run / "onnx" / int8.PLAN_FILE).read_text())["max_change"] == 0.5
+
+
+def test_a_run_whose_data_is_gone_is_quantized_whole_and_says_so(bert_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "run"
+    shutil.copytree(bert_run, copy, ignore=shutil.ignore_patterns("onnx", "backend.json", "torch-int8.json"))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["data"]["dataset"] = str(tmp_path / "gone.csv")
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    backends.onnx_for_run(copy, int8=True)
+    assert "without the layer search" in capsys.readouterr().out
+    assert json.loads((copy / "onnx" / int8.PLAN_FILE).read_text())["kept_fp32"] == []
+
+
+def test_auto_counts_compilation_against_the_job_size():
+    choice = {"chosen": "torch-int8", "max_change": 0.005, "candidates": [
+        {"backend": "torch", "rows_per_s": 200.0, "changed": 0.0},
+        {"backend": "onnx-int8", "rows_per_s": 150.0, "changed": 0.01},  # over the budget
+        {"backend": "torch-int8", "rows_per_s": 300.0, "changed": 0.003, "compile_s": 60.0}]}
+    assert backends.pick(choice, 7600) == "torch"  # 38 s against 60 + 25 s
+    assert backends.pick(choice, 1_000_000) == "torch-int8"  # 83 min against 60 s + 56 min
+    assert backends.pick(choice, None) == "torch-int8"  # size unknown: the fastest
+
+
+def test_torch_int8_runs_compiled_and_falls_back_to_torch_where_it_cannot_compile(bert_run, monkeypatch, capsys):
+    pytest.importorskip("torchao")
+    from slmtune.serve.logits import predict_logits
+
+    run = load_run(bert_run)
+    used = backends.engine(bert_run, "torch-int8", max_change=0.0)
+    assert used.name == "torch-int8"
+    plan = json.loads((bert_run / int8.COMPILED_PLAN_FILE).read_text())
+    assert plan["max_change"] == 0.0 and plan["machine"] == backends._machine()
+    texts = int8.search_rows(run)
+    logits = predict_logits(used.model, run.tokenizer, texts, max_length=run.config.data.max_length, cache=False)
+    exact = predict_logits(run.model, run.tokenizer, texts, max_length=run.config.data.max_length, cache=False)
+    assert np.abs(logits - exact).max() < 0.1 * np.abs(exact).max()  # int8, not another model
+    assert "torch-int8 with" in capsys.readouterr().out
+
+    def cannot(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", cannot)
+    fallback = backends.engine(bert_run, "torch-int8", max_change=0.0)
+    assert fallback.name == "torch" and fallback.precision == run.precision
+    out = capsys.readouterr().out
+    assert "torch-int8 could not compile here (RuntimeError: no C++ compiler found); using torch" in out
+
+
+def test_export_int8_searches_for_its_budget_and_refuses_a_budget_that_is_not_a_share(bert_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from slmtune.cli import main
+
+    assert main(["export", str(bert_run), str(tmp_path / "e"), "--int8", "--max-change", "0.02"]) == 0
+    plan = json.loads((tmp_path / "e" / int8.PLAN_FILE).read_text())
+    assert (tmp_path / "e" / "model.int8.onnx").is_file() and plan["max_change"] == 0.02
+    capsys.readouterr()
+    assert main(["export", str(bert_run), str(tmp_path / "f"), "--int8", "--max-change", "2"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["slmtune: error: --max-change must be in [0, 1), got 2.0"] and not (tmp_path / "f").exists()

@@ -65,13 +65,12 @@ def print_engines(table: list[dict], peaks: dict[str, float] | None = None, flop
     print(f"\n{'engine':<18}{'precision':>10}{'infer/s':>10}{'x peer':>8}{'%peak':>8}{'setup s':>9}{'changed':>9}"
           f"{'test acc':>10}  change vs fp32 torch [95% CI]")
     for r in table:
-        share = (flops / r["infer_seconds"] / (peaks["bf16" if r["precision"] in ("bf16", "int8") else "fp32"] * 1e9)
-                 if flops and peaks else float("nan"))
+        peak = peaks["bf16" if r["precision"] in ("bf16", "int8") else "fp32"] * 1e9 if peaks else None
+        share = f"{flops / r['infer_seconds'] / peak:.1%}" if flops and peak else "-"
+        ratio = f"{r['infer'] / peer:.2f}" if peer else "-"
         low, high = r["change_ci"]
-        ratio = r["infer"] / peer if peer else float("nan")
-        print(f"{r['engine']:<18}{r['precision']:>10}{r['infer']:>10.1f}{ratio:>8.2f}"
-              f"{share:>7.1%}{r['setup_seconds']:>9.1f}{r['changed']:>8.2%}{r['accuracy']:>10.4f}  "
-              f"{r['change']:+.4f} [{low:+.4f}, {high:+.4f}]")
+        print(f"{r['engine']:<18}{r['precision']:>10}{r['infer']:>10.1f}{ratio:>8}{share:>8}{r['setup_seconds']:>9.1f}"
+              f"{r['changed']:>8.2%}{r['accuracy']:>10.4f}  {r['change']:+.4f} [{low:+.4f}, {high:+.4f}]")
     print("(each engine alone; int8 %peak against the bf16 peak; setup: export, int8 search, compilation)")
 
 

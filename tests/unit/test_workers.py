@@ -134,3 +134,12 @@ def test_processes_popping_one_sqlite_queue_never_take_a_trial_twice(tmp_path):
     for process in processes:
         process.join()
     assert len(taken) == 300 and len(set(taken)) == 300
+
+
+def test_poll_returns_the_first_ready_value_or_none_at_the_deadline():
+    from slmtune.experiments.queue import poll
+
+    answers = iter([None, [], {"trial": 3}, "never asked"])
+    assert poll(lambda: next(answers), seconds=60, interval=0) == {"trial": 3}
+    asked = []
+    assert poll(lambda: asked.append(1), seconds=0, interval=0) is None and asked == [1]  # asked once, then given up

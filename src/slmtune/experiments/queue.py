@@ -120,19 +120,32 @@ def queue_missing(study, points: list[dict[str, Any]], skip: set[int] | frozense
     return count
 
 
+def poll(ready, seconds: float, interval: float = 1.0):
+    """`ready()`'s first truthy value, asked every `interval` seconds for up to `seconds`; None after that. A
+    storage shared by processes (SQLite, PostgreSQL) has nothing to wait on but its rows."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = ready()
+        if value or time.monotonic() > deadline:
+            return value or None
+        time.sleep(interval)
+
+
 def load_when_created(name: str, storage, missing: str, seconds: float = 60.0):
     """The Optuna study `name`, waiting up to `seconds` for the process that creates it (workers start beside it);
     `missing` is the one-line error after that."""
     import optuna
 
-    deadline = time.monotonic() + seconds
-    while True:
+    def loaded():
         try:
             return optuna.load_study(study_name=name, storage=storage)
         except KeyError:
-            if time.monotonic() > deadline:
-                raise SlmtuneError(missing) from None
-            time.sleep(1)
+            return None
+
+    study = poll(loaded, seconds)
+    if study is None:
+        raise SlmtuneError(missing)
+    return study
 
 
 def drain(optuna_study, objective, heartbeat: int, on_wait=None, progress=print) -> None:

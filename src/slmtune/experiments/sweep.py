@@ -33,6 +33,7 @@ from slmtune.experiments.queue import (
     load_when_created,
     open_storage,
     point_of,
+    poll,
     queue_missing,
     require_optuna,
     waiting,
@@ -386,19 +387,15 @@ def _latest_trials(optuna_study) -> dict[str, Any]:
 
 def _race_as_worker(optuna_study, run_queue, heartbeat: int, progress) -> None:
     """A worker of a raced grid: takes every rung's trials until the starting command has decided the last rung."""
-    import time
-
     while True:
         run_queue()
         if optuna_study.user_attrs.get(RACE_DONE):
             return
-        deadline = time.monotonic() + 6 * heartbeat  # the starting command decides a rung in seconds
-        while not waiting(optuna_study) and not optuna_study.user_attrs.get(RACE_DONE):
-            if time.monotonic() > deadline:
-                progress(f"sweep: no rung queued for {6 * heartbeat}s: the starting command decides the next rung "
-                         "(is it running?); this worker stops, its runs are kept")
-                return
-            time.sleep(1)
+        # the starting command decides a rung in seconds
+        if not poll(lambda: waiting(optuna_study) or optuna_study.user_attrs.get(RACE_DONE), 6 * heartbeat):
+            progress(f"sweep: no rung queued for {6 * heartbeat}s: the starting command decides the next rung "
+                     "(is it running?); this worker stops, its runs are kept")
+            return
 
 
 DAMAGED = "damaged_trials"

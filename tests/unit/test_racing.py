@@ -50,6 +50,41 @@ def test_a_paused_and_resumed_run_ends_where_an_unraced_run_ends(tiny_models, sy
     np.testing.assert_allclose(losses[0], losses[1], rtol=curve)  # the same curve, logged once
 
 
+def test_a_resume_cut_off_resumes_from_its_checkpoint_and_still_ends_where_an_unraced_run_ends(
+        tiny_models, synthetic_files, tmp_path):
+    from transformers import TrainerCallback
+
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files,
+                                   **{"train.epochs": 3, "train.patience": 10, "train.learning_rate": 1e-2}))
+    whole = train(cfg, run_dir=tmp_path / "whole", score_test=False)
+    train(cfg, run_dir=tmp_path / "raced", score_test=False, pause=PauseAt(epoch=1))
+    seconds_before = runs.read_result(tmp_path / "raced")["seconds"]["total"]
+
+    class StopInEpochTwo(TrainerCallback):  # a Ctrl-C half way through the resumed part
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.epoch > 1.5:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir=tmp_path / "raced", score_test=False, resume=True, callbacks=[StopInEpochTwo()])
+    cut_off = runs.read_result(tmp_path / "raced")
+    assert cut_off["status"] == "interrupted" and cut_off["resuming_from"] == pytest.approx(1.0)
+    assert runs.paused_at(tmp_path / "raced") == pytest.approx(1.0) and runs.is_finished(tmp_path / "raced")
+    assert not runs.is_complete(tmp_path / "raced")
+    resumed = train(cfg, run_dir=tmp_path / "raced", score_test=False, resume=True)  # not from scratch
+    done = runs.read_result(tmp_path / "raced")
+    assert done["status"] == "success" and not {"resuming_from", "seconds_before", "paused_at"} & set(done)
+    assert done["best"]["epochs_run"] == pytest.approx(3.0)
+    assert done["seconds"]["total"] > seconds_before  # the part before the pause still counts
+    a = load_file(tmp_path / "whole" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "raced" / "model" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert resumed.metrics["validation"]["accuracy"] == whole.metrics["validation"]["accuracy"]
+    (tmp_path / "raced" / "checkpoints").mkdir()  # a finished run: nothing to resume, whatever lies there
+    assert runs.paused_at(tmp_path / "raced") is None
+
+
 def test_no_epochs_is_a_linear_probe_on_the_frozen_encoder(tiny_models, synthetic_files, tmp_path):
     cfg = from_dict(tiny_overrides(tiny_models["distilbert"], synthetic_files,
                                    **{"model.method": "full", "train.epochs": 0, "model.head_init": "auto"}))

@@ -353,7 +353,7 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
             return False
     epochs = 0.0 if cand.kind == "probe" else cand.epochs
     config = _config(base, cand.model, "full" if cand.kind == "probe" else cand.kind, cand.learning_rate, epochs)
-    resume = cand.status == "racing" and runs.is_finished(folder) and runs.read_result(folder).get("paused_at")
+    resume = cand.status == "racing" and runs.paused_at(folder) is not None  # paused, or its resume cut off
     if cand.kind == "probe":
         need = len(splits.train) / search.speed[cand.model] + search.overhead
     else:

@@ -117,9 +117,10 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def is_finished(path: str | Path) -> bool:
-    """True when the folder holds a successful run (studies skip these)."""
+    """True when the folder holds a successful run, or a run paused at a racing rung whose resume was cut off
+    (see paused_at): studies skip these."""
     try:
-        return read_json(Path(path) / RESULT).get("status") == "success"
+        return read_json(Path(path) / RESULT).get("status") == "success" or paused_at(path) is not None
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -135,12 +136,17 @@ def is_complete(path: str | Path) -> bool:
 
 
 def paused_at(path: str | Path) -> float | None:
-    """The epoch a successful run in the folder was paused at (a racing rung), or None."""
+    """The epoch a run in the folder is paused at (a racing rung), or None: a successful run paused there, or one
+    whose resume from there was cut off (stopped, killed, failed), since its checkpoints still hold that epoch or
+    a later one of the same schedule and its model folder and validation predictions still are the rung's."""
     try:
         result = read_json(Path(path) / RESULT)
     except (OSError, json.JSONDecodeError):
         return None
-    return result.get("paused_at") if result.get("status") == "success" else None
+    if result.get("status") == "success":
+        return result.get("paused_at")
+    rung = result.get("resuming_from")
+    return rung if rung is not None and any((Path(path) / "checkpoints").glob("checkpoint-*")) else None
 
 
 class MetricsLog:

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.errors import SlmtuneError
-from slmtune.runs.folder import RESULT, MetricsLog, atomic_write, environment, make_run_dir, read_json, write_json
+from slmtune.runs.folder import (
+    RESULT,
+    MetricsLog,
+    atomic_write,
+    environment,
+    make_run_dir,
+    paused_at,
+    read_json,
+    write_json,
+)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -78,18 +87,21 @@ class RunRecorder:
         """`resume` continues the paused run in `output_dir` (its metrics log and seconds go on)."""
         self.started = time.perf_counter()
         before: dict[str, Any] = {}
-        if resume:
+        if resume:  # result.json says `resuming_from` until the resumed part ends, so a cut-off resume resumes too
             self.dir = Path(output_dir)
-            before = read_json(self.dir / RESULT) if (self.dir / RESULT).is_file() else {}
-            if before.get("paused_at") is None:
+            rung = paused_at(self.dir)
+            if rung is None:
                 raise SlmtuneError(f"{self.dir} holds no paused run to resume")
-            before.pop("paused_at")
+            before = {k: v for k, v in read_json(self.dir / RESULT).items() if k not in ("paused_at", "error")}
+            before_seconds = before.pop("seconds_before", None)  # a resume cut off: what came before its pause
+            seconds = before.pop("seconds", {})
+            before.update(resuming_from=rung, seconds_before=seconds if before_seconds is None else before_seconds)
         else:
             self.dir = make_run_dir(name, str(output_dir) if output_dir else None, overwrite)
         atomic_write(self.dir / "config.yaml", config_yaml)
         write_json(self.dir / "env.json", {**environment(), **({"compute": compute} if compute else {})})
         self.log = MetricsLog(self.dir / "metrics.jsonl")
-        self.before: dict[str, float] = before.pop("seconds", {})
+        self.before: dict[str, float] = before.get("seconds_before", {})
         """Seconds the run spent before it was paused (added to this part's)."""
         self.result: dict[str, Any] = {**before, "status": "running", **result}
         self.seconds: dict[str, float] = {}
@@ -103,6 +115,8 @@ class RunRecorder:
         """Mark the run successful with `values` (metrics, samples/s, ...) and the seconds spent (with those
         spent before a pause)."""
         self.seconds["total"] = time.perf_counter() - self.started + self.before.get("total", 0.0)
+        for key in ("resuming_from", "seconds_before"):
+            self.result.pop(key, None)
         self.result.update(status="success", seconds=self._rounded(), **values)
         self.save()
 

@@ -2,8 +2,8 @@
 
     python bench/engines.py RUN_DIR [--rows 7600]
 
-For each engine `slmtune evaluate --backend` offers (torch in the run's precision, torch-fp32, torch-int8,
-onnx, onnx-int8; those whose package is missing are left out): setup seconds (ONNX export, the int8 layer
+For each engine `slmtune evaluate --backend` offers (torch in the run's precision, torch-fp32, torch-compiled,
+torch-int8, onnx, onnx-int8; those whose package is missing are left out): setup seconds (ONNX export, the int8 layer
 search, compilation), samples/s, the share of the matmul peak of its precision (int8 against the bf16 peak),
 the share of test predictions that differ from fp32 torch's, the test accuracy and its change against fp32
 torch with a paired bootstrap 95% interval. bench/speed.py prints the same table for the run it trains.
@@ -49,7 +49,8 @@ def engines(run_dir: Path, splits) -> list[dict]:
         reference = predicted if reference is None else reference
         correct, exact = (predicted == gold).astype(float), (reference == gold).astype(float)
         rows.append({"engine": used.name if used.name == name else f"{name}->{used.name}",
-                     "precision": {"torch": run.precision.name, "torch-int8": "int8",
+                     "precision": {"torch": run.precision.name, "torch-compiled": run.precision.name,
+                                   "torch-int8": "int8",
                                    "onnx-int8": "int8"}.get(name, "fp32"),
                      "infer": len(gold) / seconds, "infer_seconds": seconds, "setup_seconds": setup,
                      "changed": float(np.mean(predicted != reference)), "accuracy": float(correct.mean()),

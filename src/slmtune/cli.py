@@ -23,6 +23,7 @@ from slmtune.commands import (
     cmd_tune,
 )
 from slmtune.errors import SlmtuneError
+from slmtune.serve import ENGINES
 
 # `slmtune train` flags that set the most used fields (`--model X` is `model.name=X`): flag -> (field, help).
 TRAIN_SHORTCUTS = {  # --flag: (config field, help)
@@ -83,12 +84,13 @@ exit codes: 0 done, 2 bad input (one line says what), 64 usage error, 1 unexpect
 (SLMTUNE_DEBUG=1 shows its traceback), 130 interrupted (finished work is kept)."""
 
 OVERRIDES = {"nargs": "*", "metavar": "key=value", "help": "run-config overrides, e.g. train.epochs=1"}
-BACKEND = {"choices": ["auto", "torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8"], "default": "auto",
+BACKEND = {"choices": ["auto", *ENGINES], "default": "auto",
            "help": "inference engine: auto (default): of the others whose predictions stay within --max-change of "
                    "fp32 torch's, measured once on the run's own rows and kept in the run folder, the one that "
                    "finishes the job soonest (a job under 5,000 texts uses torch unless a choice is kept; "
-                   "torch-int8 is measured for jobs of 50,000 or more); torch: the run's precision, bf16 on CPUs "
-                   "that have it; torch-fp32; torch-int8 (torchao int8 per token, compiled); onnx (ONNX Runtime, "
+                   "the compiled engines are measured for jobs of 50,000 or more); torch: the run's precision, bf16 "
+                   "on CPUs that have it; torch-fp32; torch-compiled (torch's precision, compiled by Inductor with "
+                   "frozen weights); torch-int8 (torchao int8 per token, compiled); onnx (ONNX Runtime, "
                    "fused fp32); onnx-int8 (ONNX Runtime int8); both int8 engines keep in fp32 the layers needed "
                    "to stay within --max-change"}
 MAX_CHANGE = {"type": float, "default": 0.005,

@@ -1,4 +1,5 @@
-"""int8 that keeps the predictions: the layer search, the ONNX Runtime plan and the torchao engine."""
+"""int8 that keeps the predictions (the layer search, the ONNX Runtime plan, the torchao engine) and the compiled
+engines."""
 
 import json
 
@@ -8,7 +9,7 @@ import torch
 
 from conftest import tiny_overrides
 from slmtune.config import from_dict
-from slmtune.serve import backends, int8
+from slmtune.serve import backends, int8, kept
 from slmtune.serve.loading import load_run
 from slmtune.train import train
 
@@ -36,6 +37,18 @@ def test_the_search_keeps_the_worst_layers_in_fp32_until_the_budget_holds():
     assert asked == [[], ["layer0"], ["layer0", "layer1"]]  # 0, 1, 2, ... worst first
     assert plan["kept_fp32"] == ["layer0", "layer1"] and plan["int8_layers"] == 8 and plan["within_budget"]
     assert [t["changed"] for t in plan["tries"]] == [0.03, 0.02, 0.01]
+    asked.clear()
+    twenty = {f"layer{i}": 1.0 / (i + 1) for i in range(20)}
+
+    def five_bad(kept):  # each of the five worst layers left in int8 flips 1% of the rows
+        asked.append(len(kept))
+        out = reference.copy()
+        out[[i * 2 + j for i in range(5) if f"layer{i}" not in kept for j in range(2)]] = 1
+        return out
+
+    bisected = int8.search(twenty, five_bad, reference, max_change=0.0, margin=1.0)
+    assert asked == [0, 1, 2, 4, 8, 6, 5]  # doubling passes at 8, bisection finds the fewest that hold
+    assert bisected["kept_fp32"] == [f"layer{i}" for i in range(5)] and bisected["changed"] == 0.0
     never = int8.search(errors, lambda kept: 1 - reference, reference, max_change=0.01)
     assert not never["within_budget"] and len(never["kept_fp32"]) <= 5  # at most half the layers stay fp32
     asked.clear()
@@ -110,7 +123,7 @@ def test_torch_int8_runs_compiled_and_falls_back_to_torch_where_it_cannot_compil
     used = backends.engine(bert_run, "torch-int8", max_change=0.0)
     assert used.name == "torch-int8"
     plan = json.loads((bert_run / int8.COMPILED_PLAN_FILE).read_text())
-    assert plan["max_change"] == 0.0 and plan["machine"] == backends._machine()
+    assert plan["max_change"] == 0.0 and plan["machine"] == kept.machine()
     texts = int8.search_rows(run)
     logits = predict_logits(used.model, run.tokenizer, texts, max_length=run.config.data.max_length, cache=False)
     exact = predict_logits(run.model, run.tokenizer, texts, max_length=run.config.data.max_length, cache=False)
@@ -121,10 +134,45 @@ def test_torch_int8_runs_compiled_and_falls_back_to_torch_where_it_cannot_compil
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", cannot)
-    fallback = backends.engine(bert_run, "torch-int8", max_change=0.0)
-    assert fallback.name == "torch" and fallback.precision == run.precision
-    out = capsys.readouterr().out
-    assert "torch-int8 could not compile here (RuntimeError: no C++ compiler found); using torch" in out
+    for name in backends.COMPILED:
+        fallback = backends.engine(bert_run, name, max_change=0.0)
+        assert fallback.name == "torch" and fallback.precision == run.precision
+        out = capsys.readouterr().out
+        assert f"{name} could not compile here (RuntimeError: no C++ compiler found); using torch" in out
+
+
+def test_torch_compiled_computes_what_torch_computes_in_the_same_precision(bert_run):
+    from slmtune.serve.logits import predict_logits
+
+    run = load_run(bert_run)
+    used = backends.engine(bert_run, "torch-compiled")
+    assert used.name == "torch-compiled" and used.precision == run.precision
+    texts = int8.search_rows(run)
+    kwargs = {"max_length": run.config.data.max_length, "precision": run.precision, "cache": False}
+    compiled = predict_logits(used.model, run.tokenizer, texts, **kwargs)
+    eager = predict_logits(run.model, run.tokenizer, texts, **kwargs)
+    tolerance = 0.05 if run.precision.name != "fp32" else 1e-4  # bf16 rounds in a fused order
+    assert np.abs(compiled - eager).max() <= tolerance * np.abs(eager).max()
+    assert (compiled.argmax(1) != eager.argmax(1)).mean() <= 0.02
+    for parameter in run.model.parameters():  # freezing folds a copy: the run's own model is left as it was
+        assert parameter.dtype == torch.float32
+
+
+def test_auto_measures_the_compiled_engines_only_for_large_jobs_and_adds_them_to_a_kept_choice(bert_run, capsys):
+    pytest.importorskip("onnxruntime")
+    (bert_run / backends.CHOICE_FILE).unlink(missing_ok=True)
+    small = backends.choose_backend(bert_run, max_change=0.5, job_rows=backends.AUTO_MIN_ROWS)
+    assert not {row["backend"] for row in small["candidates"]} & set(backends.COMPILED)
+    large = backends.choose_backend(bert_run, max_change=0.5, job_rows=backends.COMPILE_MIN_ROWS)
+    table = {row["backend"]: row for row in large["candidates"]}
+    compiled = {"torch-compiled", *(["torch-int8"] if int8.torchao_missing() is None else [])}
+    assert set(table) == {row["backend"] for row in small["candidates"]} | compiled
+    assert large["candidates"][:len(small["candidates"])] == small["candidates"]  # measured once, kept
+    assert all("compile_s" in table[name] for name in compiled)  # counted by pick() against the job size
+    assert table["torch-compiled"]["changed"] <= 0.02
+    assert large == json.loads((bert_run / backends.CHOICE_FILE).read_text())
+    assert backends.choose_backend(bert_run, max_change=0.5, job_rows=10**6) == large  # nothing left to measure
+    assert "torch-compiled" in capsys.readouterr().out
 
 
 def test_export_int8_searches_for_its_budget_and_refuses_a_budget_that_is_not_a_share(bert_run, tmp_path, capsys):

@@ -356,7 +356,7 @@ def test_auto_backend_is_the_fastest_within_the_budget(lora_run, capsys):
 
 
 def test_auto_backend_measures_only_jobs_worth_it(lora_run, monkeypatch):
-    from slmtune.serve import backends
+    from slmtune.serve import backends, kept
 
     (lora_run.run_dir / backends.CHOICE_FILE).unlink(missing_ok=True)
     measured = []
@@ -368,8 +368,7 @@ def test_auto_backend_measures_only_jobs_worth_it(lora_run, monkeypatch):
     assert backends.engine(lora_run.run_dir, rows=backends.AUTO_MIN_ROWS).name == "torch-fp32"
     assert backends.engine(lora_run.run_dir).name == "torch-fp32"  # a file: size unknown, worth measuring
     assert measured == [0.005, 0.005]
-    runs.write_json(lora_run.run_dir / backends.CHOICE_FILE, {"chosen": "torch-fp32", "max_change": 0.01,
-                                                             "machine": backends._machine()})
+    kept.save(lora_run.run_dir / backends.CHOICE_FILE, {"chosen": "torch-fp32"}, max_change=0.01)
     assert backends.engine(lora_run.run_dir, max_change=0.01, rows=1).name == "torch-fp32"  # a kept choice serves all
     assert measured == [0.005, 0.005, 0.01]
     (lora_run.run_dir / backends.CHOICE_FILE).unlink()

@@ -69,7 +69,7 @@ class ActiveConfig:
     min_steps: int = 100
     """Each round trains for at least this many optimizer steps."""
     backend: str = "torch"
-    """Pool scoring: torch (length-sorted batches), torch-int8, onnx or onnx-int8."""
+    """Pool scoring: one of slmtune.serve.ENGINES (torch: length-sorted batches in the run's precision)."""
 
 
 def check(cfg: ActiveConfig) -> None:

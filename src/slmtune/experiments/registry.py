@@ -13,6 +13,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from slmtune.serve import ENGINES
+
 if TYPE_CHECKING:
     from slmtune.experiments.protocol import StudyModule
     from slmtune.experiments.workers import Execution
@@ -162,5 +164,5 @@ STUDIES: dict[str, StudyKind] = {kind.name: kind for kind in (
                   Flag("--seeds", "seeds", SEEDS, parse="ints"),
                   Flag("--pool-size", "pool_size", "unlabelled pool size", parse="int"),
                   Flag("--backend", "backend", "pool scoring backend",
-                       choices=("torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8")))),
+                       choices=ENGINES))),
 )}

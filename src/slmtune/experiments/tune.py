@@ -482,9 +482,9 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
                 progress(f"tune: {name}: {cand.note}")
             search.save()
 
-        cut(board, lambda name: search.candidates[name].status == "racing", record,
-            lambda name: search.root / search.candidates[name].folder)
-        search.save()
+        if not cut(board, lambda name: search.candidates[name].status == "racing", record,
+                   lambda name: search.root / search.candidates[name].folder):
+            search.save()  # the standing alone (record saved it with the cuts)
 
 
 def _leader_first(search: Search, alive: list[Candidate], base: RunConfig, splits: Splits, hard: float,

@@ -120,9 +120,10 @@ def is_finished(path: str | Path) -> bool:
     """True when the folder holds a successful run, or a run paused at a racing rung whose resume was cut off
     (see paused_at): studies skip these."""
     try:
-        return read_json(Path(path) / RESULT).get("status") == "success" or paused_at(path) is not None
+        result = read_json(Path(path) / RESULT)
     except (OSError, json.JSONDecodeError):
         return False
+    return result.get("status") == "success" or _paused_at(result, path) is not None
 
 
 def is_complete(path: str | Path) -> bool:
@@ -140,9 +141,13 @@ def paused_at(path: str | Path) -> float | None:
     whose resume from there was cut off (stopped, killed, failed), since its checkpoints still hold that epoch or
     a later one of the same schedule and its model folder and validation predictions still are the rung's."""
     try:
-        result = read_json(Path(path) / RESULT)
+        return _paused_at(read_json(Path(path) / RESULT), path)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _paused_at(result: dict[str, Any], path: str | Path) -> float | None:
+    """paused_at from the folder's result.json already read."""
     if result.get("status") == "success":
         return result.get("paused_at")
     rung = result.get("resuming_from")

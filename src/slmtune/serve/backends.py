@@ -4,7 +4,6 @@ int8), or `auto`: the fastest of those whose predictions stay within a budget of
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,20 +11,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from slmtune import runs
 from slmtune.errors import SlmtuneError
 from slmtune.precision import Precision
 from slmtune.precision import resolve as resolve_precision
+from slmtune.serve import ENGINES, kept
 from slmtune.serve import int8 as int8_search
 from slmtune.serve.export import ONNX_FILES, export_onnx, require_onnx
 from slmtune.serve.int8 import decisions
 from slmtune.serve.loading import load_run
 
-BACKENDS = ("torch", "torch-fp32", "torch-int8", "onnx", "onnx-int8")
+BACKENDS = ENGINES
 CHOICE_FILE = "backend.json"
 AUTO_MIN_ROWS = 5000  # `auto` measures the backends (about 1,000 rows each) only for jobs at least this large
-# `auto` measures torch-int8 only for jobs at least this large: its compilation takes 30-80 s on a 2-core CPU
-# and saves about 1 ms a row against bf16 there, so smaller jobs cannot repay it
+COMPILED = ("torch-compiled", "torch-int8")
+"""Engines Inductor compiles: 10-80 s per process on a 2-core CPU (the first batch pays it)."""
+# `auto` measures the compiled engines only for jobs at least this large: their compilation saves about 1 ms a row
+# against eager bf16 on a 2-core CPU, so smaller jobs cannot repay it
 COMPILE_MIN_ROWS = 50_000
 
 
@@ -40,7 +41,8 @@ class Engine:
 
 def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005, rows: int | None = None) -> Engine:
     """`torch` (the run's `train.precision` on this machine: bf16 where the CPU has it), `torch-fp32`,
-    `torch-int8` (torchao's dynamic int8, compiled), `onnx` (fused fp32), `onnx-int8`, or `auto`: the engine
+    `torch-compiled` (torch's precision, compiled), `torch-int8` (torchao's dynamic int8, compiled), `onnx` (fused
+    fp32), `onnx-int8`, or `auto`: the engine
     choose_backend measured with `max_change` that finishes a job of `rows` soonest (compilation counted), measured
     when the job scores at least AUTO_MIN_ROWS `rows` (None: a job of unknown size, such as a file) or already kept
     for this budget and machine; a smaller job uses `torch`, since measuring would cost more than it could save."""
@@ -57,36 +59,47 @@ def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005
         return Engine(backend, run.model, run.precision)
     if backend == "torch-fp32":
         return Engine(backend, run.model, resolve_precision("fp32"))
-    if backend == "torch-int8":
-        return _compiled_int8(run, run_dir, max_change)
+    if backend in COMPILED:
+        return _compiled(run, run_dir, backend, max_change)
     if backend in ("onnx", "onnx-int8"):
         return Engine(backend, onnx_for_run(run_dir, int8=backend == "onnx-int8", max_change=max_change),
                       resolve_precision("fp32"))
     raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)}")
 
 
-def _compiled_int8(run, run_dir: str | Path, max_change: float) -> Engine:
-    """torch-int8, compiled on two short texts here so that a machine where Inductor cannot compile (no C++
-    compiler, an unsupported CPU) falls back to `torch` with one line instead of failing mid-job."""
+def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` compiled by Inductor for inference: dynamic shapes (any batch and length without recompiling) and
+    frozen weights (constants folded into the graph, so bf16 casts of the weights happen once, at compilation).
+    The model must not be trained afterwards."""
+    return torch.compile(model.eval(), dynamic=True, options={"freezing": True})
+
+
+def _compiled(run, run_dir: str | Path, backend: str, max_change: float) -> Engine:
+    """torch-compiled or torch-int8, compiled on two short texts here so that a machine where Inductor cannot
+    compile (no C++ compiler, an unsupported CPU) falls back to `torch` with one line instead of failing mid-job."""
     from slmtune.serve.logits import predict_logits
 
-    missing = int8_search.torchao_missing()
+    missing = int8_search.torchao_missing() if backend == "torch-int8" else None
     if missing is None:
         try:
-            model = int8_search.torch_int8(run, run_dir, max_change)
+            if backend == "torch-int8":
+                model, precision = int8_search.torch_int8(run, run_dir, max_change), resolve_precision("fp32")
+            else:
+                model, precision = copy.deepcopy(run.model), run.precision
+            model = compile_frozen(model)
             with int8_search.quiet_torchao():
                 predict_logits(model, run.tokenizer, ["a short text to compile on", "and another one"],
-                               max_length=run.config.data.max_length, cache=False)
-            return Engine("torch-int8", model, resolve_precision("fp32"))
+                               max_length=run.config.data.max_length, precision=precision, cache=False)
+            return Engine(backend, model, precision)
         except Exception as exc:  # noqa: BLE001 (an optional accelerator: any failure falls back, said in one line)
-            missing = f"torch-int8 could not compile here ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            missing = f"{backend} could not compile here ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
     print(f"slmtune: {missing}; using torch", flush=True)
     return Engine("torch", run.model, run.precision)
 
 
 def pick(choice: dict[str, Any], rows: int | None) -> str:
     """The engine of a kept `choice` that finishes `rows` texts soonest among those within its budget, counting
-    each process's compilation for torch-int8; the fastest (`chosen`) for a job of unknown size."""
+    each process's compilation for the COMPILED engines; the fastest (`chosen`) for a job of unknown size."""
     if rows is None or not choice.get("candidates"):
         return choice["chosen"]
     allowed = [row for row in choice["candidates"] if row["changed"] <= choice["max_change"]]
@@ -97,8 +110,9 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
                    job_rows: int | None = None) -> dict[str, Any]:
     """The fastest backend whose predictions differ from fp32 torch's on at most `max_change` of the run's own
     validation and training rows (up to `rows`; never test rows); a multi-label row counts as changed when any
-    label of its set does. torch-int8 is measured (with its compilation time) only for a job of at least
-    COMPILE_MIN_ROWS `job_rows`, with torchao installed. Measured once per run, budget and machine, kept in
+    label of its set does. The COMPILED engines are measured (with their compilation time) only for a job of
+    at least COMPILE_MIN_ROWS `job_rows` (torch-int8 with torchao installed). Measured once per run, budget
+    and machine, kept in
     RUN_DIR/backend.json; the choice and its figures are printed."""
     import importlib.util
     import time
@@ -106,19 +120,20 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     from slmtune.data import load_splits
     from slmtune.serve.logits import predict_logits
 
-    compiled = job_rows is not None and job_rows >= COMPILE_MIN_ROWS and int8_search.torchao_missing() is None
-    kept = _kept_choice(run_dir, max_change)
-    measured = {row["backend"] for row in kept.get("candidates", [])} if kept else set()
-    if kept is not None and (not compiled or "torch-int8" in measured):
-        return kept
+    compiled = [name for name in COMPILED if job_rows is not None and job_rows >= COMPILE_MIN_ROWS
+                and (name != "torch-int8" or int8_search.torchao_missing() is None)]
+    before = _kept_choice(run_dir, max_change)
+    measured = {row["backend"] for row in before.get("candidates", [])} if before else set()
+    if before is not None and set(compiled) <= measured:
+        return before
     run = load_run(run_dir)
     path = Path(run_dir) / CHOICE_FILE
     splits = load_splits(run.config.data, run.config.seed)
     texts = (splits.validation.texts + splits.train.texts)[:rows]
     names = ["torch-fp32", *(["torch"] if run.precision.name != "fp32" else []),
              *(["onnx", "onnx-int8"] if importlib.util.find_spec("onnxruntime") else []),
-             *(["torch-int8"] if compiled else [])] if kept is None else ["torch-int8"]
-    reference, table = None, list(kept.get("candidates", [])) if kept else []
+             *compiled] if before is None else [name for name in compiled if name not in measured]
+    reference, table = None, list(before.get("candidates", [])) if before else []
     for name in names:
         started = time.perf_counter()
         candidate = engine(run_dir, name, max_change)
@@ -133,17 +148,15 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
             reference = predicted
         if candidate.name != name:  # could not run here (said)
             continue
-        if reference is None:  # only torch-int8 is new: its reference is fp32 torch's again
+        if reference is None:  # only compiled engines are new: their reference is fp32 torch's again
             reference = decisions(run, predict_logits(run.model, run.tokenizer, texts, **{
                 **kwargs, "precision": resolve_precision("fp32")}))
         table.append({"backend": name, "rows_per_s": round(speed, 1),
                       "changed": round(float(np.mean((predicted != reference).any(axis=1))), 5),
-                      **({"compile_s": round(setup, 1)} if name == "torch-int8" else {})})
+                      **({"compile_s": round(setup, 1)} if name in COMPILED else {})})
     allowed = [row for row in table if row["changed"] <= max_change]
     chosen = max(allowed, key=lambda row: row["rows_per_s"])
-    choice = {"chosen": chosen["backend"], "max_change": max_change, "rows": len(texts), "machine": _machine(),
-              "candidates": table}
-    runs.write_json(path, choice)
+    choice = kept.save(path, {"chosen": chosen["backend"], "rows": len(texts), "candidates": table}, max_change)
     cells = ", ".join(f"{r['backend']} {r['rows_per_s']:.0f}/s ({r['changed']:.2%} changed"
                       + (f", {r['compile_s']:.0f} s to compile" if "compile_s" in r else "") + ")" for r in table)
     print(f"slmtune: backend {chosen['backend']}: the fastest whose predictions differ from fp32 torch on at most "
@@ -151,25 +164,10 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     return choice
 
 
-def _machine() -> dict[str, Any]:
-    """What a kept backend choice depends on besides the run and the budget."""
-    import platform
-
-    from slmtune.precision import cpu_bf16_support
-
-    return {"processor": platform.processor() or platform.machine(), "cpu_bf16": cpu_bf16_support(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
 def _kept_choice(run_dir: str | Path, max_change: float) -> dict[str, Any] | None:
     """The choice kept in RUN_DIR/backend.json for this budget on this machine, if any."""
     int8_search.check_budget(max_change)
-    path = Path(run_dir) / CHOICE_FILE
-    if path.is_file():
-        kept = json.loads(path.read_text())
-        if kept.get("max_change") == max_change and kept.get("machine") == _machine():
-            return kept
-    return None
+    return kept.load(Path(run_dir) / CHOICE_FILE, max_change)
 
 
 class OnnxClassifier:
@@ -199,9 +197,7 @@ def onnx_for_run(run_dir: str | Path, int8: bool = False, max_change: float = 0.
     run = load_run(run_dir)
     folder = Path(run_dir) / "onnx"
     path = folder / ONNX_FILES[int8]
-    plan = int8_search.kept_plan(folder) if int8 else None
-    if not path.is_file() or int8 and (plan is None or plan.get("max_change") != max_change
-                                       or plan.get("machine", _machine()) != _machine()):
+    if not path.is_file() or int8 and kept.load(folder / int8_search.PLAN_FILE, max_change) is None:
         folder.mkdir(exist_ok=True)
         export_onnx(copy.deepcopy(run.model), folder, int8=int8,
                     quantize_with=int8_search.for_run(run, max_change) if int8 else None)

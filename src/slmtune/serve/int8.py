@@ -6,10 +6,11 @@
 
 BERT-class activations carry a few outlier channels (Bondarenko et al., EMNLP 2021), so a few layers lose most of
 the precision, above all with one scale per tensor. Each linear layer's own error under the engine's scheme is
-measured on the run's rows in one fp32 pass; the search then keeps the worst 0, 1, 2, 4, ... layers in fp32 and
-stops at the first plan whose predictions differ from fp32's on at most SEARCH_MARGIN of the budget on its rows
-(`--backend auto` then checks the whole budget on rows the search never saw). The embeddings' lookup tables stay
-fp32 (a lookup has no matmul to speed up); ONNX Runtime's CPU kernels have no bf16 matmul, so fp32 it is.
+measured on the run's rows in one fp32 pass; the search then keeps the worst 0, 1, 2, 4, ... layers in fp32 up to
+the first plan whose predictions differ from fp32's on at most SEARCH_MARGIN of the budget on its rows, then
+bisects down to the fewest layers that still hold it (`--backend auto` then checks the whole budget on rows the
+search never saw). The embeddings' lookup tables stay fp32 (a lookup has no matmul to speed up); ONNX Runtime's
+CPU kernels have no bf16 matmul, so fp32 it is.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from slmtune.data.tokenize import encode, sorted_batches
+from slmtune.serve import kept
 
 PLAN_FILE = "int8.json"
 
@@ -122,17 +124,31 @@ def search(errors: dict[str, float], predict: Callable[[list[str]], np.ndarray],
            max_change: float, margin: float = SEARCH_MARGIN) -> dict[str, Any]:
     """Keep in fp32 the 0, 1, 2, 4, ... layers with the largest `errors` (at most half of them) until
     `predict(layers kept in fp32)`'s decisions differ from `reference` on at most `margin * max_change` of its
-    rows. Returns the plan: the layers kept in fp32, the change it measured, and every try."""
+    rows, then bisect between the last count that failed and the first that held (each layer kept in fp32 costs
+    speed). Returns the plan: the layers kept in fp32, the change it measured, and every try."""
     ranked = sorted(errors, key=lambda module: -errors[module])
-    tries, kept = [], 0
-    while True:
+    target, cap, tries = margin * max_change, len(ranked) // 2, []
+
+    def change_with(kept: int) -> float:
         changed = float(np.mean((predict(ranked[:kept]) != reference).any(axis=1)))
         tries.append({"kept_fp32": kept, "changed": round(changed, 5)})
-        if changed <= margin * max_change or max(1, kept * 2) > len(ranked) // 2:
-            break
-        kept = max(1, kept * 2)
+        return changed
+
+    kept, failed = 0, None
+    changed = change_with(kept)
+    while changed > target and max(1, kept * 2) <= cap:
+        failed, kept = kept, max(1, kept * 2)
+        changed = change_with(kept)
+    if changed <= target and failed is not None:
+        while kept - failed > 1:
+            middle = (failed + kept) // 2
+            tried = change_with(middle)
+            if tried <= target:
+                kept, changed = middle, tried
+            else:
+                failed = middle
     return {"kept_fp32": ranked[:kept], "int8_layers": len(ranked) - kept, "changed": round(changed, 5),
-            "within_budget": changed <= max_change, "max_change": max_change, "target": margin * max_change,
+            "within_budget": changed <= max_change, "max_change": max_change, "target": target,
             "rows": len(reference), "layer_errors": {m: round(errors[m], 5) for m in ranked}, "tries": tries}
 
 
@@ -178,7 +194,8 @@ def _search_for_run(run, max_change: float, per_token: bool, build: Callable[[li
     errors = layer_errors(run.model, run.tokenizer, texts[:256], data.max_length, data.truncation,
                           run.config.train.eval_batch_size, per_token=per_token)
     errors = {m: e for m, e in errors.items() if only is None or m in only}
-    return search(errors, lambda kept: decisions(run, predict_logits(build(kept), run.tokenizer, texts, **kwargs)),
+    return search(errors, lambda fp32_layers: decisions(run, predict_logits(build(fp32_layers), run.tokenizer, texts,
+                                                                            **kwargs)),
                   reference, max_change)
 
 
@@ -188,39 +205,34 @@ def _announce(engine: str, plan: dict[str, Any], max_change: float) -> None:
           f"fp32 (searched to {SEARCH_MARGIN:.0%} of the {max_change:.2%} budget)", flush=True)
 
 
+def _plan(run, path: Path, engine: str, max_change: float, per_token: bool, build: Callable[[list[str]], Any],
+          only: set[str] | None = None) -> dict[str, Any]:
+    """The layer search's plan for `engine` (every layer quantized when the run's data cannot be read here),
+    kept at `path` for this budget and machine, and announced."""
+    plan = _search_for_run(run, max_change, per_token, build, only) or {"kept_fp32": [], "within_budget": None}
+    plan = kept.save(path, plan, max_change)
+    if plan.get("rows"):
+        _announce(engine, plan, max_change)
+    return plan
+
+
 def for_run(run, max_change: float) -> Callable[[Path, Path], None]:
     """What export_onnx calls to quantize a run's ONNX graph: the layer search, the plan written to PLAN_FILE
     beside the int8 model (with every layer quantized when the run's data cannot be read)."""
-    from slmtune import runs
-    from slmtune.serve.backends import OnnxClassifier, _machine
+    from slmtune.serve.backends import OnnxClassifier
 
     def quantize_run(raw: Path, out: Path) -> None:
         nodes = node_names(raw, [n for n, m in run.model.named_modules() if isinstance(m, torch.nn.Linear)])
 
-        def build(kept: list[str]):
-            quantize(raw, out, [nodes[m] for m in kept if m in nodes])
+        def build(fp32_layers: list[str]):
+            quantize(raw, out, [nodes[m] for m in fp32_layers if m in nodes])
             return OnnxClassifier(out, len(run.label_names), threads=run.config.train.threads)
 
-        plan = _search_for_run(run, max_change, per_token=False, build=build, only=set(nodes))  # its last try is
-        # the plan, so the file written last is the one to keep
-        if plan is None:
-            quantize(raw, out)
-            plan = {"kept_fp32": [], "within_budget": None}
-        runs.write_json(Path(out).parent / PLAN_FILE, {**plan, "max_change": max_change, "machine": _machine()})
-        if plan.get("rows"):
-            _announce("onnx-int8", plan, max_change)
+        plan = _plan(run, Path(out).parent / PLAN_FILE, "onnx-int8", max_change, False, build, only=set(nodes))
+        quantize(raw, out, [nodes[m] for m in plan["kept_fp32"] if m in nodes])  # the search's last try may not
+        # be the plan
 
     return quantize_run
-
-
-def kept_plan(folder: str | Path, name: str = PLAN_FILE) -> dict[str, Any] | None:
-    """The plan an int8 model in `folder` was made with, if any (a damaged file counts as none: searched again)."""
-    import json
-
-    try:
-        return json.loads((Path(folder) / name).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 COMPILED_PLAN_FILE = "torch-int8.json"
@@ -244,33 +256,24 @@ def quiet_torchao():
         yield
 
 
-def torch_int8(run, run_dir: str | Path, max_change: float, compile: bool = True):
+def torch_int8(run, run_dir: str | Path, max_change: float):
     """The run's model with torchao's dynamic int8 (weights per output channel, activations per token, both
-    symmetric), the layers its search keeps in fp32 left as they are, compiled by Inductor with dynamic shapes
-    (`compile`; the first batch pays the compilation, which Inductor caches on disk for the next process). The
-    plan is searched on the uncompiled model once per budget and machine and kept in RUN_DIR/torch-int8.json."""
+    symmetric), the layers its search keeps in fp32 left as they are, for Inductor to compile (torchao's int8
+    runs eagerly too, slower than fp32). The plan is searched on the uncompiled model once per budget and
+    machine and kept in RUN_DIR/torch-int8.json."""
     import copy
 
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig as config
     from torchao.quantization import quantize_
 
-    from slmtune import runs
-    from slmtune.serve.backends import _machine
 
-    def build(kept: list[str]):
+    def build(fp32_layers: list[str]):
         model = copy.deepcopy(run.model).float().eval()
-        skip = set(kept)
+        skip = set(fp32_layers)
         quantize_(model, config(), filter_fn=lambda module, name: isinstance(module, torch.nn.Linear)
                   and name not in skip)
         return model
 
-    plan = kept_plan(run_dir, COMPILED_PLAN_FILE)
-    if plan is None or plan.get("max_change") != max_change or plan.get("machine") != _machine():
-        plan = _search_for_run(run, max_change, per_token=True, build=build) or {"kept_fp32": [],
-                                                                                 "within_budget": None}
-        runs.write_json(Path(run_dir) / COMPILED_PLAN_FILE, {**plan, "max_change": max_change,
-                                                             "machine": _machine()})
-        if plan.get("rows"):
-            _announce("torch-int8", plan, max_change)
-    model = build(plan["kept_fp32"])
-    return torch.compile(model, dynamic=True) if compile else model
+    path = Path(run_dir) / COMPILED_PLAN_FILE
+    plan = kept.load(path, max_change) or _plan(run, path, "torch-int8", max_change, True, build)
+    return build(plan["kept_fp32"])

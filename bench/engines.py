@@ -25,7 +25,8 @@ def engines(run_dir: Path, splits) -> list[dict]:
     accuracy change against fp32 torch with a paired bootstrap 95% interval."""
     import importlib.util
 
-    from slmtune.serve.backends import BACKENDS, engine
+    from slmtune.serve import ENGINES
+    from slmtune.serve.backends import engine
     from slmtune.serve.loading import load_run
     from slmtune.serve.logits import predict_logits
     from slmtune.stats import bootstrap_interval
@@ -33,7 +34,7 @@ def engines(run_dir: Path, splits) -> list[dict]:
     run = load_run(run_dir)
     gold = np.asarray(splits.test.labels)
     rows, reference = [], None
-    for name in sorted(BACKENDS, key=lambda name: name != "torch-fp32"):  # the reference first
+    for name in sorted(ENGINES, key=lambda name: name != "torch-fp32"):  # the reference first
         needs = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime", "torch-int8": "torchao"}.get(name)
         if name == "torch" and run.precision.name == "fp32" or needs and importlib.util.find_spec(needs) is None:
             continue

@@ -9,7 +9,7 @@ trap 'kill $hog' EXIT
 log=$(mktemp -d /tmp/slmtune-races.XXXXXX)
 for i in $(seq 1 "${1:-20}"); do
   start=$(date +%s)
-  if python -m pytest -q -p no:cacheprovider \
+  if python -m pytest -q -p no:cacheprovider -m 'slow or not slow' \
       "tests/unit/test_studies.py::test_sweep_stopped_mid_trial_resumes_every_point_once" \
       "tests/unit/test_studies.py::test_restarting_the_sweep_leaves_a_live_workers_trial_alone" \
       "tests/unit/test_studies.py::test_a_worker_killed_mid_trial_loses_nothing[sqlite]" \

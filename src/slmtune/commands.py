@@ -1,5 +1,6 @@
 """The commands behind `slmtune`: each a plain function of its parsed arguments that calls the library and
-prints what the library returns (slmtune.console formats it). The parser is slmtune.cli."""
+prints what the library returns (slmtune.console formats it). The parser is slmtune.cli, its flag tables
+slmtune.flags."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 
 from slmtune.errors import SlmtuneError
+from slmtune.flags import DATA_SHORTCUTS, TRAIN_SHORTCUTS, with_shortcuts
 
 
 def one_of_text_or_input(args: argparse.Namespace) -> None:
@@ -15,7 +17,6 @@ def one_of_text_or_input(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from slmtune.cli import TRAIN_SHORTCUTS, with_shortcuts
     from slmtune.config import load_config
     from slmtune.console import train_summary
     from slmtune.train import train
@@ -25,7 +26,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
     from slmtune.config import load_config
     from slmtune.experiments.tune import TuneConfig, run_tune
 
@@ -92,7 +92,6 @@ def cmd_clean(args: argparse.Namespace) -> None:
 
 def cmd_study_kind(args: argparse.Namespace) -> None:
     """Any registered study: its flags onto its config, its `run`, its report."""
-    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
     from slmtune.experiments.workers import Execution
 
     kind = args.study_kind
@@ -105,7 +104,6 @@ def cmd_study_kind(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from slmtune.cli import DATA_SHORTCUTS, with_shortcuts
     from slmtune.console import study_summary
     from slmtune.experiments.reference import load_reference_config, run_reference
     from slmtune.experiments.workers import Execution

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import crashed, gated_env, tiny_overrides, wait_until
@@ -82,6 +83,7 @@ def _stop_at_run(proc: subprocess.Popen, gate: Path, run: int, sig) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_study_survives_interruptions_mid_run(tiny_models, synthetic_files, tmp_path):
     study = _study_file(tmp_path, tiny_models, synthetic_files)
     rng = random.Random(20261130)

@@ -154,8 +154,6 @@ def test_torch_compiled_computes_what_torch_computes_in_the_same_precision(bert_
     tolerance = 0.05 if run.precision.name != "fp32" else 1e-4  # bf16 rounds in a fused order
     assert np.abs(compiled - eager).max() <= tolerance * np.abs(eager).max()
     assert (compiled.argmax(1) != eager.argmax(1)).mean() <= 0.02
-    for parameter in run.model.parameters():  # freezing folds a copy: the run's own model is left as it was
-        assert parameter.dtype == torch.float32
 
 
 def test_auto_measures_the_compiled_engines_only_for_large_jobs_and_adds_them_to_a_kept_choice(bert_run, capsys):

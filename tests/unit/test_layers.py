@@ -13,6 +13,7 @@ import pytest
     ("slmtune.train", ("slmtune.experiments", "slmtune.report", "slmtune.cli", "slmtune.commands")),
     ("slmtune.resolve", ("torch", "slmtune.train")),
     ("slmtune.config", ("torch",)),
+    ("slmtune.commands", ("slmtune.cli", "torch")),
 ])
 def test_a_layer_imports_nothing_above_it(module, never):
     code = (f"import sys, {module}; bad = [m for m in {never!r} if m in sys.modules]; "

@@ -366,6 +366,7 @@ def test_main_py_clean_test_runs(capsys):
     assert "$ slmtune clean" in out and 'as "bargain hunters" return' in out and "$1.2" in out
 
 
+@pytest.mark.slow
 def test_reference_study_with_two_workers_trains_each_run_once(reference_study, recipes, tmp_path):
     """`slmtune study --workers 2`: every planned run goes through the queue once, then the parts reuse them and
     the results equal the one-worker study's."""

@@ -134,6 +134,7 @@ def _at_gate(proc, gate: Path, k: int) -> bool:
     return (gate / f"started-{proc.pid}-{k}").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, race", [(signal.SIGKILL, True), (signal.SIGINT, True), (signal.SIGTERM, True),
                                        (signal.SIGTERM, False)])
 def test_sweep_stopped_mid_trial_resumes_every_point_once(tiny_models, synthetic_files, tmp_path, sig, race):
@@ -183,6 +184,7 @@ def _sweep_and_worker_training(study_file, folder: Path, gate: Path):
     return first, worker
 
 
+@pytest.mark.slow
 def test_restarting_the_sweep_leaves_a_live_workers_trial_alone(tiny_models, synthetic_files, tmp_path):
     """A second start of the sweep while a worker trains: the worker's trial stays its own, and both end well."""
     run = _run_section(tiny_models, synthetic_files, **{"train.epochs": 2})
@@ -208,6 +210,7 @@ def test_restarting_the_sweep_leaves_a_live_workers_trial_alone(tiny_models, syn
     assert len(_finished_runs(tmp_path / "w")) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_worker_killed_mid_trial_loses_nothing(tiny_models, synthetic_files, tmp_path, request, backend):
     """Two processes share a grid through the storage; one dies by SIGKILL while training. The other finishes
@@ -282,6 +285,7 @@ def test_stopped_and_stale_trials_come_back_once(tmp_path):
     assert study.trials[-1].system_attrs["fixed_params"] == points[1]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
     grid = {"train.learning_rate": [0.01, 0.02, 0.03], "train.weight_decay": [0.0, 0.01]}
     study_file = _study_file(tmp_path, _run_section(tiny_models, synthetic_files), space=grid)
@@ -300,6 +304,7 @@ def test_two_workers_share_one_study(tiny_models, synthetic_files, tmp_path):
     assert all("trial" in out for out in outputs)  # both processes trained
 
 
+@pytest.mark.slow
 def test_a_trial_taken_for_dead_while_it_trains_is_reused_by_its_retry(tiny_models, synthetic_files, tmp_path):
     """A process silent for 3 heartbeats (a suspended laptop) has its trial failed and queued again by another
     process while it still trains: it says so in one line, carries on, and the retry reuses its finished run."""

@@ -49,6 +49,7 @@ def _trained_once(study_dir):
     return len(folders)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_workers_train_each_run_once_with_the_results_of_one(tiny_models, synthetic_files, tmp_path, request,
                                                                  backend):
@@ -85,6 +86,7 @@ def test_two_workers_train_each_run_once_with_the_results_of_one(tiny_models, sy
     assert _trained_once(tmp_path / "parallel") == 4
 
 
+@pytest.mark.slow
 def test_sweep_with_two_workers_completes_every_point_once(tiny_models, synthetic_files, tmp_path):
     import optuna
 
@@ -115,6 +117,7 @@ def _pop_all(url: str, out) -> None:
     out.put(taken)
 
 
+@pytest.mark.slow
 def test_processes_popping_one_sqlite_queue_never_take_a_trial_twice(tmp_path):
     """SQLite ignores SELECT ... FOR UPDATE: without IMMEDIATE transactions (queue.open_storage) three processes
     popping 300 queued trials took 11 of them twice here; each trial must go to exactly one process."""

@@ -20,7 +20,6 @@ from slmtune.serve.export import ONNX_FILES, export_onnx, require_onnx
 from slmtune.serve.int8 import decisions
 from slmtune.serve.loading import load_run
 
-BACKENDS = ENGINES
 CHOICE_FILE = "backend.json"
 AUTO_MIN_ROWS = 5000  # `auto` measures the backends (about 1,000 rows each) only for jobs at least this large
 COMPILED = ("torch-compiled", "torch-int8")
@@ -42,10 +41,10 @@ class Engine:
 def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005, rows: int | None = None) -> Engine:
     """`torch` (the run's `train.precision` on this machine: bf16 where the CPU has it), `torch-fp32`,
     `torch-compiled` (torch's precision, compiled), `torch-int8` (torchao's dynamic int8, compiled), `onnx` (fused
-    fp32), `onnx-int8`, or `auto`: the engine
-    choose_backend measured with `max_change` that finishes a job of `rows` soonest (compilation counted), measured
-    when the job scores at least AUTO_MIN_ROWS `rows` (None: a job of unknown size, such as a file) or already kept
-    for this budget and machine; a smaller job uses `torch`, since measuring would cost more than it could save."""
+    fp32), `onnx-int8`, or `auto`: the engine choose_backend measured with `max_change` that finishes a job of
+    `rows` soonest (compilation counted), measured when the job scores at least AUTO_MIN_ROWS `rows` (None: a job
+    of unknown size, such as a file) or already kept for this budget and machine; a smaller job uses `torch`,
+    since measuring would cost more than it could save."""
     int8_search.check_budget(max_change)
     if backend == "auto":
         measure = rows is None or rows >= AUTO_MIN_ROWS or _kept_choice(run_dir, max_change) is not None
@@ -64,7 +63,7 @@ def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005
     if backend in ("onnx", "onnx-int8"):
         return Engine(backend, onnx_for_run(run_dir, int8=backend == "onnx-int8", max_change=max_change),
                       resolve_precision("fp32"))
-    raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)}")
+    raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(ENGINES)}")
 
 
 def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,7 +84,7 @@ def _compiled(run, run_dir: str | Path, backend: str, max_change: float) -> Engi
             if backend == "torch-int8":
                 model, precision = int8_search.torch_int8(run, run_dir, max_change), resolve_precision("fp32")
             else:
-                model, precision = copy.deepcopy(run.model), run.precision
+                model, precision = run.model, run.precision  # `run` is this engine's own load
             model = compile_frozen(model)
             with int8_search.quiet_torchao():
                 predict_logits(model, run.tokenizer, ["a short text to compile on", "and another one"],
@@ -112,8 +111,7 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     validation and training rows (up to `rows`; never test rows); a multi-label row counts as changed when any
     label of its set does. The COMPILED engines are measured (with their compilation time) only for a job of
     at least COMPILE_MIN_ROWS `job_rows` (torch-int8 with torchao installed). Measured once per run, budget
-    and machine, kept in
-    RUN_DIR/backend.json; the choice and its figures are printed."""
+    and machine, kept in RUN_DIR/backend.json; the choice and its figures are printed."""
     import importlib.util
     import time
 

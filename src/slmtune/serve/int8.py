@@ -148,7 +148,7 @@ def search(errors: dict[str, float], predict: Callable[[list[str]], np.ndarray],
             else:
                 failed = middle
     return {"kept_fp32": ranked[:kept], "int8_layers": len(ranked) - kept, "changed": round(changed, 5),
-            "within_budget": changed <= max_change, "max_change": max_change, "target": target,
+            "within_budget": changed <= max_change, "target": target,
             "rows": len(reference), "layer_errors": {m: round(errors[m], 5) for m in ranked}, "tries": tries}
 
 

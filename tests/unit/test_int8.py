@@ -89,6 +89,57 @@ def test_onnx_int8_keeps_the_plan_it_searched_and_searches_again_for_another_bud
     assert json.loads((bert_run / "onnx" / int8.PLAN_FILE).read_text())["max_change"] == 0.5
 
 
+def test_smoothing_moves_an_outlier_channel_into_the_weights_and_cuts_the_per_token_error(bert_run):
+    run = load_run(bert_run)
+    texts = ["stocks fell on oil news", "the team won the cup final", "a new chip for phones"] * 4
+    layer = "bert.encoder.layer.0.attention.self.query"
+    module = dict(run.model.named_modules())[layer]
+    seen = {}
+
+    def first_input(module, inputs, output) -> None:
+        seen.setdefault("x", inputs[0].detach().reshape(-1, inputs[0].shape[-1]).abs().amax(0))
+
+    handle = module.register_forward_hook(first_input)
+    try:
+        factors = int8.smoothing(run.model, run.tokenizer, texts[:1], 32, alpha=0.5)
+        with torch.no_grad():  # an outlier input channel, as BERT-class activations carry
+            module.weight[:, 3] *= 1e-3
+            run.model.bert.embeddings.LayerNorm.weight[3] *= 1e3
+            run.model.bert.embeddings.LayerNorm.bias[3] *= 1e3
+        plain = int8.layer_errors(run.model, run.tokenizer, texts, 32, per_token=True)
+        smooth = int8.smoothing(run.model, run.tokenizer, texts, 32)
+        smoothed = int8.layer_errors(run.model, run.tokenizer, texts, 32, per_token=True, smooth=smooth)
+    finally:
+        handle.remove()
+    expected = (seen["x"].clamp_min(1e-5) ** 0.5 / (module.weight.detach().abs().amax(0) * torch.where(
+        torch.arange(module.in_features) == 3, 1e3, 1.0)).clamp_min(1e-5) ** 0.5).clamp(1e-2, 1e2)
+    assert torch.allclose(factors[layer], expected, rtol=1e-4)  # s_j = sqrt(max|x_j| / max|W_:,j|)
+    assert smooth[layer][3] > 10 * smooth[layer].median()  # the outlier channel gets the large factor
+    assert smoothed[layer] < plain[layer] / 2
+
+
+def test_torch_int8_keeps_its_smoothing_factors_and_searches_again_when_they_are_damaged(bert_run, capsys):
+    pytest.importorskip("torchao")
+    for name in (int8.COMPILED_PLAN_FILE, int8.SMOOTHING_FILE):
+        (bert_run / name).unlink(missing_ok=True)
+    int8.torch_int8(load_run(bert_run), bert_run, 0.5)
+    plan = json.loads((bert_run / int8.COMPILED_PLAN_FILE).read_text())
+    assert plan["smoothing_alpha"] == int8.SMOOTHING_ALPHA and "torch-int8 with" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    linear = {n for n, m in load_run(bert_run).model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(load_file(bert_run / int8.SMOOTHING_FILE)) == linear
+    int8.torch_int8(load_run(bert_run), bert_run, 0.5)  # kept: no second search
+    assert "torch-int8 with" not in capsys.readouterr().out
+    (bert_run / int8.SMOOTHING_FILE).write_bytes(b"not a safetensors file")
+    model = int8.torch_int8(load_run(bert_run), bert_run, 0.5)
+    assert "torch-int8 with" in capsys.readouterr().out  # searched again, factors written again
+    assert set(load_file(bert_run / int8.SMOOTHING_FILE)) == linear
+    quantized = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                 and n not in plan["kept_fp32"] and hasattr(m.weight, "act_pre_scale")]
+    assert quantized and all(m.weight.act_pre_scale is not None for m in quantized)
+
+
 def test_a_run_whose_data_is_gone_is_quantized_whole_and_says_so(bert_run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     import shutil

@@ -2,6 +2,7 @@
 training; the paired test keeps statistical ties; `slmtune tune` end to end on a tiny model."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -196,6 +197,34 @@ def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_
     assert summary["seconds"] < 300 * 1.1
     assert not list(folder.glob("candidates/*/checkpoints")) or any(
         r["status"] == "racing" for r in board)  # checkpoints stay only for candidates that can still go on
+
+
+def test_time_the_race_leaves_trains_the_leader_again_on_more_rows(tiny_models, synthetic_files, tmp_path,
+                                                                   monkeypatch):
+    from slmtune.experiments import tune
+
+    monkeypatch.setattr(tune, "ENCODER_SHARE", 1e-6)  # the encoders get the floor's sample: 8 rows a class
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], probe=False)
+    folder = tmp_path / "search"
+    summary = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, folder)
+    state = {c["name"]: c for c in json.loads((folder / "tune.json").read_text())["candidates"]}
+    raced = [state["lora-bert-lr0.01"], state["lora-bert-lr0.0001"]]
+    assert {c["rows"] for c in raced} == {tune.MIN_ROWS_PER_CLASS * 4}
+    refits = [c for c in state.values() if c["refit_of"]]
+    assert len(refits) == 1, state
+    refit = refits[0]
+    source = state[refit["refit_of"]]
+    assert source in raced and source["status"] == "finished" and refit["status"] == "finished"
+    assert (refit["kind"], refit["learning_rate"], refit["epochs"]) == (source["kind"], source["learning_rate"],
+                                                                         source["epochs"])
+    assert refit["rows"] == 120  # every training row: a tiny model trains them in seconds
+    assert runs.read_result(folder / "candidates" / refit["name"])["sizes"]["train"] == 120
+    board = {r["candidate"]: r for r in csv.DictReader((folder / "leaderboard.csv").open())}
+    assert board[refit["name"]]["validation"] != "" and board[refit["name"]]["rows"] == "120"
+    assert summary["best"] in board
+    again = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, folder)  # settled: nothing trains twice
+    assert [c["name"] for c in json.loads((folder / "tune.json").read_text())["candidates"] if c["refit_of"]] == [
+        refit["name"]] and again["best"] == summary["best"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,9 +3,10 @@
 A portfolio, cheapest first: TF-IDF + logistic regression, a linear probe on each encoder's frozen features, then
 LoRA and full fine-tuning at a few learning rates, raced (slmtune.experiments.racing): each trains to a rung of its
 own schedule, candidates significantly behind the leader on the validation rows are cut, ties go on, resuming
-from their checkpoints. Last, the best encoder blended with TF-IDF. The plan is printed first, from this machine's
-measured speed on these texts; no rung starts that the remaining time cannot hold, and a rung that runs over
-stops at the deadline. Test rows are scored once, for the chosen model and for TF-IDF.
+from their checkpoints. When the encoders trained on a sample of the rows, the time the race leaves trains the
+leading fine-tuning configuration again on more rows. Last, the best encoder blended with TF-IDF. The plan is
+printed first, from this machine's measured speed on these texts; no rung starts that the remaining time cannot
+hold, and a rung that runs over stops at the deadline. Test rows are scored once, for the chosen model and for TF-IDF.
 
 The folder holds one run folder per candidate (candidates/, their output in logs/), tune.json (the state a rerun
 continues from), leaderboard.csv, summary.json and best/: the chosen model as a run folder that predict,
@@ -48,6 +49,10 @@ ENCODER_SHARE = 0.3
 """A default LoRA schedule on the encoder candidates' rows may take at most this share of the budget; bigger
 datasets give the encoder candidates a sample of their training rows (TF-IDF keeps them all)."""
 MIN_ROWS_PER_CLASS = 8
+REFIT_GAIN = 1.5
+"""When the encoder candidates trained on a sample of the rows and the race leaves time (cuts, short schedules), the
+leading fine-tuning candidate trains again on more rows if the time left holds at least this many times the
+sample: more rows are what the freed time buys first."""
 
 
 @dataclass
@@ -99,6 +104,8 @@ class Candidate:
     note: str = ""
     seconds: float = 0.0
     rows: int = 0
+    refit_of: str | None = None
+    """The candidate whose configuration this one trains again on more rows, with the time the race left."""
 
     @property
     def folder(self) -> str | None:
@@ -244,6 +251,7 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
             _step(search, cand, base, encoder_splits, 0.0, hard, entries, progress)
             _update_best(search, entries, splits, tfidf, progress)
         _race(search, cfg, base, encoder_splits, hard, entries, splits, tfidf, progress)
+        _refit(search, base, encoder_splits, hard, entries, splits, tfidf, progress)
         if cfg.blend and tfidf is not None:
             _blend_candidate(search, entries, splits, tfidf, progress)
         _update_best(search, entries, splits, tfidf, progress)
@@ -452,7 +460,7 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
           entries: dict[str, np.ndarray], full_splits: Splits, tfidf, progress) -> None:
     """Successive halving over the fine-tuning candidates: every one to its first rung, then the survivors of each
     paired comparison to the next, best first, while the time holds."""
-    racers = [c for c in search.candidates.values() if c.kind in ("lora", "full")]
+    racers = [c for c in search.candidates.values() if c.kind in ("lora", "full") and not c.refit_of]
     if not racers:
         return
     ladders = {c.name: rungs_of(c.epochs, cfg.first_rung) for c in racers}
@@ -485,6 +493,41 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
         if not cut(board, lambda name: search.candidates[name].status == "racing", record,
                    lambda name: search.root / search.candidates[name].folder):
             search.save()  # the standing alone (record saved it with the cuts)
+
+
+def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries: dict[str, np.ndarray],
+           full_splits: Splits, tfidf, progress) -> None:
+    """The time the race left, given back: when the encoder candidates trained on a sample of the training rows,
+    the leading finished fine-tuning candidate's configuration (model, method, learning rate, epochs) trains again
+    on as many rows as the time left holds, if that is at least REFIT_GAIN times the sample. It is one more
+    candidate, chosen or not on the same validation rows as every other."""
+    refits = [c for c in search.candidates.values() if c.refit_of]
+    if not refits:
+        tuned = [n for n in entries if search.candidates[n].kind in ("lora", "full")
+                 and search.candidates[n].status == "finished"]
+        if len(splits.train) >= len(full_splits.train) or not tuned:
+            return
+        source = search.candidates[_standing(search, entries, splits.validation, tuned, 1.0).leader]
+        infer = search.speed[source.model]
+        train_speed = search.speed.get(f"train:{source.kind}:{source.model}", infer * TRAIN_OVER_EVAL[source.kind])
+        left = hard - time.monotonic()
+        spare = left - search.overhead - 2 * len(splits.validation) / infer  # its validation, a deadline stop
+        rows = min(len(full_splits.train), int(0.9 * spare * train_speed / max(source.epochs, 1e-9)))
+        if rows < REFIT_GAIN * len(splits.train):
+            progress(f"tune: {format_duration(max(left, 0))} left: too little to train {source.name} on more "
+                     f"than its {len(splits.train)} rows")
+            return
+        refits = [Candidate(f"{source.name}-rows{rows}", source.kind, source.model, source.learning_rate,
+                            source.epochs, rows=rows, refit_of=source.name)]
+        search.candidates[refits[0].name] = refits[0]
+        progress(f"tune: {format_duration(left)} left: {source.name}, the leading fine-tuning candidate, trains "
+                 f"again on {rows} of the {len(full_splits.train)} training rows")
+        search.save()
+    for cand in refits:
+        if cand.status not in ("cut", "failed", "left out"):
+            _step(search, cand, base, _sample(full_splits, cand.rows, base.seed), cand.epochs, hard, entries,
+                  progress)
+            _update_best(search, entries, full_splits, tfidf, progress)
 
 
 def _leader_first(search: Search, alive: list[Candidate], base: RunConfig, splits: Splits, hard: float,

@@ -1,6 +1,6 @@
 """Every inference engine of a finished run, side by side on its test rows, each alone on the machine.
 
-    python bench/engines.py RUN_DIR [--rows 7600]
+    python bench/engines.py RUN_DIR [--rows 7600] [--engines torch,torch-int8]
 
 For each engine `slmtune evaluate --backend` offers (torch in the run's precision, torch-fp32, torch-compiled,
 torch-int8, onnx, onnx-int8; those whose package is missing are left out): setup seconds (ONNX export, the int8 layer
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 
-def engines(run_dir: Path, splits) -> list[dict]:
+def engines(run_dir: Path, splits, only: list[str] | None = None) -> list[dict]:
     """Every inference engine of the run on the test rows, each alone: samples/s (after its setup: export,
     int8 search, compilation, timed apart), the share of predictions that differ from fp32 torch's, and the test
-    accuracy change against fp32 torch with a paired bootstrap 95% interval."""
+    accuracy change against fp32 torch with a paired bootstrap 95% interval; `only`: those engines (fp32 torch,
+    the reference, always)."""
     import importlib.util
 
     from slmtune.serve import ENGINES
@@ -37,6 +38,8 @@ def engines(run_dir: Path, splits) -> list[dict]:
     for name in sorted(ENGINES, key=lambda name: name != "torch-fp32"):  # the reference first
         needs = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime", "torch-int8": "torchao"}.get(name)
         if name == "torch" and run.precision.name == "fp32" or needs and importlib.util.find_spec(needs) is None:
+            continue
+        if only and name not in only and name != "torch-fp32":
             continue
         start = time.perf_counter()
         used = engine(run_dir, name)
@@ -80,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--rows", type=int, default=None, help="the first N test rows (default all)")
+    parser.add_argument("--engines", help="only these engines, separated by commas (default all)")
     args = parser.parse_args()
 
     from slmtune.data import load_splits
@@ -90,7 +94,7 @@ def main() -> None:
     if args.rows:
         splits = dataclasses.replace(splits, test=splits.test.subset(range(min(args.rows, len(splits.test)))))
     print(f"run {args.run_dir.name}: {run.config.model.name}, {run.config.model.method}, {len(splits.test)} test rows")
-    print_engines(engines(args.run_dir, splits))
+    print_engines(engines(args.run_dir, splits, args.engines.split(",") if args.engines else None))
 
 
 if __name__ == "__main__":

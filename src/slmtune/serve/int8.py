@@ -89,9 +89,9 @@ def smoothing(model, tokenizer, texts: list[str], max_length: int, truncation: s
         absmax[name] = torch.maximum(absmax[name], seen) if name in absmax else seen
 
     _linear_inputs(model, tokenizer, texts, max_length, truncation, batch_size, record)
-    weights = dict(model.named_modules())
-    return {name: (seen.clamp_min(1e-5) ** alpha / weights[name].weight.detach().float().abs().amax(dim=0)
-                   .clamp_min(1e-5) ** (1 - alpha)).clamp(1e-2, 1e2) for name, seen in absmax.items()}
+    weights, eps = dict(model.named_modules()), torch.finfo(torch.float32).eps
+    return {name: (seen + eps) ** alpha / (weights[name].weight.detach().float().abs().amax(dim=0) + eps) ** (
+        1 - alpha) for name, seen in absmax.items()}
 
 
 def layer_errors(model, tokenizer, texts: list[str], max_length: int, truncation: str = "head",

@@ -52,7 +52,7 @@ MIN_ROWS_PER_CLASS = 8
 REFIT_GAIN = 1.5
 """When the encoder candidates trained on a sample of the rows and the race leaves time (cuts, short schedules), the
 leading fine-tuning candidate trains again on more rows if the time left holds at least this many times the
-sample: more rows are what the freed time buys first."""
+sample, or every row: more rows are what the freed time buys first."""
 
 
 @dataclass
@@ -499,8 +499,8 @@ def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries
            full_splits: Splits, tfidf, progress) -> None:
     """The time the race left, given back: when the encoder candidates trained on a sample of the training rows,
     the leading finished fine-tuning candidate's configuration (model, method, learning rate, epochs) trains again
-    on as many rows as the time left holds, if that is at least REFIT_GAIN times the sample. It is one more
-    candidate, chosen or not on the same validation rows as every other."""
+    on as many rows as the time left holds, if that is at least REFIT_GAIN times the sample or every row. It is
+    one more candidate, chosen or not on the same validation rows as every other."""
     refits = [c for c in search.candidates.values() if c.refit_of]
     if not refits:
         tuned = [n for n in entries if search.candidates[n].kind in ("lora", "full")
@@ -513,9 +513,9 @@ def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries
         left = hard - time.monotonic()
         spare = left - search.overhead - 2 * len(splits.validation) / infer  # its validation, a deadline stop
         rows = min(len(full_splits.train), int(0.9 * spare * train_speed / max(source.epochs, 1e-9)))
-        if rows < REFIT_GAIN * len(splits.train):
-            progress(f"tune: {format_duration(max(left, 0))} left: too little to train {source.name} on more "
-                     f"than its {len(splits.train)} rows")
+        if rows < REFIT_GAIN * len(splits.train) and rows < len(full_splits.train):
+            progress(f"tune: {format_duration(max(left, 0))} left: too little to train {source.name} again on "
+                     f"more rows (~{REFIT_GAIN:g}x its {len(splits.train)}, or all {len(full_splits.train)})")
             return
         refits = [Candidate(f"{source.name}-rows{rows}", source.kind, source.model, source.learning_rate,
                             source.epochs, rows=rows, refit_of=source.name)]

@@ -308,12 +308,15 @@ def _config(base: RunConfig, model: str, method: str, lr: float | None, epochs: 
                             "output_dir": None})
 
 
+def _train_speed(search: Search, cand: Candidate) -> float:
+    """Training rows/s of `cand`'s method and model: measured on this machine by an earlier rung, else the
+    inference speed scaled by TRAIN_OVER_EVAL."""
+    return search.speed.get(f"train:{cand.kind}:{cand.model}", search.speed[cand.model] * TRAIN_OVER_EVAL[cand.kind])
+
+
 def _epoch_seconds(search: Search, cand: Candidate, splits: Splits) -> float:
-    """Seconds one epoch of `cand` is expected to take: at its method's measured training speed on this
-    machine, else at the inference speed scaled by TRAIN_OVER_EVAL; plus one validation pass."""
-    infer = search.speed[cand.model]
-    train = search.speed.get(f"train:{cand.kind}:{cand.model}", infer * TRAIN_OVER_EVAL[cand.kind])
-    return len(splits.train) / train + len(splits.validation) / infer
+    """Seconds one epoch of `cand` is expected to take, plus one validation pass."""
+    return len(splits.train) / _train_speed(search, cand) + len(splits.validation) / search.speed[cand.model]
 
 
 def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: TfidfModel | None) -> dict:
@@ -508,11 +511,10 @@ def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries
         if len(splits.train) >= len(full_splits.train) or not tuned:
             return
         source = search.candidates[_standing(search, entries, splits.validation, tuned, 1.0).leader]
-        infer = search.speed[source.model]
-        train_speed = search.speed.get(f"train:{source.kind}:{source.model}", infer * TRAIN_OVER_EVAL[source.kind])
         left = hard - time.monotonic()
-        spare = left - search.overhead - 2 * len(splits.validation) / infer  # its validation, a deadline stop
-        rows = min(len(full_splits.train), int(0.9 * spare * train_speed / max(source.epochs, 1e-9)))
+        # what the retrained run spends outside training: its overhead, and validation twice (a deadline stop)
+        spare = left - search.overhead - 2 * len(splits.validation) / search.speed[source.model]
+        rows = min(len(full_splits.train), int(0.9 * spare * _train_speed(search, source) / max(source.epochs, 1e-9)))
         if rows < REFIT_GAIN * len(splits.train) and rows < len(full_splits.train):
             progress(f"tune: {format_duration(max(left, 0))} left: too little to train {source.name} again on "
                      f"more rows (~{REFIT_GAIN:g}x its {len(splits.train)}, or all {len(full_splits.train)})")

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
              ("--alpha", {"type": float, "default": 0.05,
                           "help": "cut a candidate when a paired test on validation says it is behind at this "
                                   "level (default 0.05)"}),
+             ("--workers", {"type": int, "default": 1, "help": "candidates trained side by side at each rung, each "
+                                                              "in a process of its own (CPU threads divided)"}),
              ("overrides", OVERRIDES))
     _command(sub, "evaluate", cmd_evaluate, "re-evaluate a run's best model on a split", ("run_dir", RUN_DIR),
              ("--split", {"default": "test", "choices": ["test", "validation", "train"], "help": "split to score"}),

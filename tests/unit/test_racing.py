@@ -3,6 +3,9 @@ training; the paired test keeps statistical ties; `slmtune tune` end to end on a
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import transformers
 from packaging.version import Version
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import crashed, gated_env, started, tiny_overrides, wait_until
 from slmtune import runs
 from slmtune.config import from_dict
 from slmtune.train import VALIDATION_PREDICTIONS, train
@@ -227,7 +230,57 @@ def test_time_the_race_leaves_trains_the_leader_again_on_more_rows(tiny_models, 
         refit["name"]] and again["best"] == summary["best"]
 
 
+@pytest.mark.slow  # worker processes: each imports torch and transformers
+def test_workers_train_the_same_candidates_side_by_side_in_processes_of_their_own(tiny_models, synthetic_files,
+                                                                                  tmp_path):
+    from slmtune.experiments import tune
+
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[1e-3], probe=False)
+    alone = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "alone")
+    cfg.workers = 2
+    side = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "side")
+    raced = ["lora-bert-lr0.01", "lora-bert-lr0.0001", "full-bert-lr0.001"]
+    for name in raced:  # trained by a worker process (its job file, its output in its log) ...
+        assert (tmp_path / "side" / "logs" / f"{name}.job.json").is_file()
+        assert not (tmp_path / "alone" / "logs" / f"{name}.job.json").exists()
+        assert "epoch" in (tmp_path / "side" / "logs" / f"{name}.log").read_text()
+        # ... into the same model: same threads, same seed, the same predictions at the rung it reached
+        assert (tmp_path / "side" / "candidates" / name / VALIDATION_PREDICTIONS).read_text() == (
+            tmp_path / "alone" / "candidates" / name / VALIDATION_PREDICTIONS).read_text()
+    boards = [{r["candidate"]: (r["status"], r["epochs"], r["validation"]) for r in summary["leaderboard"]}
+              for summary in (alone, side)]
+    assert boards[0] == boards[1] and alone["best"] == side["best"]
+    speeds = json.loads((tmp_path / "side" / "tune.json").read_text())["speed"]
+    assert speeds["train:lora:" + tiny_models["bert"]] > 0  # measured in the workers, as if trained alone
+
+
+@pytest.mark.slow  # processes stopped by a signal while they train
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_search_stopped_while_its_workers_train_stops_them_and_continues_later(tiny_models, synthetic_files,
+                                                                                tmp_path, sig):
+    from slmtune.cli import main
+
+    gate, folder = tmp_path / "gate", tmp_path / "search"
+    args = ["tune", "--dataset", synthetic_files["train"], "--test-file", synthetic_files["test"], "--output-dir",
+            str(folder), "--lora-rates", "1e-2,1e-4", "--full-rates", "", "--workers", "2", "--time", "5m",
+            f"model.name={tiny_models['bert']}", "data.val_size=40", "train.threads=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "slmtune.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=gated_env(gate))
+    wait_until(lambda: len(started(gate)) == 2 or proc.poll() is not None, what="two workers at their first step")
+    assert len({name.split("-")[1] for name in started(gate)}) == 2, proc.communicate()[0].decode()[-2000:]
+    proc.send_signal(sig)  # to the search only: it stops its workers
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130 and not crashed(out), out[-2000:]
+    for name in ("lora-bert-lr0.01", "lora-bert-lr0.0001"):  # each worker left its run folder as a stopped run
+        assert runs.read_result(folder / "candidates" / name)["status"] == "interrupted", out[-2000:]
+    assert main(args) == 0  # the same command finishes the search
+    state = {c["name"]: c for c in json.loads((folder / "tune.json").read_text())["candidates"]}
+    assert {state[n]["status"] for n in ("lora-bert-lr0.01", "lora-bert-lr0.0001")} <= {"finished", "cut"}
+    assert (folder / "best" / "model").is_dir() and (folder / "summary.json").is_file()
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "--workers must be at least 1"),
     (["--time", "soon"], "--time takes a duration"),
     (["--time", "1s"], "too small for even the cheapest candidate"),
     (["--models", "/no/such/model"], "unknown model"),

@@ -3,7 +3,7 @@ queue of trials that processes take one at a time, with heartbeats so that a dea
 
 Sweeps queue grid points (each trial a point); studies with workers queue planned runs (each trial names a job:
 a run config and the study folder it belongs to, kept as study attributes). `drain` is the one loop that takes
-queued trials until none waits and none runs elsewhere; `tune` and study racing use the same.
+queued trials until none waits and none runs elsewhere; raced sweeps use it rung by rung.
 """
 
 from __future__ import annotations

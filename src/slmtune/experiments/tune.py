@@ -7,6 +7,7 @@ from their checkpoints. When the encoders trained on a sample of the rows, the t
 leading fine-tuning configuration again on more rows. Last, the best encoder blended with TF-IDF. The plan is
 printed first, from this machine's measured speed on these texts; no rung starts that the remaining time cannot
 hold, and a rung that runs over stops at the deadline. Test rows are scored once, for the chosen model and for TF-IDF.
+With `workers`, a rung's candidates train side by side in processes of their own (slmtune.experiments.tune_workers).
 
 The folder holds one run folder per candidate (candidates/, their output in logs/), tune.json (the state a rerun
 continues from), leaderboard.csv, summary.json and best/: the chosen model as a run folder that predict,
@@ -16,7 +17,6 @@ replaced whenever the leader changes, so a stopped or timed-out search always le
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -34,6 +34,7 @@ from slmtune.data import Splits, TextDataset, load_splits
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import format_duration, parse_budget
 from slmtune.experiments.racing import ALPHA, Standing, cut, cut_note, rungs_of, standing
+from slmtune.experiments.tune_workers import Job, last_line, run_jobs, sample, train_job
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf
 from slmtune.multilabel import metric_name, multi_hot
 from slmtune.resolve import DataFacts, resolve
@@ -73,6 +74,9 @@ class TuneConfig:
     """Try a linear probe on each encoder's frozen features (single-label data)."""
     blend: bool = True
     """Try the best encoder blended with TF-IDF (weight chosen on validation log-loss)."""
+    workers: int = 1
+    """Fine-tuning candidates trained side by side at each rung of the race, each in a process of its own with
+    this machine's CPU threads divided between them; 1 trains them one after another in this process."""
 
     def __post_init__(self) -> None:
         if not self.lora_rates and not self.full_rates and not self.probe:
@@ -84,6 +88,8 @@ class TuneConfig:
             raise SlmtuneError(f"tune: first_rung must be a positive number of epochs, got {self.first_rung}")
         if not 0 < self.alpha < 1:
             raise SlmtuneError(f"tune: alpha must be in (0, 1), got {self.alpha}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise SlmtuneError(f"--workers must be at least 1, got {self.workers}")
 
 
 @dataclass
@@ -227,11 +233,16 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
     cap = int(ENCODER_SHARE * budget * lora_rate / max(lora_epochs, 1))
     floor = MIN_ROWS_PER_CLASS * len(splits.label_names)
     rows = min(len(splits.train), max(cap, floor))
-    encoder_splits = _sample(splits, rows, base.seed)
+    encoder_splits = sample(splits, rows, base.seed)
     _portfolio(search, cfg, models, base, encoder_splits, rows)
     plan = _plan(search, encoder_splits, budget, reserve, tfidf)
     for line in plan["lines"]:
         progress(line)
+    if cfg.workers > 1:
+        from slmtune.experiments.workers import Execution
+
+        progress(f"tune: {cfg.workers} worker processes train each rung's candidates side by side, "
+                 f"{Execution(workers=cfg.workers).threads} CPU thread(s) each")
     cheapest = plan["cheapest"] + reserve + (tfidf.seconds if tfidf else 0.0)
     if cheapest > budget:
         raise SlmtuneError(f"--time {cfg.time} is too small for even the cheapest candidate on this machine (a "
@@ -263,17 +274,6 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
         raise SlmtuneError("no encoder candidate finished within the budget; give more --time")
     summary = _finish(search, splits, tfidf, budget, start, progress)
     return summary
-
-
-def _sample(splits: Splits, rows: int, seed: int) -> Splits:
-    """The splits with a seeded, class-stratified sample of `rows` training rows (all of them when there are no
-    more)."""
-    if rows >= len(splits.train):
-        return splits
-    from slmtune.data.splits import stratified_indices
-
-    keep = stratified_indices(splits.train.strata(), rows, seed)
-    return Splits(splits.train.subset(sorted(keep)), splits.validation, splits.test)
 
 
 def _short(model: str) -> str:
@@ -352,24 +352,39 @@ def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: 
 
 def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung: float, hard: float,
           entries: dict[str, np.ndarray], progress) -> bool:
-    """Train `cand` to epoch `rung` of its schedule (0: the probe) unless the time left cannot hold it; True when
-    it trained. Its validation probabilities go to `entries`."""
-    from slmtune.train import train
-    from slmtune.trainer import PauseAt
+    """Train `cand` to epoch `rung` of its schedule (0: the probe) here, unless the time left cannot hold it; True
+    when it trained. Its validation probabilities go to `entries`."""
+    job = _prepare(search, cand, base, splits, rung, hard, entries, progress)
+    if job is None:
+        return False
+    try:
+        train_job(job, splits)
+    except SlmtuneError as exc:
+        _fail(search, cand, str(exc), progress)
+        return False
+    _collect(search, cand, rung, splits, entries, progress)
+    return True
 
+
+def _prepare(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung: float, hard: float,
+             entries: dict[str, np.ndarray], progress, concurrency: int = 1) -> Job | None:
+    """The job that trains `cand` to epoch `rung` (0: the probe), or None when nothing needs training (its
+    validation probabilities are then in `entries`) or the time left cannot hold it, `concurrency` jobs training
+    side by side (each that many times slower)."""
     folder = search.root / cand.folder
     if cand.status in ("finished", "cut") or (cand.status == "racing" and cand.reached >= rung - 1e-6):
         if (folder / "result.json").is_file() and runs.is_finished(folder):
             entries[cand.name] = _validation_probs(folder, search)
-            return False
+            return None
     epochs = 0.0 if cand.kind == "probe" else cand.epochs
     config = _config(base, cand.model, "full" if cand.kind == "probe" else cand.kind, cand.learning_rate, epochs)
     resume = cand.status == "racing" and runs.paused_at(folder) is not None  # paused, or its resume cut off
     if cand.kind == "probe":
         need = len(splits.train) / search.speed[cand.model] + search.overhead
     else:
-        need = (rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits) + search.overhead
-    need += len(splits.validation) / search.speed[cand.model]
+        need = ((rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits) * concurrency
+                + search.overhead)
+    need += concurrency * len(splits.validation) / search.speed[cand.model]
     left = hard - time.monotonic()
     if need > left:
         cand.status, cand.note = ("left out" if not cand.reached else cand.status), (
@@ -378,26 +393,30 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
         search.save()
         if cand.reached and folder.is_dir() and runs.is_finished(folder):
             entries[cand.name] = _validation_probs(folder, search)
-        return False
+        return None
     if folder.exists() and not resume:
         shutil.rmtree(folder)  # an attempt cut off mid-way: start it over
     # a rung stopped at the deadline still validates twice (the Trainer, then the scoring) and writes its folder
-    stop_by = hard - 2 * len(splits.validation) / search.speed[cand.model] - search.overhead
-    pause = None if cand.kind == "probe" else PauseAt(epoch=rung if rung < cand.epochs - 1e-6 else None,
-                                                      deadline=stop_by)
+    stop_by = hard - 2 * concurrency * len(splits.validation) / search.speed[cand.model] - search.overhead
     doing = "fitting the probe" if cand.kind == "probe" else f"training to epoch {rung:g} of {cand.epochs:g}"
     progress(f"tune: {cand.name}: {doing} (~{format_duration(need)}, {format_duration(left)} left)")
-    log = search.root / "logs" / f"{cand.name}.log"  # the run's own output (progress bars, Trainer logs)
-    log.parent.mkdir(exist_ok=True)
-    try:
-        with log.open("a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), \
-                contextlib.redirect_stderr(handle):
-            train(config, splits=splits, run_dir=folder, pause=pause, resume=bool(resume), score_test=False)
-    except SlmtuneError as exc:
-        cand.status, cand.note = "failed", str(exc)
-        progress(f"tune: {cand.name} failed: {exc}")
-        search.save()
-        return False
+    return Job(cand.name, config.to_dict(), folder, len(splits.train),
+               None if cand.kind == "probe" or rung >= cand.epochs - 1e-6 else rung,
+               None if cand.kind == "probe" else stop_by, bool(resume),
+               search.root / "logs" / f"{cand.name}.log")  # the run's own output (progress bars, Trainer logs)
+
+
+def _fail(search: Search, cand: Candidate, message: str, progress) -> None:
+    cand.status, cand.note = "failed", message
+    progress(f"tune: {cand.name} failed: {message}")
+    search.save()
+
+
+def _collect(search: Search, cand: Candidate, rung: float, splits: Splits, entries: dict[str, np.ndarray], progress,
+             concurrency: int = 1) -> None:
+    """What training `cand` to epoch `rung` left in its folder: its state, the training speed measured (as if it
+    trained alone: times `concurrency`), its validation probabilities in `entries`, the curve's copy for a replay."""
+    folder = search.root / cand.folder
     result = runs.read_result(folder)
     seconds = result.get("seconds", {})
     cand.seconds = float(seconds.get("total", 0.0))
@@ -407,9 +426,10 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
     early = paused_at is not None and paused_at < rung - 1e-6
     cand.note = f"stopped at epoch {cand.reached:g} by the deadline" if early else ""
     if cand.kind != "probe" and seconds.get("train") and cand.reached > 0:  # seconds and epochs since the start
-        search.speed[f"train:{cand.kind}:{cand.model}"] = len(splits.train) * cand.reached / float(seconds["train"])
+        search.speed[f"train:{cand.kind}:{cand.model}"] = (len(splits.train) * cand.reached * concurrency
+                                                           / float(seconds["train"]))
     search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
-                          - len(splits.validation) / search.speed[cand.model])
+                          - concurrency * len(splits.validation) / search.speed[cand.model])
     entries[cand.name] = _validation_probs(folder, search)
     from slmtune.train import VALIDATION_PREDICTIONS
 
@@ -419,7 +439,6 @@ def _step(search: Search, cand: Candidate, base: RunConfig, splits: Splits, rung
     progress(f"tune: {cand.name}: validation {metric_name(search.metric)} {score:.4f} at epoch {cand.reached:g} "
              f"({cand.seconds:.0f}s)")
     search.save()
-    return True
 
 
 def _validation_probs(folder: Path, search: Search) -> np.ndarray:
@@ -472,13 +491,14 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
         if level:
             alive.sort(key=lambda c: -_score(entries[c.name], splits.validation, search) if c.name in entries else 0)
             _leader_first(search, alive, base, splits, hard, entries, full_splits, tfidf, progress)
+        todo = []
         for cand in alive:
             ladder = ladders[cand.name]
             if level < len(ladder) and cand.status != "finished":
-                _step(search, cand, base, splits, ladder[level], hard, entries, progress)
-                _update_best(search, entries, full_splits, tfidf, progress)
+                todo.append((cand, ladder[level]))
             elif cand.name not in entries and cand.status == "finished":
                 entries[cand.name] = _validation_probs(search.root / cand.folder, search)
+        _train_all(search, cfg.workers, todo, base, splits, hard, entries, full_splits, tfidf, progress)
         present = [c.name for c in racers if c.name in entries and c.status not in ("cut", "failed")]
         if len(present) < 2:
             continue
@@ -496,6 +516,42 @@ def _race(search: Search, cfg: TuneConfig, base: RunConfig, splits: Splits, hard
         if not cut(board, lambda name: search.candidates[name].status == "racing", record,
                    lambda name: search.root / search.candidates[name].folder):
             search.save()  # the standing alone (record saved it with the cuts)
+
+
+def _train_all(search: Search, workers: int, todo: list[tuple[Candidate, float]], base: RunConfig, splits: Splits,
+               hard: float, entries: dict[str, np.ndarray], full_splits: Splits, tfidf, progress) -> None:
+    """Each (candidate, rung) of `todo` trained to its rung, in turn in this process, or with `workers` processes
+    side by side (slmtune.experiments.tune_workers); best/ follows the leader as each ends."""
+    if workers <= 1 or len(todo) < 2:
+        for cand, rung in todo:
+            _step(search, cand, base, splits, rung, hard, entries, progress)
+            _update_best(search, entries, full_splits, tfidf, progress)
+        return
+    from slmtune.experiments.workers import Execution
+
+    asked: dict[str, tuple[Candidate, float]] = {}
+
+    def prepare(item: tuple[Candidate, float], concurrency: int) -> Job | None:
+        job = _prepare(search, item[0], base, splits, item[1], hard, entries, progress, concurrency)
+        if job is not None:
+            asked[job.name] = item
+        return job
+
+    def finish(job: Job, code: int, concurrency: int) -> None:
+        cand, rung = asked[job.name]
+        if code == 0:
+            _collect(search, cand, rung, splits, entries, progress, concurrency)
+            _update_best(search, entries, full_splits, tfidf, progress)
+        elif code in (1, 2):  # 2: the one-line error a worker prints; 1: anything else (the log has it)
+            said = last_line(job.log)
+            _fail(search, cand, said.removeprefix("slmtune: error: ") if code == 2 else
+                  f"its worker process failed ({said}; the whole output is in {job.log})", progress)
+        else:  # stopped by a signal: its folder is kept as a stopped run, which a rerun resumes
+            cand.note = f"its worker process was stopped (exit {code})"
+            progress(f"tune: {cand.name}: {cand.note}")
+            search.save()
+
+    run_jobs(todo, prepare, finish, workers, Execution(workers=workers).threads)
 
 
 def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries: dict[str, np.ndarray],
@@ -527,7 +583,7 @@ def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries
         search.save()
     for cand in refits:
         if cand.status not in ("cut", "failed", "left out"):
-            _step(search, cand, base, _sample(full_splits, cand.rows, base.seed), cand.epochs, hard, entries,
+            _step(search, cand, base, sample(full_splits, cand.rows, base.seed), cand.epochs, hard, entries,
                   progress)
             _update_best(search, entries, full_splits, tfidf, progress)
 

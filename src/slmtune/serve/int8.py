@@ -208,20 +208,28 @@ def search_rows(run, check_rows: int = 1000, rows: int = 1000) -> list[str]:
     return (unseen or splits.train.texts)[:rows]
 
 
-def _search_for_run(run, max_change: float, per_token: bool, build: Callable[[list[str]], Any],
-                    only: set[str] | None = None, rows: int = 1000,
-                    smooth: dict[str, torch.Tensor] | None = None) -> dict[str, Any] | None:
-    """The layer search on the run's own training rows against its fp32 torch decisions, over the linear layers
-    in `only` (default all), `build(layers kept in fp32)` giving an engine predict_logits runs; None when the
-    run's data cannot be read here (a folder copied without it)."""
+def readable_rows(run, rows: int = 1000) -> list[str] | None:
+    """search_rows, or None (said in one line) when the run's data cannot be read here (a folder copied without
+    it): the rows the smoothing factors and the layer search are measured on, read once for both."""
     from slmtune.errors import SlmtuneError
+
+    try:
+        return search_rows(run, rows=rows)
+    except (SlmtuneError, OSError) as exc:
+        print(f"slmtune: int8 without the layer search ({exc}): every layer quantized", flush=True)
+        return None
+
+
+def _search_for_run(run, texts: list[str] | None, max_change: float, per_token: bool,
+                    build: Callable[[list[str]], Any], only: set[str] | None = None,
+                    smooth: dict[str, torch.Tensor] | None = None) -> dict[str, Any] | None:
+    """The layer search on `texts` (the run's own training rows, readable_rows) against its fp32 torch decisions,
+    over the linear layers in `only` (default all), `build(layers kept in fp32)` giving an engine predict_logits
+    runs; None without texts (the run's data cannot be read here)."""
     from slmtune.precision import resolve as resolve_precision
     from slmtune.serve.logits import predict_logits
 
-    try:
-        texts = search_rows(run, rows=rows)
-    except (SlmtuneError, OSError) as exc:
-        print(f"slmtune: int8 without the layer search ({exc}): every layer quantized", flush=True)
+    if texts is None:
         return None
     data = run.config.data
     kwargs = {"batch_size": run.config.train.eval_batch_size, "max_length": data.max_length,
@@ -242,12 +250,12 @@ def _announce(engine: str, plan: dict[str, Any], max_change: float) -> None:
           f"fp32 (searched to {SEARCH_MARGIN:.0%} of the {max_change:.2%} budget)", flush=True)
 
 
-def _plan(run, path: Path, engine: str, max_change: float, per_token: bool, build: Callable[[list[str]], Any],
-          only: set[str] | None = None, smooth: dict[str, torch.Tensor] | None = None,
-          extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The layer search's plan for `engine` (every layer quantized when the run's data cannot be read here), with
-    `extra` fields, kept at `path` for this budget and machine, and announced."""
-    plan = _search_for_run(run, max_change, per_token, build, only, smooth=smooth) or {
+def _plan(run, texts: list[str] | None, path: Path, engine: str, max_change: float, per_token: bool,
+          build: Callable[[list[str]], Any], only: set[str] | None = None,
+          smooth: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The layer search's plan for `engine` on `texts` (every layer quantized without them: the run's data cannot
+    be read here), with `extra` fields, kept at `path` for this budget and machine, and announced."""
+    plan = _search_for_run(run, texts, max_change, per_token, build, only, smooth=smooth) or {
         "kept_fp32": [], "within_budget": None}
     plan = kept.save(path, {**plan, **(extra or {})}, max_change)
     if plan.get("rows"):
@@ -267,7 +275,8 @@ def for_run(run, max_change: float) -> Callable[[Path, Path], None]:
             quantize(raw, out, [nodes[m] for m in fp32_layers if m in nodes])
             return OnnxClassifier(out, len(run.label_names), threads=run.config.train.threads)
 
-        plan = _plan(run, Path(out).parent / PLAN_FILE, "onnx-int8", max_change, False, build, only=set(nodes))
+        plan = _plan(run, readable_rows(run), Path(out).parent / PLAN_FILE, "onnx-int8", max_change, False, build,
+                     only=set(nodes))
         quantize(raw, out, [nodes[m] for m in plan["kept_fp32"] if m in nodes])  # the search's last try may not
         # be the plan
 
@@ -326,23 +335,18 @@ def torch_int8(run, run_dir: str | Path, max_change: float):
     except Exception:  # noqa: BLE001 (missing, or damaged in any way safetensors reports: searched again)
         plan = None
     if plan is None or plan.get("smoothing_alpha", -1) not in (SMOOTHING_ALPHA, None):  # None: no data to smooth on
-        factors = _smoothing_for_run(run)
+        texts = readable_rows(run)
+        factors = _smoothing_for_run(run, texts[:256]) if texts else {}
         if factors:
             save_file(factors, factors_path)
-        plan = _plan(run, path, "torch-int8", max_change, True, lambda layers: build(layers, factors),
+        plan = _plan(run, texts, path, "torch-int8", max_change, True, lambda layers: build(layers, factors),
                      smooth=factors, extra={"smoothing_alpha": SMOOTHING_ALPHA if factors else None})
     return build(plan["kept_fp32"], factors)
 
 
-def _smoothing_for_run(run, rows: int = 256) -> dict[str, torch.Tensor]:
-    """SmoothQuant's factors measured on the run's own training rows (those the layer search measures errors on);
-    none when the run's data cannot be read here."""
-    from slmtune.errors import SlmtuneError
-
-    try:
-        texts = search_rows(run, rows=rows)
-    except (SlmtuneError, OSError):
-        return {}
+def _smoothing_for_run(run, texts: list[str]) -> dict[str, torch.Tensor]:
+    """SmoothQuant's factors measured on `texts`, the run's own training rows that the layer search measures errors
+    on."""
     data = run.config.data
     return {name: factor.contiguous() for name, factor in smoothing(
         run.model, run.tokenizer, texts, data.max_length, data.truncation, run.config.train.eval_batch_size).items()}

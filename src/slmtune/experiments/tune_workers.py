@@ -24,6 +24,9 @@ from typing import Any
 
 from slmtune import runs
 
+STOP_WAIT_S = 120.0
+"""Seconds a worker process stopped by the search may take to save its run folder before it is killed."""
+
 
 @dataclass
 class Job:
@@ -44,12 +47,25 @@ class Job:
     resume: bool
     """Resume from the candidate's checkpoint (paused at the previous rung) instead of starting over."""
     log: Path
+    parent: int | None = None
+    """In a worker process: the search's process id; training stops as Ctrl-C stops it when that process is gone
+    (killed by SIGKILL, which it cannot pass on), so that no orphan trains on into a folder a rerun reuses."""
 
     def pause(self):
         """The Trainer callback that pauses training at the rung or the deadline (None for a probe)."""
         from slmtune.trainer import PauseAt
 
-        return None if self.stop_by is None else PauseAt(epoch=self.pause_epoch, deadline=self.stop_by)
+        if self.stop_by is None:
+            return None
+        parent = self.parent
+
+        class Pause(PauseAt):
+            def on_step_end(self, args, state, control, **kwargs):
+                if parent is not None and os.getppid() != parent:
+                    raise KeyboardInterrupt  # the run folder is saved as a stopped run's
+                return super().on_step_end(args, state, control, **kwargs)
+
+        return Pause(epoch=self.pause_epoch, deadline=self.stop_by)
 
 
 def sample(splits, rows: int, seed: int):
@@ -130,6 +146,11 @@ def run_jobs(todo: list[Any], prepare: Callable[[Any, int], Job | None],
                 for process in processes:
                     if process.poll() is None:  # stopped: each saves its run folder as a stopped run does
                         process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:  # a hung worker: the bound, never a synchronisation
+                    process.kill()
 
 
 def last_line(path: Path) -> str:
@@ -150,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = runs.read_json(args[0])
     stop_at = spec["stop_at"]  # wall-clock time: monotonic clocks are not shared between processes
     job = Job(spec["name"], spec["config"], Path(spec["folder"]), spec["rows"], spec["pause_epoch"],
-              None if stop_at is None else time.monotonic() + stop_at - time.time(), spec["resume"], Path(spec["log"]))
+              None if stop_at is None else time.monotonic() + stop_at - time.time(), spec["resume"], Path(spec["log"]),
+              parent=os.getppid())
     try:
         with stop_on_signals(("SIGTERM", "SIGHUP")):  # stopped by the search: the run folder kept, resumable
             train_job(job)

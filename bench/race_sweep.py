@@ -11,6 +11,12 @@ the regret, the exhaustive best's validation score minus the raced best's (both 
         --space lr --out bench-runs/race-sweep [key=value ...]
 
 key=value pairs are run-config overrides for both (e.g. data.train_size=2000 train.epochs=3).
+
+It also replays the racing rules on the exhaustive sweep's recorded curves (each run's validation decisions at
+every evaluation): which point a race would have picked from the same runs, and the regret. `--replay DIR` does
+only that, on a finished exhaustive sweep folder (a reference study's sweep part, for instance), e.g.
+
+    python bench/race_sweep.py --replay studies/reference/sweep-grid [--first-rung 1] [--alpha 0.05]
 """
 
 from __future__ import annotations
@@ -42,12 +48,51 @@ def _point(row: dict, keys: list[str]) -> tuple:
     return tuple(row[k] for k in keys)
 
 
+def replay_sweep(summary: dict, first_rung: float = 1.0, alpha: float = 0.05) -> dict:
+    """The racing rules replayed on an exhaustive sweep's runs: each point's validation decisions at each rung of
+    its schedule (its best evaluation up to that epoch), then successive halving with paired tests."""
+    from slmtune.config import load_config
+    from slmtune.errors import SlmtuneError
+    from slmtune.experiments.racing import replay, rung_counts, rungs_of
+
+    keys = list(summary["space"])
+    curves, missing = {}, []
+    for row in summary["rows"]:
+        folder = Path(row["run_dir"])
+        epochs = load_config(folder / "config.yaml").train.epochs
+        try:
+            curves[str(_point(row, keys))] = rung_counts(folder, rungs_of(epochs, first_rung))
+        except SlmtuneError as exc:
+            missing.append(str(exc))
+    if missing:
+        return {"missing": missing}
+    return replay(curves, summary.get("metric", "accuracy"), alpha=alpha)
+
+
+def _replay_line(replayed: dict) -> str:
+    if "missing" in replayed:
+        return (f"  no replay: {len(replayed['missing'])} run(s) cannot be read as curves, e.g. "
+                f"{replayed['missing'][0]}")
+    return (f"  replay of the racing rules on the exhaustive curves: racing picks {replayed['racing_best']}, "
+            f"exhaustive best {replayed['exhaustive_best']} (kept to the end: {replayed['exhaustive_best_kept']}), "
+            f"regret (validation) {replayed['regret']:+.4f}; alive after each rung: "
+            f"{', '.join(str(len(s)) for s in replayed['survivors'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True, help="NAME=TRAIN.csv:TEST.csv (repeatable)")
+    parser.add_argument("--data", action="append", default=[], help="NAME=TRAIN.csv:TEST.csv (repeatable)")
     parser.add_argument("--space", default="lr", help="a named sweep space (lr, wd, grid, ...)")
     parser.add_argument("--out", default="bench-runs/race-sweep")
+    parser.add_argument("--replay", help="only replay the racing rules on this finished exhaustive sweep folder")
+    parser.add_argument("--first-rung", type=float, default=1.0)
+    parser.add_argument("--alpha", type=float, default=0.05)
     args, overrides = parser.parse_known_args()
+    if args.replay:
+        summary = json.loads((Path(args.replay) / "summary.json").read_text())
+        print(f"{args.replay}: {len(summary['rows'])} points\n"
+              + _replay_line(replay_sweep(summary, args.first_rung, args.alpha)))
+        return
     lines = []
     for spec in args.data:
         name, _, files = spec.partition("=")
@@ -73,6 +118,7 @@ def main() -> None:
             f"  cut: {raced.get('raced', {}).get('cut', 0)}  scored on test: {tested}",
             f"  time ratio raced/exhaustive {raced_s / full_s:.2f}; raced best in the exhaustive tie set: "
             f"{best_raced in tied_full}; same best: {best_raced == best_full}; regret (validation) {regret:+.4f}",
+            _replay_line(replay_sweep(full, args.first_rung, args.alpha)),
         ]
     print("\n".join(lines))
 

@@ -12,6 +12,8 @@ Runs, one after the other (never side by side: two torch processes on 2 cores sl
     python bench/tune.py --dataset train.csv --test-file test.csv --time 10m,30m --default-train --exhaustive \\
         --out bench-runs/tune-mydata [key=value ...]
 
+`--workers 1,2` runs each budget once per value of tune's `--workers` (one after the other), to compare them.
+
 AG News at reference sizes: --dataset ag_news. Prints one table; everything stays under --out.
 """
 
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--label-column")
     parser.add_argument("--multi-label", action="store_true")
     parser.add_argument("--time", default="10m", help="budgets, separated by commas")
+    parser.add_argument("--workers", default="1", help="tune's --workers values to run each budget with, e.g. 1,2")
     parser.add_argument("--default-train", action="store_true")
     parser.add_argument("--exhaustive", action="store_true")
     parser.add_argument("--out", required=True)
@@ -104,10 +107,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = _data_args(args)
     rows = []
-    for budget in [b.strip() for b in args.time.split(",") if b.strip()]:
-        folder = out / f"tune-{budget}"
-        seconds = _run(["tune", *data, "--time", budget, "--output-dir", str(folder), *args.overrides],
-                       out / f"tune-{budget}.log")
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    for budget, workers in [(b.strip(), w) for b in args.time.split(",") if b.strip() for w in counts]:
+        label = budget if counts == [1] else f"{budget} --workers {workers}"
+        name = budget if counts == [1] else f"{budget}-w{workers}"
+        folder = out / f"tune-{name}"
+        seconds = _run(["tune", *data, "--time", budget, "--workers", str(workers), "--output-dir", str(folder),
+                        *args.overrides], out / f"tune-{name}.log")
         summary = json.loads((folder / "summary.json").read_text())
         test = summary["test"]
         first = "micro_f1" if "micro_f1" in test["best"] else "accuracy"
@@ -115,7 +121,7 @@ def main() -> None:
             rows.append(("TF-IDF + logistic regression", _cell(test["tfidf"][first]),
                          _cell(test["tfidf"]["macro_f1"]), "", ""))
         diff = test["best_minus_tfidf"][first]
-        rows.append((f"tune --time {budget} ({summary['best']})", _cell(test["best"][first]),
+        rows.append((f"tune --time {label} ({summary['best']})", _cell(test["best"][first]),
                      _cell(test["best"]["macro_f1"]), f"{seconds:.0f}",
                      f"vs TF-IDF {diff['difference']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]"))
     if args.default_train:

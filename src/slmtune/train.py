@@ -45,6 +45,7 @@ from slmtune.trainer import (
     FinalTestCallback,
     MetricsCallback,
     PauseAt,
+    ValidationCurve,
     save_model,
     selection_metrics,
     set_threads,
@@ -189,18 +190,21 @@ def fit_model(run: ResolvedRun, splits: Splits, model, tokenizer, encoded: Encod
     if run.class_weighted:
         weights = torch.from_numpy(pos_weights(splits.train.labels, n_labels) if run.data.multi_label else
                                    balanced_weights(splits.train.labels, n_labels)).float()
-    val_rows = sorted(trainer_rows(encoded.validation, splits.validation), key=lambda r: len(r["input_ids"]))
+    rows = trainer_rows(encoded.validation, splits.validation)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # little padding
+    val_rows = [rows[i] for i in order]
+    curve = ValidationCurve(recorder.dir / VALIDATION_CURVE, order, splits.validation.multi_label)
     resumable = pause is not None or resume
     checkpoint = None
     if resume and (checkpoint := get_last_checkpoint(str(recorder.dir / "checkpoints"))) is None:
         raise SlmtuneError(f"{recorder.dir} has no checkpoint to resume from")
     trainer = BucketTrainer(
         model=model, args=training_args(config, recorder.dir, steps_per_epoch, precision, resumable),
-        train_dataset=trainer_rows(encoded.train, splits.train), eval_dataset=val_rows,  # sorted: little padding
+        train_dataset=trainer_rows(encoded.train, splits.train), eval_dataset=val_rows,
         processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=selection_metrics(run.metric),
+        compute_metrics=selection_metrics(run.metric, curve),
         callbacks=[EarlyStoppingCallback(config.train.patience, config.train.threshold),
-                   MetricsCallback(recorder.log), *(callbacks or []), *([final_test] if final_test else []),
+                   MetricsCallback(recorder.log), curve, *(callbacks or []), *([final_test] if final_test else []),
                    *([pause] if pause else [])],
         bucket_seed=config.seed, layer_decay=config.train.layer_decay, class_weights=weights)
     t0 = time.perf_counter()
@@ -384,6 +388,8 @@ def _write_untested(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Sc
 
 
 VALIDATION_PREDICTIONS = "predictions-validation.csv"
+VALIDATION_CURVE = "validation-curve.jsonl"
+"""Each evaluation's validation decisions while training (slmtune.trainer.ValidationCurve)."""
 """A run not scored on test writes its validation predictions here (gold, predicted, probabilities)."""
 
 

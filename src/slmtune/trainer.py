@@ -5,6 +5,7 @@ runs the phases around it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -118,16 +119,45 @@ class BucketTrainer(Trainer):
         return LengthBucketSampler(lengths, self.args.train_batch_size, self._bucket_seed)
 
 
-def selection_metrics(metric: str):
+def selection_metrics(metric: str, curve: ValidationCurve | None = None):
     """compute_metrics plus `select`: the chosen metric with ties (common on small validation sets)
-    broken by the mean gold-class probability, which moves it by less than one row's worth."""
+    broken by the mean gold-class probability, which moves it by less than one row's worth. The logits go to
+    `curve`, which records each evaluation's decisions."""
 
     def compute(eval_pred) -> dict[str, float]:
         values = compute_metrics(eval_pred)
         values["select"] = values[metric] + 1e-5 * values["gold_prob"]
+        if curve is not None:
+            curve.latest = eval_pred.predictions
         return values
 
     return compute
+
+
+class ValidationCurve(TrainerCallback):
+    """Each evaluation's validation decisions (the predicted class; on multi-label data the labels scored above
+    0.5), in the validation split's order, appended to RUN/validation-curve.jsonl with the step, epoch and
+    selection metric: from a run trained to the end, what a race would have seen at each rung
+    (slmtune.experiments.racing.rung_counts), so the racing rules can be replayed on exhaustive runs. `order[j]`
+    is the split index of the j-th row the Trainer evaluates (they are sorted by length)."""
+
+    def __init__(self, path: Path, order: list[int], multi_label: bool = False):
+        self.path, self.order, self.multi_label, self.latest = path, order, multi_label, None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.latest is None:
+            return
+        logits = np.asarray(self.latest[0] if isinstance(self.latest, tuple) else self.latest)
+        self.latest = None
+        decided: list[Any] = [None] * len(self.order)
+        rows = ([np.flatnonzero(row > 0).tolist() for row in logits] if self.multi_label  # sigmoid > 0.5
+                else logits.argmax(axis=-1).tolist())
+        for j, index in enumerate(self.order):
+            decided[index] = rows[j]
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+                  "select": (metrics or {}).get("eval_select"), "predicted": decided}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 class MetricsCallback(TrainerCallback):

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from conftest import crashed, gated_env, started, tiny_overrides, wait_until
 from slmtune import runs
 from slmtune.config import from_dict
-from slmtune.train import VALIDATION_PREDICTIONS, train
+from slmtune.train import VALIDATION_CURVE, VALIDATION_PREDICTIONS, train
 from slmtune.trainer import PauseAt
 
 
@@ -53,6 +53,32 @@ def test_a_paused_and_resumed_run_ends_where_an_unraced_run_ends(tiny_models, sy
     losses = [[r["loss"] for r in runs.MetricsLog(tmp_path / f / "metrics.jsonl").read() if "loss" in r]
               for f in ("whole", "raced")]
     np.testing.assert_allclose(losses[0], losses[1], rtol=curve)  # the same curve, logged once
+    curves = [[(r["epoch"], r["predicted"]) for r in map(json.loads, (tmp_path / f / VALIDATION_CURVE).read_text(
+        ).splitlines())] for f in ("whole", "raced")]
+    assert [e for e, _ in curves[0]] == [e for e, _ in curves[1]] == [1.0, 2.0, 3.0]  # each evaluation recorded once
+    if exact:
+        assert curves[0] == curves[1]
+
+
+def test_a_run_records_each_evaluations_decisions_and_a_replay_reads_them_at_its_rungs(tiny_models,
+                                                                                      synthetic_files, tmp_path):
+    from slmtune.data import load_splits
+    from slmtune.experiments.racing import rung_counts
+    from slmtune.stats import metric_of_counts
+
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **{"train.epochs": 3, "train.patience": 10,
+                                                                            "train.evals_per_epoch": 2}))
+    train(cfg, run_dir=tmp_path / "run", score_test=False)
+    gold = np.asarray(load_splits(cfg.data, cfg.seed).validation.labels)
+    records = [json.loads(line) for line in (tmp_path / "run" / VALIDATION_CURVE).read_text().splitlines()]
+    logged = [r for r in runs.MetricsLog(tmp_path / "run" / "metrics.jsonl").read() if "validation_accuracy" in r]
+    assert [r["step"] for r in records] == [r["step"] for r in logged] and len(records) == 6
+    for record, log in zip(records, logged):  # the decisions the Trainer scored, in the split's order
+        assert np.mean(np.asarray(record["predicted"]) == gold) == pytest.approx(log["validation_accuracy"])
+    for rung, counts in zip([1, 2, 3], rung_counts(tmp_path / "run", [1, 2, 3])):
+        best = max([r for r in records if r["epoch"] <= rung], key=lambda r: r["select"])
+        accuracy = metric_of_counts(counts.sum(axis=0, keepdims=True), "accuracy", len(counts))[0]
+        assert accuracy == pytest.approx(np.mean(np.asarray(best["predicted"]) == gold))
 
 
 def test_a_resume_cut_off_resumes_from_its_checkpoint_and_still_ends_where_an_unraced_run_ends(

@@ -132,16 +132,52 @@ def counts_of_predictions(path) -> tuple[str, np.ndarray]:
 
     frame = pd.read_csv(path, keep_default_na=False, dtype=str)
     names = [c[2:] for c in frame.columns if c.startswith("p_")]
-    index = {n: i for i, n in enumerate(names)}
     rows = hashlib.sha1("\0".join(frame["text"] + "\t" + frame["gold"]).encode()).hexdigest()
-    if "exact" in frame.columns:  # label sets
-        def hot(column):
-            out = np.zeros((len(frame), len(names)), dtype=np.int8)
-            for i, value in enumerate(column):
-                for name in filter(None, value.split("|")):
-                    out[i, index[name]] = 1
-            return out
+    return rows, row_counts(_labels(frame, "gold", names), _labels(frame, "predicted", names), len(names))
 
-        return rows, row_counts(hot(frame["gold"]), hot(frame["predicted"]), len(names))
-    gold = frame["gold"].map(index).to_numpy()
-    return rows, row_counts(gold, frame["predicted"].map(index).to_numpy(), len(names))
+
+def _labels(frame, column: str, names: list[str]) -> np.ndarray:
+    """A predictions file's column as class indices, or multi-hot rows for label sets (`|`-joined names)."""
+    index = {n: i for i, n in enumerate(names)}
+    if "exact" not in frame.columns:
+        return frame[column].map(index).to_numpy()
+    out = np.zeros((len(frame), len(names)), dtype=np.int8)
+    for i, value in enumerate(frame[column]):
+        for name in filter(None, value.split("|")):
+            out[i, index[name]] = 1
+    return out
+
+
+def rung_counts(run_dir: str | Path, rungs: list[float]) -> list[np.ndarray]:
+    """A run trained to the end as a race would have seen it at each of `rungs` (epochs): the validation decisions
+    of its best evaluation up to that epoch (the first with the highest selection metric: the checkpoint the
+    Trainer keeps and a paused run is scored with), as row_counts. Read from the run's validation curve
+    (slmtune.trainer.ValidationCurve) and the gold labels of its validation predictions."""
+    import json
+
+    import pandas as pd
+
+    from slmtune.errors import SlmtuneError
+    from slmtune.train import VALIDATION_CURVE, VALIDATION_PREDICTIONS
+
+    folder = Path(run_dir)
+    if not (folder / VALIDATION_CURVE).is_file():
+        raise SlmtuneError(f"{folder} has no {VALIDATION_CURVE} (trained before runs recorded their curves)")
+    frame = pd.read_csv(folder / VALIDATION_PREDICTIONS, keep_default_na=False, dtype=str)
+    names = [c[2:] for c in frame.columns if c.startswith("p_")]
+    gold = _labels(frame, "gold", names)
+    records = [json.loads(line) for line in (folder / VALIDATION_CURVE).read_text().splitlines() if line.strip()]
+    out = []
+    for rung in rungs:
+        seen = [r for r in records if r["epoch"] <= rung + 1e-6]
+        if not seen:
+            raise SlmtuneError(f"{folder} was not evaluated by epoch {rung:g}")
+        best = max(seen, key=lambda r: r["select"])  # the first of the best, as the Trainer keeps it
+        if gold.ndim == 2:
+            predicted = np.zeros_like(gold)
+            for i, labels in enumerate(best["predicted"]):
+                predicted[i, labels] = 1
+        else:
+            predicted = np.asarray(best["predicted"])
+        out.append(row_counts(gold, predicted, len(names)))
+    return out

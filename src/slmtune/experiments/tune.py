@@ -508,10 +508,10 @@ def _train_all(search: Search, workers: int, todo: list[tuple[Candidate, float]]
         return job
 
     def ended(job: Job, code: int, concurrency: int) -> None:
-        cand, rung = asked[job.name]
+        cand, rung = asked.pop(job.name)
         if code == 0:
             _collect(search, cand, rung, splits, entries, progress, concurrency)
-            follow_leader(search, entries, full_splits, tfidf, progress)
+            follow_leader(search, entries, full_splits, tfidf, progress, busy=set(asked))
         elif code in (1, 2):  # 2: the one-line error a worker prints; 1: anything else (the log has it)
             said = last_line(job.log)
             _fail(search, cand, said.removeprefix("slmtune: error: ") if code == 2 else
@@ -522,6 +522,7 @@ def _train_all(search: Search, workers: int, todo: list[tuple[Candidate, float]]
             search.save()
 
     run_jobs(todo, prepare, ended, workers, Execution(workers=workers).threads)
+    follow_leader(search, entries, full_splits, tfidf, progress)  # the rung is in: every candidate counts again
 
 
 def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries: dict[str, np.ndarray],

@@ -86,8 +86,10 @@ def blend_best(search: Search, entries: dict[str, np.ndarray], splits: Splits, t
 
 
 def follow_leader(search: Search, entries: dict[str, np.ndarray], splits: Splits, tfidf: TfidfModel | None,
-                 progress) -> None:
-    """best/ follows the validation leader (an encoder folder, blended when the leader is TF-IDF or a blend)."""
+                  progress, busy: frozenset[str] | set[str] = frozenset()) -> None:
+    """best/ follows the validation leader (an encoder folder, blended when the leader is TF-IDF or a blend) among
+    the candidates not `busy` (training in a worker process: a folder being written is not copied)."""
+    entries = {name: probs for name, probs in entries.items() if name not in busy}
     encoders = [n for n in entries if search.candidates[n].kind in ("probe", "lora", "full")]
     if not encoders:
         return

@@ -160,7 +160,8 @@ class Search:
     label_names: list[str]
     candidates: dict[str, Candidate] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)
-    """model -> inference samples/s; `train:<method>:<model>` -> measured training samples/s."""
+    """model -> inference samples/s; `train:<method>:<model>` -> measured training samples/s (`...@N`: of one of N
+    jobs training side by side)."""
     overhead: float = OVERHEAD_S
     standings: list[dict[str, Any]] = field(default_factory=list)
     best: str | None = None
@@ -314,15 +315,26 @@ def _config(base: RunConfig, model: str, method: str, lr: float | None, epochs: 
                             "output_dir": None})
 
 
-def _train_speed(search: Search, cand: Candidate) -> float:
-    """Training rows/s of `cand`'s method and model: measured on this machine by an earlier rung, else the
-    inference speed scaled by TRAIN_OVER_EVAL."""
-    return search.speed.get(f"train:{cand.kind}:{cand.model}", search.speed[cand.model] * TRAIN_OVER_EVAL[cand.kind])
+def _speed_key(cand: Candidate, concurrency: int = 1) -> str:
+    """Where a measured training speed is kept: per method and model, and per number of jobs sharing the machine."""
+    return f"train:{cand.kind}:{cand.model}" + (f"@{concurrency}" if concurrency > 1 else "")
 
 
-def _epoch_seconds(search: Search, cand: Candidate, splits: Splits) -> float:
-    """Seconds one epoch of `cand` is expected to take, plus one validation pass."""
-    return len(splits.train) / _train_speed(search, cand) + len(splits.validation) / search.speed[cand.model]
+def _train_speed(search: Search, cand: Candidate, concurrency: int = 1) -> float:
+    """Training rows/s of `cand`'s method and model with `concurrency` jobs sharing the machine: measured on this
+    machine by an earlier rung at that concurrency; else measured alone (or the inference speed scaled by
+    TRAIN_OVER_EVAL) and divided by the jobs sharing the machine."""
+    if _speed_key(cand, concurrency) in search.speed:
+        return search.speed[_speed_key(cand, concurrency)]
+    alone = search.speed.get(_speed_key(cand), search.speed[cand.model] * TRAIN_OVER_EVAL[cand.kind])
+    return alone / concurrency
+
+
+def _epoch_seconds(search: Search, cand: Candidate, splits: Splits, concurrency: int = 1) -> float:
+    """Seconds one epoch of `cand` is expected to take, plus one validation pass, with `concurrency` jobs sharing
+    the machine."""
+    return (len(splits.train) / _train_speed(search, cand, concurrency)
+            + concurrency * len(splits.validation) / search.speed[cand.model])
 
 
 def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: TfidfModel | None) -> dict:
@@ -388,8 +400,8 @@ def _prepare(search: Search, cand: Candidate, base: RunConfig, splits: Splits, r
     if cand.kind == "probe":
         need = len(splits.train) / search.speed[cand.model] + search.overhead
     else:
-        need = ((rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits) * concurrency
-                + search.overhead)
+        need = (rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits, concurrency) + (
+            search.overhead)
     need += concurrency * len(splits.validation) / search.speed[cand.model]
     left = hard - time.monotonic()
     if need > left:
@@ -420,8 +432,9 @@ def _fail(search: Search, cand: Candidate, message: str, progress) -> None:
 
 def _collect(search: Search, cand: Candidate, rung: float, splits: Splits, entries: dict[str, np.ndarray], progress,
              concurrency: int = 1) -> None:
-    """What training `cand` to epoch `rung` left in its folder: its state, the training speed measured (as if it
-    trained alone: times `concurrency`), its validation probabilities in `entries`, the curve's copy for a replay."""
+    """What training `cand` to epoch `rung` left in its folder: its state, the training speed measured (kept for
+    `concurrency` jobs sharing the machine), its validation probabilities in `entries`, the curve's copy for a
+    replay."""
     folder = search.root / cand.folder
     result = runs.read_result(folder)
     seconds = result.get("seconds", {})
@@ -432,8 +445,7 @@ def _collect(search: Search, cand: Candidate, rung: float, splits: Splits, entri
     early = paused_at is not None and paused_at < rung - 1e-6
     cand.note = f"stopped at epoch {cand.reached:g} by the deadline" if early else ""
     if cand.kind != "probe" and seconds.get("train") and cand.reached > 0:  # seconds and epochs since the start
-        search.speed[f"train:{cand.kind}:{cand.model}"] = (len(splits.train) * cand.reached * concurrency
-                                                           / float(seconds["train"]))
+        search.speed[_speed_key(cand, concurrency)] = len(splits.train) * cand.reached / float(seconds["train"])
     search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
                           - concurrency * len(splits.validation) / search.speed[cand.model])
     entries[cand.name] = validation_probs(folder, search)

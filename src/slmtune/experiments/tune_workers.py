@@ -5,8 +5,8 @@ folder, the rung it pauses at and the deadline it stops by. `run_jobs` keeps up 
 threads divided between them, starting the next as one ends; each process runs this module on a job file
 (`python -m slmtune.experiments.tune_workers JOB.json`), draws the same sample of the same splits as the search,
 trains with its output in the candidate's log, and exits 0, or 2 after one line saying what was wrong. Ctrl-C,
-SIGTERM or SIGHUP of the search stop the processes too, and each leaves its run folder as a stopped run does:
-resumable from its last checkpoint.
+SIGTERM or SIGHUP of the search stop the processes too, and a process whose search was killed (SIGKILL) stops at
+its next step; each leaves its run folder as a stopped run does: resumable from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Job:
     resume: bool
     """Resume from the candidate's checkpoint (paused at the previous rung) instead of starting over."""
     log: Path
+    """The candidate's log (logs/<name>.log), which its worker process writes to; the job file sits beside it."""
     parent: int | None = None
     """In a worker process: the search's process id; training stops as Ctrl-C stops it when that process is gone
     (killed by SIGKILL, which it cannot pass on), so that no orphan trains on into a folder a rerun reuses."""

@@ -388,9 +388,9 @@ def _write_untested(run: ResolvedRun, splits: Splits, fitted: Fitted, scored: Sc
 
 
 VALIDATION_PREDICTIONS = "predictions-validation.csv"
+"""A run not scored on test writes its validation predictions here (gold, predicted, probabilities)."""
 VALIDATION_CURVE = "validation-curve.jsonl"
 """Each evaluation's validation decisions while training (slmtune.trainer.ValidationCurve)."""
-"""A run not scored on test writes its validation predictions here (gold, predicted, probabilities)."""
 
 
 def announce(run: ResolvedRun, config: RunConfig) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -13,13 +14,20 @@ import torch
 from slmtune.errors import SlmtuneError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# oneDNN runs torch's CPU matmuls, and its own variable ONEDNN_MAX_CPU_ISA caps the instructions it may use: a cap
+# below AVX512_CORE_BF16 makes bf16 emulated even where the CPU has it (how an AVX2-only CPU is measured on one
+# that has more, with ATEN_CPU_CAPABILITY=avx2 for torch's other kernels).
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @functools.cache
 def cpu_bf16_support() -> str | None:
     """The CPU feature that runs bf16 matmuls natively (`amx_bf16`, `avx512_bf16`, Arm `bf16`), or None.
 
-    Without one, bf16 on CPU is emulated and slower than fp32."""
+    Without one, bf16 on CPU is emulated and slower than fp32. None too where ONEDNN_MAX_CPU_ISA caps oneDNN below
+    bf16 (ISAS_WITHOUT_BF16)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in ISAS_WITHOUT_BF16:
+        return None
     flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:

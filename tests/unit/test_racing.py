@@ -187,6 +187,19 @@ def _tune_base(tiny_models, synthetic_files):
                                                                              "data.val_size": 40}))
 
 
+def test_tune_starts_fine_tuning_heads_as_a_probe_unless_the_user_chose(tiny_models, synthetic_files):
+    from slmtune.config import replace
+    from slmtune.experiments import tune
+
+    chosen = _tune_base(tiny_models, synthetic_files)  # head_init=random, set
+    auto = replace(chosen, **{"model.head_init": "auto"})
+    for method in ("lora", "full"):
+        assert tune._config(auto, "m", method, 1e-3, None).model.head_init == "probe"
+        assert tune._config(chosen, "m", method, 1e-3, None).model.head_init == "random"
+    multi = replace(auto, **{"data.multi_label": True})  # no probe head for label sets: auto decides
+    assert tune._config(multi, "m", "lora", 1e-3, None).model.head_init == "auto"
+
+
 def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_models, synthetic_files, tmp_path,
                                                                            monkeypatch):
     from slmtune.experiments import tune

@@ -397,3 +397,21 @@ def test_reference_study_with_two_workers_trains_each_run_once(reference_study, 
         return sorted((r["seed"], r["config"], r["test_accuracy"]) for r in rows)
 
     assert accuracies(root) == accuracies(reference_study["root"])
+
+
+def test_calibration_measures_the_studys_own_model_and_rows(recipes, tiny_models, tmp_path, monkeypatch):
+    """The plan's calibration trains and scores the study's own encoder on its own training rows (no AG News
+    needed: none is reachable here), keeps what it measured in calibration.json, reuses it for the same model
+    and measures again for another."""
+    from slmtune.experiments.common import load_run_config
+    from slmtune.experiments.reference import calibrate
+
+    monkeypatch.delenv("SLMTUNE_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = load_run_config(recipes["lora"], None, None)
+    first = calibrate(tmp_path, base, progress=lambda *_: None)
+    assert first["model"] == tiny_models["bert"] and first["train"] > 0 and first["eval"] > 0
+    assert first["speed_vs_reference"] > 0 and json.loads((tmp_path / "calibration.json").read_text()) == first
+    assert calibrate(tmp_path, base, progress=pytest.fail) == first  # cached: nothing measured again
+    other = load_run_config(recipes["lora"], None, [f"model.name={tiny_models['distilbert']}"])
+    assert calibrate(tmp_path, other, progress=lambda *_: None)["model"] == tiny_models["distilbert"]

@@ -201,6 +201,18 @@ def test_precision_follows_the_hardware(monkeypatch, cuda, bf16, cpu_bf16, devic
     assert _device_args(resolved) == args
 
 
+def test_an_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):
+    from slmtune.precision import cpu_bf16_support
+
+    check = cpu_bf16_support.__wrapped__  # the uncached function: the cap is read from the environment
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    machine = check()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert check() is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert check() == machine
+
+
 def test_cuda_requested_without_gpu_is_a_clear_error(monkeypatch):
     import torch
 

@@ -103,29 +103,38 @@ def planned_runs(kind: str, cfg, cli_overrides: list[str] | None, data: DataSize
                                      data, root)
 
 
-def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: str = "auto") -> dict[str, float]:
-    """Samples/s of 30 LoRA training steps and of length-sorted inference on 1,024 rows on this machine, in the
-    study's precision (cached; measured again when the precision changes)."""
+def calibrate(root: Path, base: RunConfig, progress=print) -> dict[str, float]:
+    """Samples/s of 30 LoRA training steps and of length-sorted inference on 1,024 of the study's own training
+    texts, with the study's model and precision, on this machine, counted per text of REFERENCE_TOKENS tokens
+    (the texts' mean length scales them), and against what the reference CPU measured with the default model:
+    a slower encoder or machine plans longer. Cached in `calibration.json`; measured again when the model or the
+    precision changes (a file without them, written by hand, is taken as it is)."""
     from slmtune.precision import resolve as resolve_precision
 
-    compute = resolve_precision(precision)
+    compute = resolve_precision(base.train.precision)
+    model = base.model.name
     path = root / "calibration.json"
     if path.is_file():
         cached = json.loads(path.read_text())
-        if cached.get("precision", compute.name) == compute.name:
+        if cached.get("precision", compute.name) == compute.name and cached.get("model", model) == model:
             return cached
+    import numpy as np
     import torch
 
-    from slmtune.data import load_ag_news
+    from slmtune.experiments.common import all_rows
     from slmtune.models import fast_dropout
     from slmtune.models.build import get_model, load_tokenizer, resolve_model
     from slmtune.serve.logits import predict_proba
 
     clock = Clock()
-    _, test = load_ag_news(None)
-    texts = test.texts[:1024]
+    train = all_rows(base).train
+    picked = np.random.default_rng(0).choice(len(train.texts), 1024, replace=len(train.texts) < 1024)
+    texts = [train.texts[i] for i in picked]
+    max_length = base.data.max_length
     tokenizer = load_tokenizer(resolve_model(model))
-    net = get_model(model, label_names=test.label_names, use_lora=True)
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    per_reference = float(np.mean([len(x) for x in ids])) / REFERENCE_TOKENS  # reference-length texts per text
+    net = get_model(model, label_names=train.label_names, use_lora=True)
     fast_dropout.install(net)  # as training does
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
     net.train()
@@ -134,24 +143,25 @@ def calibrate(root: Path, model: str = "minilm-l6", progress=print, precision: s
         for i, batch in enumerate(batches):
             if i == 2:  # two steps warm up
                 start = time.perf_counter()
-            encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             with compute.autocast():
-                loss = net(**encoded, labels=torch.tensor(test.labels[16 * i:16 * i + len(batch)])).loss
+                loss = net(**encoded, labels=torch.zeros(len(batch), dtype=torch.long)).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-    train_rate = 16 * (len(batches) - 2) / (time.perf_counter() - start)
+    train_rate = 16 * (len(batches) - 2) / (time.perf_counter() - start) * per_reference
     net.eval()
     start = time.perf_counter()
-    predict_proba(net, tokenizer, texts, batch_size=64, max_length=128, precision=compute)
-    eval_rate = len(texts) / (time.perf_counter() - start)
+    predict_proba(net, tokenizer, texts, batch_size=64, max_length=max_length, precision=compute)
+    eval_rate = len(texts) / (time.perf_counter() - start) * per_reference
     result = {"train": round(train_rate, 1), "eval": round(eval_rate, 1), "seconds": round(clock.elapsed, 1),
-              "precision": compute.name,
+              "precision": compute.name, "model": model,
               "speed_vs_reference": round((train_rate / CALIBRATION_REFERENCE["train"]
                                            + eval_rate / CALIBRATION_REFERENCE["eval"]) / 2, 3)}
     runs.write_json(path, result)
-    progress(f"calibration: LoRA training {result['train']} samples/s, inference {result['eval']} samples/s "
-             f"({result['speed_vs_reference']}x the reference CPU) in {result['seconds']}s")
+    progress(f"calibration ({model}): LoRA training {result['train']} samples/s, inference {result['eval']} "
+             f"samples/s a {REFERENCE_TOKENS:.0f}-token text ({result['speed_vs_reference']}x the reference CPU "
+             f"with the default model) in {result['seconds']}s")
     return result
 
 
@@ -282,7 +292,7 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
     root = Path(root or Path("studies") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
     base = load_run_config(cfg.recipe, None, cli_overrides)
-    speed = calibrate(root, progress=progress, precision=base.train.precision)["speed_vs_reference"]
+    speed = calibrate(root, base, progress=progress)["speed_vs_reference"]
     if budget_s is not None:
         plan = fit_budget(cfg, root, cli_overrides, speed, budget_s, only)
     else:

@@ -133,13 +133,13 @@ def node_names(raw: str | Path, modules: list[str]) -> dict[str, str]:
     import onnx
 
     graph = onnx.load(str(raw), load_external_data=False).graph
-    found = {}
+    wanted, found = set(modules), {}
     for node in graph.node:
         if node.op_type in ("MatMul", "Gemm"):
-            scope = node.name.replace("/", ".").rsplit(".", 1)[0]
-            for module in modules:
-                if scope.endswith("." + module):
-                    found[module] = node.name
+            parts = node.name.replace("/", ".").rsplit(".", 1)[0].split(".")
+            for suffix in (".".join(parts[i:]) for i in range(1, len(parts))):  # a lookup per suffix of the scope
+                if suffix in wanted:
+                    found[suffix] = node.name
     return found
 
 

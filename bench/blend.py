@@ -5,6 +5,7 @@ all three on the same test rows from the run folder: accuracy with a Wilson inte
 exact test of the blend against each part (pooled over seeds). Prints one line per seed and model, then the table.
 
     python bench/blend.py [--dataset ag_news] [--seeds 42,43,44] [--out runs/bench-blend] [key=value ...]
+    python bench/blend.py --runs tuned/best          # score blend run folders already trained (tune's best/)
 
 Column flags as for `slmtune train` go in key=value form (e.g. data.text_column=body data.label_column=team).
 Runs already in --out are reused.
@@ -47,23 +48,29 @@ def main() -> None:
     parser.add_argument("--dataset", default="ag_news")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--out", default="runs/bench-blend")
+    parser.add_argument("--runs", help="blend run folders to score instead of training, separated by commas")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     pooled: dict[str, list] = {"gold": [], "encoder": [], "tfidf": [], "blend": []}
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        run_dir = Path(args.out) / f"{Path(args.dataset).stem}-{seed}"
-        if not (run_dir / "result.json").is_file() or '"success"' not in (run_dir / "result.json").read_text():
-            config = load_config(None, [f"data.dataset={args.dataset}", "model.blend=tfidf", f"seed={seed}",
-                                        *args.overrides])
-            train(config, run_dir=run_dir, overwrite=True)
+    if args.runs:
+        folders = {path: Path(path) for path in args.runs.split(",")}
+    else:
+        seeds = args.seeds.split(",")
+        folders = {f"seed {seed}": Path(args.out) / f"{Path(args.dataset).stem}-{seed}" for seed in seeds}
+        for seed, run_dir in zip(seeds, folders.values()):
+            if not (run_dir / "result.json").is_file() or '"success"' not in (run_dir / "result.json").read_text():
+                config = load_config(None, [f"data.dataset={args.dataset}", "model.blend=tfidf", f"seed={seed}",
+                                            *args.overrides])
+                train(config, run_dir=run_dir, overwrite=True)
+    for label, run_dir in folders.items():
         scored = score_run(run_dir)
         for key in pooled:
             pooled[key].append(scored[key])
         line = "  ".join(f"{name} {np.mean(scored[name] == scored['gold']):.4f}" for name in ("encoder", "tfidf",
                                                                                               "blend"))
-        print(f"seed {seed}: encoder weight {scored['weight']:.2f}; test accuracy {line}", flush=True)
+        print(f"{label}: encoder weight {scored['weight']:.2f}; test accuracy {line}", flush=True)
     gold = np.concatenate(pooled["gold"])
-    print(f"\n{args.dataset}, {len(pooled['gold'])} seed(s), {len(gold)} test predictions pooled")
+    print(f"\n{args.runs or args.dataset}, {len(pooled['gold'])} run(s), {len(gold)} test predictions pooled")
     print(f"{'model':<10}{'accuracy':>10}{'95% CI':>20}{'macro-F1':>10}   McNemar blend vs it")
     for name in ("encoder", "tfidf", "blend"):
         predicted = np.concatenate(pooled[name])

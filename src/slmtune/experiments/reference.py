@@ -127,13 +127,13 @@ def calibrate(root: Path, base: RunConfig, progress=print) -> dict[str, float]:
     from slmtune.serve.logits import predict_proba
 
     clock = Clock()
-    train = all_rows(base).train
+    splits = all_rows(base)
+    train = splits.train
     picked = np.random.default_rng(0).choice(len(train.texts), 1024, replace=len(train.texts) < 1024)
     texts = [train.texts[i] for i in picked]
     max_length = base.data.max_length
     tokenizer = load_tokenizer(resolve_model(model))
-    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    per_reference = float(np.mean([len(x) for x in ids])) / REFERENCE_TOKENS  # reference-length texts per text
+    per_reference = data_sizes(base, splits).tokens / REFERENCE_TOKENS  # reference-length texts in one of these
     net = get_model(model, label_names=train.label_names, use_lora=True)
     fast_dropout.install(net)  # as training does
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)

@@ -13,6 +13,8 @@ Runs, one after the other (never side by side: two torch processes on 2 cores sl
         --out bench-runs/tune-mydata [key=value ...]
 
 `--workers 1,2` runs each budget once per value of tune's `--workers` (one after the other), to compare them.
+`--score-candidates` scores every encoder candidate of the exhaustive search on test too (tune itself scores only
+the chosen one): what each choice would have given, beside its validation score.
 
 AG News at reference sizes: --dataset ag_news. Prints one table; everything stays under --out.
 """
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="tune's --workers values to run each budget with, e.g. 1,2")
     parser.add_argument("--default-train", action="store_true")
     parser.add_argument("--exhaustive", action="store_true")
+    parser.add_argument("--score-candidates", action="store_true")
     parser.add_argument("--out", required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -146,6 +149,26 @@ def main() -> None:
     print(f"\n{'':<44}{'test ' + first:<28}{'test macro-F1':<28}{'seconds':>8}  note")
     for name, a, b, s, note in rows:
         print(f"{name:<44}{a:<28}{b:<28}{s:>8}  {note}")
+    if args.exhaustive and args.score_candidates:
+        score_candidates(out / "exhaustive")
+
+
+def score_candidates(folder: Path) -> None:
+    """Every encoder candidate of a finished search scored on test (torch, the run's own precision)."""
+    import csv
+
+    from slmtune.experiments.tune_board import ENCODER_KINDS
+    from slmtune.serve.inference import evaluate_run
+
+    board = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    print(f"\n{'candidate':<36}{'validation ' + board[0]['metric']:<28}{'test accuracy':<16}{'test macro-F1':<16}"
+          f"{'seconds':>8}")
+    for row in board:
+        if row["kind"] not in ENCODER_KINDS or not row["validation"]:
+            continue
+        test = evaluate_run(folder / "candidates" / row["candidate"], "test", backend="torch")
+        print(f"{row['candidate']:<36}{row['validation'] + ' [' + row['low'] + ', ' + row['high'] + ']':<28}"
+              f"{test['accuracy']:<16.4f}{test['macro_f1']:<16.4f}{row['seconds']:>8}")
 
 
 if __name__ == "__main__":

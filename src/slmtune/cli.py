@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "level (default 0.05)"}),
              ("--workers", {"type": int, "default": 1, "help": "candidates trained side by side at each rung, each "
                                                               "in a process of its own (CPU threads divided)"}),
+             ("--storage", {"help": "run queue URL (e.g. sqlite:///DIR/queue.db, postgresql://host/db): each rung's "
+                                    "candidates are trained by this process, its --workers and any --worker"}),
+             ("--worker", {"action": "store_true", "help": "take jobs from a running search's queue (same "
+                                                           "--storage, a machine that sees its --output-dir)"}),
              ("overrides", OVERRIDES))
     _command(sub, "evaluate", cmd_evaluate, "re-evaluate a run's best model on a split", ("run_dir", RUN_DIR),
              ("--split", {"default": "test", "choices": ["test", "validation", "train"], "help": "split to score"}),

@@ -29,8 +29,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from slmtune.config import load_config
     from slmtune.experiments.tune import TuneConfig, run_tune
 
+    if args.worker:
+        from slmtune.experiments.tune_workers import serve_queue
+
+        if not args.storage:
+            raise SlmtuneError("--worker takes jobs from a search's queue: give the search's --storage URL")
+        print(f"tune worker: trained {serve_queue(args.storage)} job(s)")
+        return
     base = load_config(args.config, with_shortcuts(args, DATA_SHORTCUTS + ("--seed",)))
-    values = {"time": args.time, "models": _names(args.models), "alpha": args.alpha, "workers": args.workers}
+    values = {"time": args.time, "models": _names(args.models), "alpha": args.alpha, "workers": args.workers,
+              "storage": args.storage}
     for key in ("lora_rates", "full_rates"):
         if getattr(args, key) is not None:
             values[key] = [_rate(r, f"--{key.replace('_', '-')}") for r in _names(getattr(args, key))]

@@ -83,6 +83,8 @@ def resolve_head_init(config: RunConfig, data: DataFacts) -> tuple[str, str]:
     if config.train.epochs == 0:
         if data.multi_label:
             raise SlmtuneError("train.epochs=0 (a linear probe) needs single-label data; train at least one epoch")
+        if config.model.head_init == "prompt":
+            return "prompt", "model.head_init=prompt, train.epochs=0: the prompt-tuned encoder with a probe head"
         return "probe", "train.epochs=0: a linear probe on the frozen encoder"
     if config.model.head_init != "auto":
         return config.model.head_init, "model.head_init"

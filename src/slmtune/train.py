@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,15 +150,26 @@ def build_model(run: ResolvedRun, splits: Splits, tokenizer, encoded: Encoded, r
     for LoRA, with the fast dropout masks installed."""
     config, data = run.config, run.data
     set_seed(config.seed)  # the head and LoRA init depend on it
-    model = load_classifier(config.model.name, splits.label_names, dropout=config.model.dropout,
-                            attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
-                            multi_label=data.multi_label)
+    with tempfile.TemporaryDirectory(prefix="slmtune-prompt-") as tuned:
+        source = config.model.name
+        if run.head_init == "prompt":  # the encoder first tuned by the few-shot prompt method, then probed
+            from slmtune.methods.prompt_head import tune_encoder
+
+            steps = tune_encoder(config.model.name, splits.train.texts, splits.train.labels, splits.label_names,
+                                 config.data.dataset, config.seed, tuned, config.train.batch_size,
+                                 config.data.max_length, config.train.precision)
+            print(f"slmtune: encoder tuned by the label-prompt head first ({steps} steps of "
+                  f"{config.train.batch_size} rows)", flush=True)
+            source = tuned
+        model = load_classifier(source, splits.label_names, dropout=config.model.dropout,
+                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
+                                multi_label=data.multi_label)
     if data.multi_label:
         prior_bias(model, np.asarray(data.counts), len(splits.train))
     result["head_init"] = head_init = run.head_init
     if head_init == "probe" and config.model.head_init == "auto" and not has_output_layer(model):
         result["head_init"] = head_init = "random"  # auto: an architecture without a linear output layer
-    if head_init == "probe":
+    if head_init in ("probe", "prompt"):
         fit = probe_head(model, encoded.train, splits.train.labels, tokenizer.pad_token_id or 0, seed=config.seed)
         why = f" ({run.reasons['model.head_init']})" if config.model.head_init == "auto" else ""
         print(f"slmtune: head initialised by a linear probe{why}; training accuracy {fit:.4f}", flush=True)

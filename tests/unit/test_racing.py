@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from conftest import crashed, gated_env, started, tiny_overrides, wait_until
 from slmtune import runs
 from slmtune.config import from_dict
+from slmtune.errors import SlmtuneError
 from slmtune.train import VALIDATION_CURVE, VALIDATION_PREDICTIONS, train
 from slmtune.trainer import PauseAt
 
@@ -127,6 +128,34 @@ def test_no_epochs_is_a_linear_probe_on_the_frozen_encoder(tiny_models, syntheti
     assert result.metrics["validation"]["accuracy"] > 0.5  # the synthetic task is keyword-separable
 
 
+def test_head_init_prompt_tunes_the_encoder_by_its_label_prompts_then_fits_a_probe(tiny_models, synthetic_files,
+                                                                                   tmp_path):
+    from slmtune.serve.inference import predict
+
+    cfg = from_dict(tiny_overrides(tiny_models["bert"], synthetic_files,
+                                   **{"model.method": "full", "train.epochs": 0, "model.head_init": "prompt"}))
+    result = train(cfg, run_dir=tmp_path / "prompt", score_test=False)
+    saved = runs.read_result(tmp_path / "prompt")
+    assert saved["head_init"] == "prompt" and saved["best"]["epochs_run"] == 0
+    assert saved["resolved"]["model.head_init"]["value"] == "prompt"
+    assert result.metrics["validation"]["accuracy"] > 0.5  # the synthetic task is keyword-separable
+    weights = load_file(str(tmp_path / "prompt" / "model" / "model.safetensors"))
+    start = load_file(str(Path(tiny_models["bert"]) / "model.safetensors"))
+    name = next(k for k in start if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    tuned = next(k for k in weights if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert not np.allclose(weights[tuned].float().numpy(), start[name].float().numpy())  # the encoder was tuned
+    assert predict(tmp_path / "prompt", ["a text"])[0]["label"] in saved["label_names"]  # a stock run folder
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.method": "lora", "model.head_init": "prompt"}, "use model.method=full"),
+    ({"model.method": "full", "model.head_init": "prompt", "data.multi_label": True}, "single-label head"),
+])
+def test_head_init_prompt_refuses_what_it_cannot_serve(tiny_models, synthetic_files, overrides, message):
+    with pytest.raises(SlmtuneError, match=message):
+        from_dict(tiny_overrides(tiny_models["bert"], synthetic_files, **overrides))
+
+
 def _counts(correct: list[int]) -> np.ndarray:
     from slmtune.stats import row_counts
 
@@ -200,6 +229,35 @@ def test_tune_starts_fine_tuning_heads_as_a_probe_unless_the_user_chose(tiny_mod
     assert tune._config(multi, "m", "lora", 1e-3, None).model.head_init == "auto"
 
 
+def test_the_prompt_model_joins_the_portfolio_only_where_classes_have_few_rows(tiny_models, synthetic_files,
+                                                                              tmp_path):
+    from slmtune.config import replace
+    from slmtune.data import load_splits
+    from slmtune.experiments import tune
+
+    base = _tune_base(tiny_models, synthetic_files)
+    splits = load_splits(base.data, base.seed)
+    few = tune.PROMPT_ROWS_PER_CLASS * len(splits.label_names)
+    for rows, multi_label, cfg, wanted in ((few, False, tune.TuneConfig(), True),
+                                           (few + 1, False, tune.TuneConfig(), False),
+                                           (few, True, tune.TuneConfig(), False),
+                                           (few, False, tune.TuneConfig(prompt=False), False)):
+        search = tune.Search(tmp_path, "accuracy", multi_label, splits.label_names)
+        tune._portfolio(search, cfg, ["m"], base, splits, rows)
+        assert ("prompt-m" in search.candidates) is wanted, (rows, multi_label, cfg.prompt)
+    search = tune.Search(tmp_path, "accuracy", False, splits.label_names)
+    tune._portfolio(search, tune.TuneConfig(), ["m"], base, splits, len(splits.train))
+    prompt = search.candidates["prompt-m"]
+    search.speed["m"] = 1e4  # texts a second: its 15 passes are seconds
+    assert tune._prompt_fits(search, prompt, splits, base, 600.0, print) and prompt.status == "waiting"
+    search.speed["m"] = 5.0  # minutes: more than the race's share of a 10-minute budget, so it leaves it the time
+    assert not tune._prompt_fits(search, prompt, splits, base, 600.0, print) and prompt.status == "left out"
+    config = tune._config(base, "m", "full", None, 0.0, head="prompt")  # what its run trains: a user's head aside
+    assert (config.model.method, config.train.epochs, config.model.head_init) == ("full", 0.0, "prompt")
+    assert tune._config(replace(base, **{"model.head_init": "auto"}), "m", "lora", 1e-3, None).model.head_init == (
+        "probe")
+
+
 def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_models, synthetic_files, tmp_path,
                                                                            monkeypatch):
     from slmtune.experiments import tune
@@ -227,8 +285,8 @@ def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_
     assert {"probe-bert", "lora-bert-lr0.01"} <= trained_before
     folder = tmp_path / "search"
     board = list(csv.DictReader((folder / "leaderboard.csv").open()))
-    assert {r["candidate"] for r in board} == {"tfidf", "probe-bert", "lora-bert-lr0.01", "lora-bert-lr0.0001",
-                                               "full-bert-lr0.001", "blend"}
+    assert {r["candidate"] for r in board} == {"tfidf", "probe-bert", "prompt-bert", "lora-bert-lr0.01",
+                                               "lora-bert-lr0.0001", "full-bert-lr0.001", "blend"}
     assert all(r["validation"] for r in board) and board[0]["tied_with_best"] == "1"
     assert summary["best"] == board[0]["candidate"]
     best = runs.read_result(folder / "best")
@@ -247,7 +305,7 @@ def test_time_the_race_leaves_trains_the_leader_again_on_more_rows(tiny_models, 
     from slmtune.experiments import tune
 
     monkeypatch.setattr(tune, "ENCODER_SHARE", 1e-6)  # the encoders get the floor's sample: 8 rows a class
-    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], probe=False)
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], probe=False, prompt=False)
     folder = tmp_path / "search"
     summary = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, folder)
     state = {c["name"]: c for c in json.loads((folder / "tune.json").read_text())["candidates"]}
@@ -275,7 +333,7 @@ def test_workers_train_the_same_candidates_side_by_side_in_processes_of_their_ow
                                                                                   tmp_path):
     from slmtune.experiments import tune
 
-    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[1e-3], probe=False)
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[1e-3], probe=False, prompt=False)
     alone = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "alone")
     cfg.workers = 2
     side = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "side")
@@ -292,6 +350,55 @@ def test_workers_train_the_same_candidates_side_by_side_in_processes_of_their_ow
     assert boards[0] == boards[1] and alone["best"] == side["best"]
     speeds = json.loads((tmp_path / "side" / "tune.json").read_text())["speed"]
     assert speeds[f"train:lora:{tiny_models['bert']}@2"] > 0  # measured in the workers, two sharing the machine
+
+
+def test_a_search_with_a_storage_trains_its_rungs_through_the_queue(tiny_models, synthetic_files, tmp_path):
+    import optuna
+
+    from slmtune.experiments import tune
+    from slmtune.experiments.tune_workers import QUEUE
+
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], probe=False, prompt=False)
+    alone = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "alone")
+    cfg.storage = f"sqlite:///{tmp_path / 'queue.db'}"
+    queued = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "queued")
+    boards = [{r["candidate"]: (r["status"], r["epochs"], r["validation"]) for r in summary["leaderboard"]}
+              for summary in (alone, queued)]
+    assert boards[0] == boards[1] and alone["best"] == queued["best"]  # the same race, the same models
+    queue = optuna.load_study(study_name=QUEUE, storage=cfg.storage)
+    trials = queue.get_trials(deepcopy=False)
+    assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    names = {queue.user_attrs[f"job-{t.user_attrs['job']}"]["name"] for t in trials}
+    assert names == {"lora-bert-lr0.01", "lora-bert-lr0.0001"}  # every rung of both went through the queue
+    assert queue.user_attrs["ended"] is True  # what tells the workers to exit
+
+
+@pytest.mark.slow  # three processes: the search, a worker it starts, a worker started apart
+def test_workers_on_other_machines_take_the_searchs_jobs_from_its_storage(tiny_models, synthetic_files, tmp_path):
+    gate, folder = tmp_path / "gate", tmp_path / "search"
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    worker = subprocess.Popen([sys.executable, "-m", "slmtune.cli", "tune", "--worker", "--storage", url,
+                               "--output-dir", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=gated_env(gate))
+    search = subprocess.Popen(
+        [sys.executable, "-m", "slmtune.cli", "tune", "--dataset", synthetic_files["train"], "--test-file",
+         synthetic_files["test"], "--output-dir", str(folder), "--lora-rates", "1e-2,1e-4", "--full-rates", "",
+         "--time", "5m", "--storage", url, f"model.name={tiny_models['bert']}", "data.val_size=40",
+         "train.threads=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=gated_env(gate))
+    # both processes hold a job of the first rung at its first step: the worker took one from the queue
+    wait_until(lambda: {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}
+               or search.poll() is not None or worker.poll() is not None, what="the search and the worker training")
+    assert {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}
+    (gate / "go").touch()
+    out = search.communicate(timeout=300)[0].decode()
+    assert search.returncode == 0 and not crashed(out), out[-2000:]
+    said = worker.communicate(timeout=120)[0].decode()  # it exits by itself once the search has ended
+    assert worker.returncode == 0 and not crashed(said), said[-2000:]
+    trained = int(said.rsplit("trained ", 1)[1].split()[0])
+    assert trained >= 1, said[-2000:]
+    state = {c["name"]: c for c in json.loads((folder / "tune.json").read_text())["candidates"]}
+    assert {state[n]["status"] for n in ("lora-bert-lr0.01", "lora-bert-lr0.0001")} <= {"finished", "cut"}
+    assert (folder / "best" / "model").is_dir() and (folder / "summary.json").is_file()
 
 
 def _gone(pid: int) -> bool:

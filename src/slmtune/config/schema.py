@@ -15,7 +15,7 @@ Method = Literal["lora", "full"]
 CleanRules = Literal["auto", "generic", "agnews"]  # slmtune.data.clean; auto: agnews for ag_news
 Truncation = Literal["head", "tail", "head+tail"]  # slmtune.data.tokenize
 AugmentOp = Literal["synonym", "insert", "delete", "swap", "backtranslate"]  # EDA (Wei & Zou 2019), back-translation
-HeadInit = Literal["auto", "random", "probe"]  # how the classification head starts (slmtune.resolve)
+HeadInit = Literal["auto", "random", "probe", "prompt"]  # how the classification head starts (slmtune.resolve)
 Pooling = Literal["cls", "mean"]  # what the head reads; `mean` is built by slmtune.models.pooling
 BlendWith = Literal["tfidf"]  # what `model.blend` averages an encoder with (slmtune.blend)
 Metric = Literal["auto", "accuracy", "macro_f1", "micro_f1"]
@@ -174,7 +174,10 @@ class ModelConfig:
     method's default (LoRA cls, full mean)."""
     head_init: HeadInit = "auto"
     """How the classification head starts: `random` (the architecture's init), `probe` (a logistic regression
-    fitted on the frozen model's head features over the training rows, then fine-tuned: LP-FT), or `auto`:
+    fitted on the frozen model's head features over the training rows, then fine-tuned: LP-FT), `prompt` (full
+    fine-tuning only: the encoder first tuned by the few-shot prompt method, its head starting as the zero-shot
+    label-prompt classifier, slmtune.methods.prompt_head; then the probe on the tuned features; with
+    `train.epochs=0` this is the few-shot prompt model as a run), or `auto`:
     probe for single-label data with at most 100 training rows per class on average, random otherwise
     (slmtune.resolve)."""
     blend: BlendWith | None = None
@@ -310,9 +313,12 @@ class RunConfig:
             self.model.pooling = DEFAULT_POOLING[self.model.method]
         if self.name is None:
             self.name = f"{dataset_slug(self.data.dataset)}-{self.model.method}"
-        if self.data.multi_label and self.model.head_init == "probe":
-            raise SlmtuneError("model.head_init=probe fits a single-label probe; use head_init=random with "
-                               "data.multi_label")
+        if self.data.multi_label and self.model.head_init in ("probe", "prompt"):
+            raise SlmtuneError(f"model.head_init={self.model.head_init} fits a single-label head; use "
+                               "head_init=random with data.multi_label")
+        if self.model.head_init == "prompt" and self.model.method != "full":
+            raise SlmtuneError("model.head_init=prompt tunes every encoder weight first, which a LoRA run does not "
+                               "save; use model.method=full")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -99,7 +99,7 @@ def point_of(trial) -> dict[str, Any]:
 def _retry_point(study, trial) -> None:
     """Heartbeat-stale callback: the dead trial's point (or queued run, slmtune.experiments.workers) goes back in
     the queue."""
-    job = {k: trial.user_attrs[k] for k in ("run", "rung", "level") if k in trial.user_attrs}  # what it trained
+    job = {k: trial.user_attrs[k] for k in ("run", "rung", "level", "job") if k in trial.user_attrs}  # its work
     study.enqueue_trial(point_of(trial), user_attrs={"retry_of": trial.number, **job}, skip_if_exists=False)
 
 

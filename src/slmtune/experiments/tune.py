@@ -1,13 +1,15 @@
 """`slmtune tune`: the best classifier for a dataset within a time budget, chosen on validation by evidence.
 
-A portfolio, cheapest first: TF-IDF + logistic regression, a linear probe on each encoder's frozen features, then
+A portfolio, cheapest first: TF-IDF + logistic regression, a linear probe on each encoder's frozen features, the
+few-shot prompt model where classes have few rows (slmtune.methods.prompt_head, as `model.head_init=prompt`), then
 LoRA and full fine-tuning at a few learning rates, raced (slmtune.experiments.racing): each trains to a rung of its
 own schedule, candidates significantly behind the leader on the validation rows are cut, ties go on, resuming
 from their checkpoints. When the encoders trained on a sample of the rows, the time the race leaves trains the
 leading fine-tuning configuration again on more rows. Last, the best encoder blended with TF-IDF. The plan is
 printed first, from this machine's measured speed on these texts; no rung starts that the remaining time cannot
 hold, and a rung that runs over stops at the deadline. Test rows are scored once, for the chosen model and for TF-IDF.
-With `workers`, a rung's candidates train side by side in processes of their own (slmtune.experiments.tune_workers).
+With `workers`, a rung's candidates train side by side in processes of their own; with `storage`, through a run queue
+that worker processes on other machines take from too (slmtune.experiments.tune_workers).
 
 The folder holds one run folder per candidate (candidates/, their output in logs/), tune.json (the state a rerun
 continues from), leaderboard.csv, summary.json and best/: the chosen model as a run folder that predict,
@@ -56,6 +58,11 @@ ENCODER_SHARE = 0.3
 """A default LoRA schedule on the encoder candidates' rows may take at most this share of the budget; bigger
 datasets give the encoder candidates a sample of their training rows (TF-IDF keeps them all)."""
 MIN_ROWS_PER_CLASS = 8
+PROMPT_ROWS_PER_CLASS = 64
+"""The few-shot prompt model joins the portfolio when the encoder candidates' training rows hold at most this many a
+class on average (single-label data): the range where it was the best few-shot method measured on AG News, 8-64
+rows a class (docs/studies.md). Its schedule is 15 passes over the rows, so above that it costs more than the
+fine-tuning candidates that then have the rows they need."""
 REFIT_GAIN = 1.5
 """When the encoder candidates trained on a sample of the rows and the race leaves time (cuts, short schedules), the
 leading fine-tuning candidate trains again on more rows if the time left holds at least this many times the
@@ -78,15 +85,24 @@ class TuneConfig:
     """Cut a candidate when a paired permutation test on validation puts it behind the leader at this level (Holm)."""
     probe: bool = True
     """Try a linear probe on each encoder's frozen features (single-label data)."""
+    prompt: bool = True
+    """Try the few-shot prompt model of each encoder (its head starts as the zero-shot label-prompt classifier,
+    then encoder and head are tuned; served with a probe head on the tuned features) where classes have few rows:
+    single-label data with at most PROMPT_ROWS_PER_CLASS training rows a class on average."""
     blend: bool = True
     """Try the best encoder blended with TF-IDF (weight chosen on validation log-loss)."""
     workers: int = 1
     """Fine-tuning candidates trained side by side at each rung of the race, each in a process of its own with
     this machine's CPU threads divided between them; 1 trains them one after another in this process."""
+    storage: str | None = None
+    """A run queue's URL (Optuna RDB storage: `sqlite:///F`, `postgresql://host/db`) through which each rung's
+    candidates are trained: by this process, by `workers - 1` worker processes it starts, and by any
+    `slmtune tune --worker --storage URL --output-dir DIR` on machines that see the same search folder (one search
+    per storage). None: no queue."""
 
     def __post_init__(self) -> None:
-        if not self.lora_rates and not self.full_rates and not self.probe:
-            raise SlmtuneError("tune: no encoder candidate (lora_rates, full_rates and probe all empty)")
+        if not self.lora_rates and not self.full_rates and not self.probe and not self.prompt:
+            raise SlmtuneError("tune: no encoder candidate (lora_rates, full_rates, probe and prompt all empty)")
         for rate in [*self.lora_rates, *self.full_rates]:
             if not 0 < float(rate) < 1:
                 raise SlmtuneError(f"tune: learning rates must be in (0, 1), got {rate}")
@@ -104,7 +120,7 @@ class Candidate:
 
     name: str
     kind: str
-    """tfidf, probe, lora, full or blend."""
+    """tfidf, probe, prompt, lora, full or blend."""
     model: str | None = None
     learning_rate: float | None = None
     epochs: float = 0.0
@@ -170,6 +186,8 @@ class Search:
     """The blend's encoder weight (one per label on multi-label data), once chosen."""
     shown: tuple | None = None
     """What best/ holds now (leader, encoder folder and its last write, weight): unchanged, it is not copied again."""
+    queue: Any = None
+    """The run queue the rungs' jobs go through (TuneConfig.storage), while the search runs; not saved."""
 
     def save(self) -> None:
         runs.write_json(self.root / "tune.json", {
@@ -222,7 +240,16 @@ def run_tune(base: RunConfig, cfg: TuneConfig, out: str | Path, progress=print) 
     from slmtune.runs.recorder import stop_on_signals
 
     with stop_on_signals(("SIGTERM", "SIGHUP")):  # a killed search ends like a Ctrl-C: best/ and tune.json kept
-        return _search(search, base, cfg, splits, models, budget, deadline, progress)
+        if cfg.storage is None:
+            return _search(search, base, cfg, splits, models, budget, deadline, progress)
+        from slmtune.experiments.tune_workers import end_queue, local_workers, open_search_queue
+
+        search.queue = open_search_queue(cfg.storage)
+        with local_workers(cfg.workers - 1, cfg.storage, root):
+            try:
+                return _search(search, base, cfg, splits, models, budget, deadline, progress)
+            finally:
+                end_queue(search.queue)  # the workers exit once idle
 
 
 def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, models: list[str],
@@ -242,7 +269,7 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
     rows = min(len(splits.train), max(cap, floor))
     encoder_splits = sample(splits, rows, base.seed)
     _portfolio(search, cfg, models, base, encoder_splits, rows)
-    plan = _plan(search, encoder_splits, budget, reserve, tfidf)
+    plan = _plan(search, encoder_splits, budget, reserve, tfidf, base.train.batch_size)
     for line in plan["lines"]:
         progress(line)
     if cfg.workers > 1:
@@ -265,7 +292,10 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
         search.candidates["tfidf"].status, search.candidates["tfidf"].note = "failed", "the texts hold no word to count"
     hard = deadline - reserve
     try:
-        for cand in [c for c in search.candidates.values() if c.kind == "probe"]:
+        for cand in [c for c in search.candidates.values() if c.kind in ("probe", "prompt")]:
+            if cand.kind == "prompt" and cand.status == "waiting" and not _prompt_fits(search, cand, encoder_splits,
+                                                                                        base, budget, progress):
+                continue
             _step(search, cand, base, encoder_splits, 0.0, hard, entries, progress)
             follow_leader(search, entries, splits, tfidf, progress)
         _race(search, cfg, base, encoder_splits, hard, entries, splits, tfidf, progress)
@@ -294,6 +324,9 @@ def _portfolio(search: Search, cfg: TuneConfig, models: list[str], base: RunConf
     for model in models:
         if cfg.probe and not search.multi_label:
             wanted.append(Candidate(f"probe-{_short(model)}", "probe", model, rows=rows))
+    for model in models:
+        if cfg.prompt and not search.multi_label and rows <= PROMPT_ROWS_PER_CLASS * len(splits.label_names):
+            wanted.append(Candidate(f"prompt-{_short(model)}", "prompt", model, rows=rows))
     for method, rates in (("lora", cfg.lora_rates), ("full", cfg.full_rates)):
         for model in models:
             for lr in rates:
@@ -307,13 +340,17 @@ def _portfolio(search: Search, cfg: TuneConfig, models: list[str], base: RunConf
         search.candidates.setdefault(cand.name, cand)
 
 
-def _config(base: RunConfig, model: str, method: str, lr: float | None, epochs: float | None) -> RunConfig:
+def _config(base: RunConfig, model: str, method: str, lr: float | None, epochs: float | None,
+            head: str | None = None) -> RunConfig:
     """A candidate's run config: validation once an epoch (the rungs' checkpoints), test and baseline left to tune.
     On single-label data the head starts as a linear probe (LP-FT) unless `model.head_init` is set: the race
     decides from the first epochs, where a random head's slow start hides what a candidate reaches (Reuters
     topics, docs/results.md: a random head put full fine-tuning at 0.19 validation macro-F1 after one epoch on
-    2,233 rows and the race cut it; started as the probe, on 1,679 rows, it led from epoch 1 at 0.91)."""
-    head = "probe" if base.model.head_init == "auto" and not base.data.multi_label else base.model.head_init
+    2,233 rows and the race cut it; started as the probe, on 1,679 rows, it led from epoch 1 at 0.91). `head` sets
+    it outright (the probe and prompt candidates); `model.head_init=prompt` is the prompt candidate's, the others
+    start as the probe."""
+    head = head or ("probe" if base.model.head_init in ("auto", "prompt") and not base.data.multi_label
+                    else base.model.head_init)
     return replace(base, **{"model.name": model, "model.method": method, "train.learning_rate": lr,
                             "train.epochs": epochs, "model.blend": None, "train.baseline": False,
                             "train.evals_per_epoch": 1, "train.max_evals": None, "train.final_test": False,
@@ -335,6 +372,29 @@ def _train_speed(search: Search, cand: Candidate, concurrency: int = 1) -> float
     return alone / concurrency
 
 
+def _prompt_fits(search: Search, cand: Candidate, splits: Splits, base: RunConfig, budget: float, progress) -> bool:
+    """Whether the prompt candidate, which trains before the race, leaves the race its time: at most ENCODER_SHARE
+    of the budget, as one default LoRA schedule; else it is left out, and says so."""
+    cost = _prompt_seconds(search, cand, splits, base.train.batch_size) + search.overhead
+    if cost <= ENCODER_SHARE * budget:
+        return True
+    cand.status, cand.note = "left out", (f"~{format_duration(cost)}, more than {ENCODER_SHARE:.0%} of the budget: "
+                                          "the fine-tuning candidates keep that time")
+    progress(f"tune: {cand.name}: {cand.note}")
+    search.save()
+    return False
+
+
+def _prompt_seconds(search: Search, cand: Candidate, splits: Splits, batch_size: int) -> float:
+    """Seconds the prompt phase of a prompt candidate is expected to take: its steps at full fine-tuning's
+    training speed (the label prompts' embedding is a few dozen texts), then the probe's pass over the rows."""
+    from slmtune.methods.prompt_head import EPOCHS, MIN_STEPS, steps_for
+
+    rows = steps_for(len(splits.train), batch_size, MIN_STEPS, EPOCHS) * batch_size
+    full = Candidate(cand.name, "full", cand.model)
+    return rows / _train_speed(search, full) + len(splits.train) / search.speed[cand.model]
+
+
 def _epoch_seconds(search: Search, cand: Candidate, splits: Splits, concurrency: int = 1) -> float:
     """Seconds one epoch of `cand` is expected to take, plus one validation pass, with `concurrency` jobs sharing
     the machine."""
@@ -342,7 +402,8 @@ def _epoch_seconds(search: Search, cand: Candidate, splits: Splits, concurrency:
             + concurrency * len(splits.validation) / search.speed[cand.model])
 
 
-def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: TfidfModel | None) -> dict:
+def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: TfidfModel | None,
+          batch_size: int) -> dict:
     """What the search will try and what it would cost trained to the end, against the budget."""
     lines = [f"tune: budget {format_duration(budget)}; {len(splits.train)} training rows for the encoders, "
              f"{len(splits.validation)} validation rows pick the model (metric {metric_name(search.metric)}), "
@@ -357,6 +418,10 @@ def _plan(search: Search, splits: Splits, budget: float, reserve: float, tfidf: 
                 cand.model] + search.overhead
             cheapest = min(cheapest, seconds)
             what = f"a linear probe on {cand.model}'s frozen features"
+        elif cand.kind == "prompt":
+            seconds = _prompt_seconds(search, cand, splits, batch_size) + len(splits.validation) / search.speed[
+                cand.model] + search.overhead
+            what = f"the few-shot prompt model of {cand.model} (label-prompt head, then a probe)"
         elif cand.kind == "blend":
             seconds, what = 0.0, "the best encoder averaged with TF-IDF, weight chosen on validation"
         else:
@@ -399,10 +464,13 @@ def _prepare(search: Search, cand: Candidate, base: RunConfig, splits: Splits, r
         if (folder / "result.json").is_file() and runs.is_finished(folder):
             entries[cand.name] = validation_probs(folder, search)
             return None
-    epochs = 0.0 if cand.kind == "probe" else cand.epochs
-    config = _config(base, cand.model, "full" if cand.kind == "probe" else cand.kind, cand.learning_rate, epochs)
+    fixed = cand.kind in ("probe", "prompt")  # no schedule: built and fitted, not trained by epochs
+    config = _config(base, cand.model, "full" if fixed else cand.kind, cand.learning_rate, 0.0 if fixed else
+                     cand.epochs, head=cand.kind if fixed else None)
     resume = cand.status == "racing" and runs.paused_at(folder) is not None  # paused, or its resume cut off
-    if cand.kind == "probe":
+    if cand.kind == "prompt":
+        need = _prompt_seconds(search, cand, splits, base.train.batch_size) + search.overhead
+    elif cand.kind == "probe":
         need = len(splits.train) / search.speed[cand.model] + search.overhead
     else:
         need = (rung - (cand.reached if resume else 0.0)) * _epoch_seconds(search, cand, splits, concurrency) + (
@@ -411,7 +479,8 @@ def _prepare(search: Search, cand: Candidate, base: RunConfig, splits: Splits, r
     left = hard - time.monotonic()
     if need > left:
         cand.status, cand.note = ("left out" if not cand.reached else cand.status), (
-            f"no time for epoch {rung:g} (needs ~{format_duration(need)}, {format_duration(max(left, 0))} left)")
+            f"no time for {'it' if fixed else f'epoch {rung:g}'} (needs ~{format_duration(need)}, "
+            f"{format_duration(max(left, 0))} left)")
         progress(f"tune: {cand.name}: {cand.note}")
         search.save()
         if cand.reached and folder.is_dir() and runs.is_finished(folder):
@@ -421,11 +490,12 @@ def _prepare(search: Search, cand: Candidate, base: RunConfig, splits: Splits, r
         shutil.rmtree(folder)  # an attempt cut off mid-way: start it over
     # a rung stopped at the deadline still validates twice (the Trainer, then the scoring) and writes its folder
     stop_by = hard - 2 * concurrency * len(splits.validation) / search.speed[cand.model] - search.overhead
-    doing = "fitting the probe" if cand.kind == "probe" else f"training to epoch {rung:g} of {cand.epochs:g}"
+    doing = {"probe": "fitting the probe", "prompt": "tuning with the label-prompt head, then fitting the probe"}.get(
+        cand.kind, f"training to epoch {rung:g} of {cand.epochs:g}")
     progress(f"tune: {cand.name}: {doing} (~{format_duration(need)}, {format_duration(left)} left)")
     return Job(cand.name, config.to_dict(), folder, len(splits.train),
-               None if cand.kind == "probe" or rung >= cand.epochs - 1e-6 else rung,
-               None if cand.kind == "probe" else stop_by, bool(resume),
+               None if fixed or rung >= cand.epochs - 1e-6 else rung,
+               None if fixed else stop_by, bool(resume),
                search.root / "logs" / f"{cand.name}.log")  # the run's own output (progress bars, Trainer logs)
 
 
@@ -451,8 +521,9 @@ def _collect(search: Search, cand: Candidate, rung: float, splits: Splits, entri
     cand.note = f"stopped at epoch {cand.reached:g} by the deadline" if early else ""
     if cand.kind != "probe" and seconds.get("train") and cand.reached > 0:  # seconds and epochs since the start
         search.speed[_speed_key(cand, concurrency)] = len(splits.train) * cand.reached / float(seconds["train"])
-    search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
-                          - concurrency * len(splits.validation) / search.speed[cand.model])
+    if cand.kind != "prompt":  # a prompt run's time outside training is its prompt phase, not overhead
+        search.overhead = max(1.0, float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
+                              - concurrency * len(splits.validation) / search.speed[cand.model])
     entries[cand.name] = validation_probs(folder, search)
     from slmtune.train import VALIDATION_PREDICTIONS
 
@@ -509,6 +580,9 @@ def _train_all(search: Search, workers: int, todo: list[tuple[Candidate, float]]
                hard: float, entries: dict[str, np.ndarray], full_splits: Splits, tfidf, progress) -> None:
     """Each (candidate, rung) of `todo` trained to its rung, in turn in this process, or with `workers` processes
     side by side (slmtune.experiments.tune_workers); best/ follows the leader as each ends."""
+    if search.queue is not None and len(todo) > 1:
+        _train_queued(search, workers, todo, base, splits, hard, entries, full_splits, tfidf, progress)
+        return
     if workers <= 1 or len(todo) < 2:
         for cand, rung in todo:
             _step(search, cand, base, splits, rung, hard, entries, progress)
@@ -540,6 +614,30 @@ def _train_all(search: Search, workers: int, todo: list[tuple[Candidate, float]]
 
     run_jobs(todo, prepare, ended, workers, Execution(workers=workers).threads)
     follow_leader(search, entries, full_splits, tfidf, progress)  # the rung is in: every candidate counts again
+
+
+def _train_queued(search: Search, workers: int, todo: list[tuple[Candidate, float]], base: RunConfig,
+                  splits: Splits, hard: float, entries: dict[str, np.ndarray], full_splits: Splits, tfidf,
+                  progress) -> None:
+    """Each (candidate, rung) of `todo` trained to its rung through the search's run queue, by this process and
+    every worker that takes from it; `workers` of them share this machine (what the time estimates assume)."""
+    from slmtune.experiments.tune_workers import queue_jobs
+
+    concurrency = min(workers, len(todo))
+    asked: dict[str, tuple[Candidate, float]] = {}
+    jobs = []
+    for cand, rung in todo:
+        job = _prepare(search, cand, base, splits, rung, hard, entries, progress, concurrency)
+        if job is not None:
+            jobs.append(job)
+            asked[job.name] = (cand, rung)
+    for name, error in queue_jobs(search.queue, jobs, progress).items():
+        cand, rung = asked[name]
+        if error is None:
+            _collect(search, cand, rung, splits, entries, progress, concurrency)
+        else:
+            _fail(search, cand, error, progress)
+    follow_leader(search, entries, full_splits, tfidf, progress)
 
 
 def _refit(search: Search, base: RunConfig, splits: Splits, hard: float, entries: dict[str, np.ndarray],

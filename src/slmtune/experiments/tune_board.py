@@ -23,6 +23,9 @@ from slmtune.methods.tfidf import TfidfModel
 from slmtune.multilabel import metric_name, multi_hot
 from slmtune.stats import row_counts
 
+ENCODER_KINDS = ("probe", "prompt", "lora", "full")
+"""Candidates that are encoder run folders (what best/ copies and the blend starts from)."""
+
 if TYPE_CHECKING:
     from slmtune.experiments.tune import Search
 
@@ -70,7 +73,7 @@ def blend_best(search: Search, entries: dict[str, np.ndarray], splits: Splits, t
     """The best encoder so far averaged with TF-IDF, the weight chosen on validation log-loss."""
     from slmtune.blend import choose_weight, mix
 
-    encoders = [n for n in entries if search.candidates[n].kind in ("probe", "lora", "full")]
+    encoders = [n for n in entries if search.candidates[n].kind in ENCODER_KINDS]
     if not encoders:
         return
     board = standing_on(search, entries, splits.validation, encoders, 1.0)
@@ -90,7 +93,7 @@ def follow_leader(search: Search, entries: dict[str, np.ndarray], splits: Splits
     """best/ follows the validation leader (an encoder folder, blended when the leader is TF-IDF or a blend) among
     the candidates not `busy` (training in a worker process: a folder being written is not copied)."""
     entries = {name: probs for name, probs in entries.items() if name not in busy}
-    encoders = [n for n in entries if search.candidates[n].kind in ("probe", "lora", "full")]
+    encoders = [n for n in entries if search.candidates[n].kind in ENCODER_KINDS]
     if not encoders:
         return
     board = standing_on(search, entries, splits.validation, list(entries), 1.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,6 +152,37 @@ def predict_logits(model: PromptHeadClassifier, tokenizer, texts: list[str], bat
     ids = encode(tokenizer, texts, max_length)
     weights = torch.nn.functional.normalize(model.prototypes, dim=-1).numpy()
     return model.scale * embed_ids(model, ids, tokenizer.pad_token_id or 0, batch_size) @ weights.T
+
+
+EPOCHS = 15.0
+"""Passes over the training rows of the prompt phase of `model.head_init=prompt` (at least MIN_STEPS steps): the
+few-shot study's defaults (`prompt_epochs`, `prompt_min_steps`), measured there at 8-64 rows a class."""
+MIN_STEPS = 30
+
+
+def tune_encoder(model_name: str, texts: list[str], labels: list[int], label_names: list[str], dataset: str,
+                 seed: int, folder: str | Path, batch_size: int = 16, max_length: int = 128,
+                 precision: str = "fp32") -> int:
+    """The prompt method's encoder: the head starts as the zero-shot label-prompt classifier of `label_names`
+    (generic templates, or AG News's for `ag_news`), encoder and head are fine-tuned on (texts, labels) for
+    EPOCHS passes, and the tuned encoder is saved in `folder` as a plain transformers folder (config, weights,
+    tokenizer) that a sequence classifier loads. Returns the optimizer steps trained."""
+    from transformers import AutoModel
+
+    from slmtune.methods.zeroshot import default_descriptions, prompt_classifier, templates_for
+    from slmtune.models.build import _load, load_tokenizer
+
+    tokenizer = load_tokenizer(model_name)
+    encoder = _load(AutoModel, model_name).eval()
+    prototypes = prompt_classifier((encoder, tokenizer), label_names, templates_for(dataset),
+                                   default_descriptions(label_names))
+    del encoder
+    cfg = PromptHeadConfig(steps=steps_for(len(texts), batch_size, MIN_STEPS, EPOCHS), batch_size=batch_size,
+                           max_length=max_length, precision=precision)
+    model, tokenizer = fine_tune(model_name, texts, labels, prototypes, seed, cfg)
+    model.encoder.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return cfg.steps
 
 
 def split_by_length(rows: list[int], ids: list[list[int]], parts: int) -> list[list[int]]:

@@ -448,6 +448,7 @@ def test_a_search_stopped_while_its_workers_train_stops_them_and_continues_later
     (["--time", "1s"], "too small for even the cheapest candidate"),
     (["--models", "/no/such/model"], "unknown model"),
     (["--lora-rates", "fast"], "--lora-rates takes learning rates"),
+    (["--worker"], "give the search's --storage URL"),
 ])
 def test_tune_bad_input_is_one_line(tiny_models, synthetic_files, tmp_path, capsys, argv, message):
     from slmtune.cli import main

@@ -75,22 +75,8 @@ def _study_options(config_help: str, recipe: bool = True, queue: bool = True) ->
                             "help": "join a running study's queue (same folder and --storage)"})] * queue]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from slmtune import __version__
-    from slmtune.experiments.registry import STUDIES
-
-    parser = _Parser(prog="slmtune", description=__doc__, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"slmtune {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    text = ("--text", {"action": "append", "help": "a text (repeatable)"})
-    text_column = ("--text-column", {"help": "the input's text column (default: found by name)"})
-    _command(sub, "train", cmd_train, "fine-tune (LoRA by default) and evaluate; writes a run folder",
-             ("--config", {"help": "YAML recipe (see configs/)"}),
-             ("--method", {"choices": ["lora", "full"], "help": "lora (default) or full fine-tuning"}),
-             *[(f, shortcut_kwargs(f)) for f in TRAIN_SHORTCUTS],
-             ("--overwrite", {"action": "store_true", "help": "empty --output-dir first if it holds an earlier run"}),
-             ("overrides", OVERRIDES))
+def _tune_parser(sub) -> None:
+    """`slmtune tune`: the data flags of train, the budget, the portfolio, and how its rungs are trained."""
     _command(sub, "tune", cmd_tune, "the best classifier for the data in a time budget: TF-IDF, probes, LoRA and "
              "full fine-tuning raced on validation, blends; writes DIR/best and DIR/leaderboard.csv",
              ("--config", {"help": "YAML recipe the candidates start from (see configs/)"}),
@@ -111,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
              ("--worker", {"action": "store_true", "help": "take jobs from a running search's queue (same "
                                                            "--storage, a machine that sees its --output-dir)"}),
              ("overrides", OVERRIDES))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from slmtune import __version__
+    from slmtune.experiments.registry import STUDIES
+
+    parser = _Parser(prog="slmtune", description=__doc__, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"slmtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    text = ("--text", {"action": "append", "help": "a text (repeatable)"})
+    text_column = ("--text-column", {"help": "the input's text column (default: found by name)"})
+    _command(sub, "train", cmd_train, "fine-tune (LoRA by default) and evaluate; writes a run folder",
+             ("--config", {"help": "YAML recipe (see configs/)"}),
+             ("--method", {"choices": ["lora", "full"], "help": "lora (default) or full fine-tuning"}),
+             *[(f, shortcut_kwargs(f)) for f in TRAIN_SHORTCUTS],
+             ("--overwrite", {"action": "store_true", "help": "empty --output-dir first if it holds an earlier run"}),
+             ("overrides", OVERRIDES))
+    _tune_parser(sub)
     _command(sub, "evaluate", cmd_evaluate, "re-evaluate a run's best model on a split", ("run_dir", RUN_DIR),
              ("--split", {"default": "test", "choices": ["test", "validation", "train"], "help": "split to score"}),
              ("--backend", BACKEND), ("--max-change", MAX_CHANGE))

@@ -150,20 +150,23 @@ def build_model(run: ResolvedRun, splits: Splits, tokenizer, encoded: Encoded, r
     for LoRA, with the fast dropout masks installed."""
     config, data = run.config, run.data
     set_seed(config.seed)  # the head and LoRA init depend on it
-    with tempfile.TemporaryDirectory(prefix="slmtune-prompt-") as tuned:
-        source = config.model.name
-        if run.head_init == "prompt":  # the encoder first tuned by the few-shot prompt method, then probed
-            from slmtune.methods.prompt_head import tune_encoder
+    def classifier(source: str):
+        return load_classifier(source, splits.label_names, dropout=config.model.dropout,
+                               attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
+                               multi_label=data.multi_label)
 
+    if run.head_init == "prompt":  # the encoder first tuned by the few-shot prompt method, then probed
+        from slmtune.methods.prompt_head import tune_encoder
+
+        with tempfile.TemporaryDirectory(prefix="slmtune-prompt-") as tuned:
             steps = tune_encoder(config.model.name, splits.train.texts, splits.train.labels, splits.label_names,
                                  config.data.dataset, config.seed, tuned, config.train.batch_size,
                                  config.data.max_length, config.train.precision)
             print(f"slmtune: encoder tuned by the label-prompt head first ({steps} steps of "
                   f"{config.train.batch_size} rows)", flush=True)
-            source = tuned
-        model = load_classifier(source, splits.label_names, dropout=config.model.dropout,
-                                attention_dropout=config.model.attention_dropout, pooling=config.model.pooling,
-                                multi_label=data.multi_label)
+            model = classifier(tuned)
+    else:
+        model = classifier(config.model.name)
     if data.multi_label:
         prior_bias(model, np.asarray(data.counts), len(splits.train))
     result["head_init"] = head_init = run.head_init

@@ -361,6 +361,12 @@ def test_a_search_with_a_storage_trains_its_rungs_through_the_queue(tiny_models,
     cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], probe=False, prompt=False)
     alone = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "alone")
     cfg.storage = f"sqlite:///{tmp_path / 'queue.db'}"
+    earlier = optuna.create_study(study_name=QUEUE, storage=cfg.storage)  # a job an earlier, stopped start left
+    earlier.set_user_attr("session", "earlier")
+    earlier.set_user_attr("job-left", {"name": "left", "config": {}, "folder": str(tmp_path / "left"), "rows": 1,
+                                       "pause_epoch": None, "log": str(tmp_path / "left.log"), "resume": False,
+                                       "stop_at": None, "session": "earlier"})
+    earlier.enqueue_trial({}, user_attrs={"job": "left"})
     queued = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "queued")
     boards = [{r["candidate"]: (r["status"], r["epochs"], r["validation"]) for r in summary["leaderboard"]}
               for summary in (alone, queued)]
@@ -368,6 +374,9 @@ def test_a_search_with_a_storage_trains_its_rungs_through_the_queue(tiny_models,
     queue = optuna.load_study(study_name=QUEUE, storage=cfg.storage)
     trials = queue.get_trials(deepcopy=False)
     assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    left = [t for t in trials if t.user_attrs["job"] == "left"]
+    assert len(left) == 1 and "earlier start" in left[0].user_attrs["error"] and not (tmp_path / "left").exists()
+    trials = [t for t in trials if t not in left]
     names = {queue.user_attrs[f"job-{t.user_attrs['job']}"]["name"] for t in trials}
     assert names == {"lora-bert-lr0.01", "lora-bert-lr0.0001"}  # every rung of both went through the queue
     assert queue.user_attrs["ended"] is True  # what tells the workers to exit

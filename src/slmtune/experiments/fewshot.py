@@ -129,14 +129,12 @@ def _setfit(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, An
 def _prompt(study: Study, config: RunConfig, cfg: FewShotConfig) -> dict[str, Any]:
     from slmtune.methods import prompt_head
     from slmtune.methods.embeddings import load_encoder
-    from slmtune.methods.zeroshot import default_descriptions, prompt_classifier, templates_for
     from slmtune.models.build import resolve_model
 
     clock = Clock()
     splits = study.splits(config)
     name = resolve_model(config.model.name)
-    prototypes = prompt_classifier(load_encoder(name), splits.label_names, templates_for(config.data.dataset),
-                                   default_descriptions(splits.label_names))
+    prototypes = prompt_head.label_prototypes(load_encoder(name), splits.label_names, config.data.dataset)
     settings = prompt_head.PromptHeadConfig(
         steps=prompt_head.steps_for(len(splits.train), config.train.batch_size, cfg.prompt_min_steps,
                                     cfg.prompt_epochs),

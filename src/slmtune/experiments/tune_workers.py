@@ -191,8 +191,12 @@ def _queue(url: str, create: bool, wait_for_queue: float = 60.0):
 
 
 def open_search_queue(url: str):
-    """The search's queue (created when new), marked as running: workers wait for its rungs until `end_queue`."""
+    """The search's queue (created when new), marked as running: workers wait for its rungs until `end_queue`. Each
+    start of the search is a new session: jobs an earlier one left queued (it was stopped) are not trained."""
+    import uuid
+
     queue = _queue(url, create=True)
+    queue.set_user_attr("session", uuid.uuid4().hex)
     queue.set_user_attr("ended", False)
     return queue
 
@@ -213,7 +217,11 @@ def _objective(progress):
         key = trial.user_attrs.get("job")
         if key is None:  # the queue was empty when this trial started
             raise QueueEmpty
-        job = job_of(trial.study.user_attrs[f"job-{key}"])
+        spec = trial.study.user_attrs[f"job-{key}"]
+        if spec.get("session") != trial.study.user_attrs.get("session"):  # left by a stopped, since restarted search
+            trial.set_user_attr("error", "queued by an earlier start of the search")
+            return 0.0
+        job = job_of(spec)
         if not job.resume and job.folder.exists():  # a retry of a job whose process died: it starts over
             shutil.rmtree(job.folder)
         progress(f"tune worker {os.getpid()}: {job.name} (log {job.log})")
@@ -246,7 +254,7 @@ def queue_jobs(queue, jobs: list[Job], progress=print) -> dict[str, str | None]:
     keys = {}
     for job in jobs:
         keys[job.name] = key = uuid.uuid4().hex
-        queue.set_user_attr(f"job-{key}", spec_of(job))
+        queue.set_user_attr(f"job-{key}", {**spec_of(job), "session": queue.user_attrs["session"]})
         queue.enqueue_trial({}, user_attrs={"job": key}, skip_if_exists=False)
     drain(queue, _objective(progress), HEARTBEAT, on_wait=lambda n: progress(
         f"tune: waiting for {n} job(s) training in other worker processes"), progress=progress)

@@ -160,6 +160,15 @@ few-shot study's defaults (`prompt_epochs`, `prompt_min_steps`), measured there 
 MIN_STEPS = 30
 
 
+def label_prototypes(encoder, label_names: list[str], dataset: str) -> np.ndarray:
+    """Where the prompt method's head starts: the zero-shot classifier of `label_names` ((labels x hidden)
+    normalised prompt embeddings of the (model, tokenizer) `encoder`; AG News's templates and descriptions for
+    `ag_news`, generic ones with readable label names for any other data)."""
+    from slmtune.methods.zeroshot import default_descriptions, prompt_classifier, templates_for
+
+    return prompt_classifier(encoder, label_names, templates_for(dataset), default_descriptions(label_names))
+
+
 def tune_encoder(model_name: str, texts: list[str], labels: list[int], label_names: list[str], dataset: str,
                  seed: int, folder: str | Path, batch_size: int = 16, max_length: int = 128,
                  precision: str = "fp32") -> int:
@@ -169,14 +178,10 @@ def tune_encoder(model_name: str, texts: list[str], labels: list[int], label_nam
     tokenizer) that a sequence classifier loads. Returns the optimizer steps trained."""
     from transformers import AutoModel
 
-    from slmtune.methods.zeroshot import default_descriptions, prompt_classifier, templates_for
     from slmtune.models.build import _load, load_tokenizer
 
-    tokenizer = load_tokenizer(model_name)
-    encoder = _load(AutoModel, model_name).eval()
-    prototypes = prompt_classifier((encoder, tokenizer), label_names, templates_for(dataset),
-                                   default_descriptions(label_names))
-    del encoder
+    prototypes = label_prototypes((_load(AutoModel, model_name).eval(), load_tokenizer(model_name)), label_names,
+                                  dataset)
     cfg = PromptHeadConfig(steps=steps_for(len(texts), batch_size, MIN_STEPS, EPOCHS), batch_size=batch_size,
                            max_length=max_length, precision=precision)
     model, tokenizer = fine_tune(model_name, texts, labels, prototypes, seed, cfg)

@@ -4,10 +4,10 @@ Runs, one after the other (never side by side: two torch processes on 2 cores sl
 1. `slmtune tune --time T` (one per --time): its chosen model's test accuracy and macro-F1 with 95% bootstrap
    intervals, TF-IDF's on the same rows, the paired difference, and the seconds it took against the budget;
 2. `slmtune train` with every default (--default-train);
-3. the exhaustive search (--exhaustive): the same portfolio with nothing cut (alpha 1e-9) and no time limit, each
-   fine-tuning candidate trained to the end of its schedule; then the racing rules replayed on its recorded
-   per-rung validation predictions: the racing winner, the exhaustive best, and the regret (validation metric
-   of the exhaustive best minus the racing winner's).
+3. the exhaustive search (--exhaustive): the same portfolio with nothing cut (alpha 1e-9), no time limit and the
+   choice on validation alone (--no-cross-fit), each fine-tuning candidate trained to the end of its schedule;
+   then the racing rules replayed on its recorded per-rung validation predictions: the racing winner, the
+   exhaustive best, and the regret (validation metric of the exhaustive best minus the racing winner's).
 
     python bench/tune.py --dataset train.csv --test-file test.csv --time 10m,30m --default-train --exhaustive \\
         --out bench-runs/tune-mydata [key=value ...]
@@ -137,8 +137,8 @@ def main() -> None:
                      ""))
     if args.exhaustive:
         folder = out / "exhaustive"
-        seconds = _run(["tune", *data, "--time", "100h", "--alpha", "1e-9", "--output-dir", str(folder),
-                        *args.overrides], out / "exhaustive.log")
+        seconds = _run(["tune", *data, "--time", "100h", "--alpha", "1e-9", "--no-cross-fit", "--output-dir",
+                        str(folder), *args.overrides], out / "exhaustive.log")
         summary = json.loads((folder / "summary.json").read_text())
         test = summary["test"]
         first = "micro_f1" if "micro_f1" in test["best"] else "accuracy"

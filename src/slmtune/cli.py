@@ -90,6 +90,9 @@ def _tune_parser(sub) -> None:
              ("--alpha", {"type": float, "default": 0.05,
                           "help": "cut a candidate when a paired test on validation says it is behind at this "
                                   "level (default 0.05)"}),
+             ("--no-cross-fit", {"dest": "cross_fit", "action": "store_false",
+                                 "help": "choose on the validation rows alone, even where they are few (by default "
+                                         "candidates tied there train again with the folds swapped)"}),
              ("--workers", {"type": int, "default": 1, "help": "candidates trained side by side at each rung, each "
                                                               "in a process of its own (CPU threads divided)"}),
              ("--storage", {"help": "run queue URL (e.g. sqlite:///DIR/queue.db, postgresql://host/db): each rung's "

@@ -38,7 +38,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         return
     base = load_config(args.config, with_shortcuts(args, DATA_SHORTCUTS + ("--seed",)))
     values = {"time": args.time, "models": _names(args.models), "alpha": args.alpha, "workers": args.workers,
-              "storage": args.storage}
+              "storage": args.storage, "cross_fit": args.cross_fit}
     for key in ("lora_rates", "full_rates"):
         if getattr(args, key) is not None:
             values[key] = [_rate(r, f"--{key.replace('_', '-')}") for r in _names(getattr(args, key))]

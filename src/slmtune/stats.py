@@ -242,11 +242,22 @@ def row_counts(gold: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.nd
     return np.hstack([correct[:, None], gold & predicted, ~gold & predicted, gold & ~predicted]).astype(np.float32)
 
 
-def metric_of_counts(sums: np.ndarray, metric: str, rows: np.ndarray | float) -> np.ndarray:
+def metric_of_counts(sums: np.ndarray, metric: str, rows: np.ndarray | float,
+                     full: np.ndarray | None = None) -> np.ndarray:
     """The metric from summed row_counts (one resample per row of `sums`); `rows` is each resample's row count.
-    Macro-F1 averages every class (a class never seen nor predicted scores 0), as the run's own report does."""
+    Macro-F1 averages every class (a class never seen nor predicted scores 0), as the run's own report does. With
+    `full` (the summed counts of every row), a class that has gold rows there but none and no prediction in a
+    resample is left out of that resample's average: its F1 is undefined there, and scoring it 0 pulled a
+    bootstrap interval below its point estimate where rare classes drop out of resamples."""
     n_classes = (sums.shape[1] - 1) // 3
     tp, fp, fn = (sums[:, 1 + i * n_classes: 1 + (i + 1) * n_classes] for i in range(3))
+    if metric == "macro_f1" and full is not None:
+        denominator = 2 * tp + fp + fn
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        full = np.asarray(full).reshape(-1)
+        gold = full[1: 1 + n_classes] + full[1 + 2 * n_classes: 1 + 3 * n_classes]
+        counted = (denominator > 0) | (gold == 0)[None, :]
+        return (f1 * counted).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
     if metric == "accuracy":
         return sums[:, 0] / rows
     if metric == "micro_f1":
@@ -276,8 +287,9 @@ class MetricEstimate:
 
 def metric_interval(counts: np.ndarray, metric: str, weights: np.ndarray, confidence: float = 0.95) -> MetricEstimate:
     """The metric of row_counts and its percentile bootstrap interval over `weights`."""
-    value = float(metric_of_counts(counts.sum(axis=0, keepdims=True), metric, len(counts))[0])
-    draws = metric_of_counts(weights @ counts, metric, len(counts))
+    full = counts.sum(axis=0, keepdims=True)
+    value = float(metric_of_counts(full, metric, len(counts))[0])
+    draws = metric_of_counts(weights @ counts, metric, len(counts), full)
     tail = (1 - confidence) / 2 * 100
     return MetricEstimate(value, float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
 
@@ -287,8 +299,8 @@ def paired_test(counts_a: np.ndarray, counts_b: np.ndarray, metric: str, weights
     """a minus b on the same rows: the difference with its paired bootstrap interval (over `weights`), and the
     one-sided p-value that a is not ahead of b from a paired permutation test (approximate randomization: each
     row's two predictions swapped at random, which is exact-like where few rows differ, unlike the bootstrap)."""
-    def metric_of(sums: np.ndarray) -> np.ndarray:
-        return metric_of_counts(sums, metric, len(counts_a))
+    def metric_of(sums: np.ndarray) -> np.ndarray:  # the gold rows are the same for a and b
+        return metric_of_counts(sums, metric, len(counts_a), full=counts_a.sum(axis=0))
 
     diff = metric_of(weights @ counts_a) - metric_of(weights @ counts_b)
     sum_a, sum_b = counts_a.sum(axis=0, keepdims=True), counts_b.sum(axis=0, keepdims=True)

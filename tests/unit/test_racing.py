@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import transformers
@@ -250,8 +251,9 @@ def test_the_prompt_model_joins_the_portfolio_only_where_classes_have_few_rows(t
     prompt = search.candidates["prompt-m"]
     search.speed["m"] = 1e4  # texts a second: its 15 passes are seconds
     assert tune._prompt_fits(search, prompt, splits, base, 600.0, print) and prompt.status == "waiting"
-    search.speed["m"] = 5.0  # minutes: more than the race's share of a 10-minute budget, so it leaves it the time
-    assert not tune._prompt_fits(search, prompt, splits, base, 600.0, print) and prompt.status == "left out"
+    search.speed["m"] = 5.0  # minutes: more than the race's share of a 10-minute budget: it waits for what the
+    assert not tune._prompt_fits(search, prompt, splits, base, 600.0, print)  # race leaves
+    assert prompt.status == "waiting" and "after the race" in prompt.note
     config = tune._config(base, "m", "full", None, 0.0, head="prompt")  # what its run trains: a user's head aside
     assert (config.model.method, config.train.epochs, config.model.head_init) == ("full", 0.0, "prompt")
     assert tune._config(replace(base, **{"model.head_init": "auto"}), "m", "lora", 1e-3, None).model.head_init == (
@@ -288,7 +290,9 @@ def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_
     assert {r["candidate"] for r in board} == {"tfidf", "probe-bert", "prompt-bert", "lora-bert-lr0.01",
                                                "lora-bert-lr0.0001", "full-bert-lr0.001", "blend"}
     assert all(r["validation"] for r in board) and board[0]["tied_with_best"] == "1"
-    assert summary["best"] == board[0]["candidate"]
+    chosen = json.loads((folder / "tune.json").read_text())["cross_fit"]  # 40 validation rows: cross-fitted
+    assert summary["best"] == (chosen["leader"] if chosen and board[0]["candidate"] in chosen["scores"]
+                               else board[0]["candidate"])
     best = runs.read_result(folder / "best")
     assert best["status"] == "success" and best["metrics"]["test"]["accuracy"] > 0.25
     assert (folder / "best" / "predictions.csv").is_file()
@@ -298,6 +302,80 @@ def test_tune_leaves_a_best_run_folder_a_leaderboard_and_a_test_comparison(tiny_
     assert summary["seconds"] < 300 * 1.1
     assert not list(folder.glob("candidates/*/checkpoints")) or any(
         r["status"] == "racing" for r in board)  # checkpoints stay only for candidates that can still go on
+
+
+def test_where_validation_rows_are_few_the_tied_candidates_are_chosen_on_both_folds(tiny_models, synthetic_files,
+                                                                                   tmp_path):
+    from slmtune.experiments import tune
+    from slmtune.experiments.tune_board import validation_probs
+
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2, 1e-4], full_rates=[], prompt=False, blend=False,
+                          alpha=1e-9)  # nothing is significantly behind: every candidate is tied with the best
+    folder = tmp_path / "search"
+    summary = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, folder)
+    state = json.loads((folder / "tune.json").read_text())
+    chosen, search = state["cross_fit"], tune.Search(folder, "accuracy", False, state["label_names"])
+    tied = {"probe-bert", "lora-bert-lr0.01", "lora-bert-lr0.0001"}
+    assert set(chosen["scores"]) == tied and chosen["rows"] == 120 + 40
+    validation = pd.read_csv(folder / "candidates" / "probe-bert" / VALIDATION_PREDICTIONS, keep_default_na=False)
+    for name in tied:  # each trained on the 40 validation rows and scored on the 120 training rows ...
+        fold = folder / "cross-fit" / f"{name}-fold2"
+        assert runs.read_result(fold)["sizes"]["train"] == 40
+        train_rows = pd.read_csv(fold / VALIDATION_PREDICTIONS, keep_default_na=False)
+        assert len(train_rows) == 120
+        # ... and its score on every row is the two folds' predictions pooled
+        probs = np.vstack([validation_probs(fold, search), validation_probs(folder / "candidates" / name, search)])
+        gold = [state["label_names"].index(g) for g in [*train_rows["gold"], *validation["gold"]]]
+        assert chosen["scores"][name]["value"] == pytest.approx(float(np.mean(probs.argmax(axis=1) == gold)))
+    board = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    leader = board[0]["candidate"]  # on validation alone; cross-fitting decides among the encoders tied with it
+    assert summary["best"] == (chosen["leader"] if leader in tied else leader)
+    assert all("both folds (160 rows)" in r["note"] for r in board if r["candidate"] in tied)
+    trained = {n: (folder / "cross-fit" / f"{n}-fold2" / "result.json").stat().st_mtime_ns for n in tied}
+    again = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, folder)  # settled: the folds are kept
+    assert again["best"] == summary["best"] and [r["note"].count("both folds") for r in again["leaderboard"]
+                                                 if r["candidate"] in tied] == [1, 1, 1] and trained == {
+        n: (folder / "cross-fit" / f"{n}-fold2" / "result.json").stat().st_mtime_ns for n in tied}
+    cfg.cross_fit = False
+    alone = tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "alone")
+    assert not (tmp_path / "alone" / "cross-fit").exists() and alone["best"] == leader
+
+
+def test_a_prompt_model_too_long_for_before_the_race_trains_with_the_time_the_race_leaves(tiny_models,
+                                                                                        synthetic_files, tmp_path,
+                                                                                        monkeypatch):
+    from slmtune.experiments import tune
+
+    monkeypatch.setattr(tune, "_prompt_seconds", lambda *args: 120.0)  # over 30% of 5 minutes, under what is left
+    order, real_step = [], tune._step
+
+    def step(search, cand, *args, **kwargs):
+        order.append(cand.name)
+        return real_step(search, cand, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "_step", step)
+    cfg = tune.TuneConfig(time="5m", lora_rates=[1e-2], full_rates=[], probe=False, cross_fit=False)
+    tune.run_tune(_tune_base(tiny_models, synthetic_files), cfg, tmp_path / "search")
+    state = {c["name"]: c for c in json.loads((tmp_path / "search" / "tune.json").read_text())["candidates"]}
+    assert state["prompt-bert"]["status"] == "finished" and state["lora-bert-lr0.01"]["status"] == "finished"
+    assert order.index("prompt-bert") > max(i for i, name in enumerate(order) if name.startswith("lora"))
+
+
+def test_cross_fitting_overrules_validation_only_among_the_candidates_it_compared():
+    from slmtune.experiments.racing import standing
+    from slmtune.experiments.tune import Search
+    from slmtune.experiments.tune_crossfit import preferred
+    from slmtune.stats import row_counts
+
+    gold = np.arange(40) % 2
+    board = standing({"a": row_counts(gold, gold, 2), "b": row_counts(gold, 1 - gold, 2),
+                      "tfidf": row_counts(gold, np.r_[gold[:20], 1 - gold[20:]], 2)}, "accuracy")
+    search = Search(Path("."), "accuracy", False, ["x", "y"])
+    assert preferred(search, board) == "a"  # not cross-fitted: the validation leader
+    search.cross_fit = {"leader": "b", "scores": {"a": {}, "b": {}}}
+    assert preferred(search, board) == "b"
+    search.cross_fit = {"leader": "b", "scores": {"b": {}, "c": {}}}  # the leader was not among those compared
+    assert preferred(search, board) == "a"
 
 
 def test_time_the_race_leaves_trains_the_leader_again_on_more_rows(tiny_models, synthetic_files, tmp_path,
@@ -392,22 +470,30 @@ def test_workers_on_other_machines_take_the_searchs_jobs_from_its_storage(tiny_m
     search = subprocess.Popen(
         [sys.executable, "-m", "slmtune.cli", "tune", "--dataset", synthetic_files["train"], "--test-file",
          synthetic_files["test"], "--output-dir", str(folder), "--lora-rates", "1e-2,1e-4", "--full-rates", "",
-         "--time", "5m", "--storage", url, f"model.name={tiny_models['bert']}", "data.val_size=40",
-         "train.threads=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=gated_env(gate))
-    # both processes hold a job of the first rung at its first step: the worker took one from the queue
-    wait_until(lambda: {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}
-               or search.poll() is not None or worker.poll() is not None, what="the search and the worker training")
-    assert {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}
-    (gate / "go").touch()
-    out = search.communicate(timeout=300)[0].decode()
-    assert search.returncode == 0 and not crashed(out), out[-2000:]
-    said = worker.communicate(timeout=120)[0].decode()  # it exits by itself once the search has ended
-    assert worker.returncode == 0 and not crashed(said), said[-2000:]
+         "--time", "5m", "--storage", url, "--no-cross-fit", f"model.name={tiny_models['bert']}",
+         "data.val_size=40", "train.threads=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=gated_env(gate))
+    try:  # both processes hold a job of the first rung at its first step: the worker took one from the queue
+        wait_until(lambda: {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}
+                   or search.poll() is not None or worker.poll() is not None, what="the search and the worker training")
+        if not {n.split("-")[1] for n in started(gate)} >= {str(worker.pid), str(search.pid)}:
+            for proc in (search, worker):
+                proc.terminate()
+            raise AssertionError("\n".join(proc.communicate()[0].decode()[-2000:] for proc in (search, worker)))
+        (gate / "go").touch()
+        out = search.communicate(timeout=300)[0].decode()
+        assert search.returncode == 0 and not crashed(out), out[-2000:]
+        said = worker.communicate(timeout=120)[0].decode()  # it exits by itself once the search has ended
+        assert worker.returncode == 0 and not crashed(said), said[-2000:]
+    finally:  # no process outlives a failed test
+        for proc in (search, worker):
+            proc.kill()
     trained = int(said.rsplit("trained ", 1)[1].split()[0])
     assert trained >= 1, said[-2000:]
     state = {c["name"]: c for c in json.loads((folder / "tune.json").read_text())["candidates"]}
     assert {state[n]["status"] for n in ("lora-bert-lr0.01", "lora-bert-lr0.0001")} <= {"finished", "cut"}
     assert (folder / "best" / "model").is_dir() and (folder / "summary.json").is_file()
+    assert not (folder / "cross-fit").exists()  # --no-cross-fit: validation alone chose
 
 
 def _gone(pid: int) -> bool:

@@ -120,3 +120,22 @@ def test_the_sequential_rule_keeps_its_error_rate_under_no_difference():
                 wrong += look.decision == "different"
                 break
     assert wrong / 2000 <= 0.05
+
+
+def test_macro_f1_interval_holds_its_point_estimate_when_a_rare_class_drops_out_of_resamples():
+    """A class with one validation row is absent from ~37% of resamples: there its F1 is undefined, not 0."""
+    gold = np.array([0] * 60 + [1] * 60 + [2])  # class 2: one row, predicted right; class 3: never seen nor predicted
+    predicted = gold.copy()
+    predicted[:6] = 1  # a few mistakes between the common classes
+    counts = stats.row_counts(gold, predicted, 4)
+    weights = stats.bootstrap_weights(len(gold), 500, seed=1)
+    estimate = stats.metric_interval(counts, "macro_f1", weights)
+    from sklearn.metrics import f1_score
+
+    assert estimate.value == pytest.approx(f1_score(gold, predicted, labels=[0, 1, 2, 3], average="macro"))
+    assert estimate.low <= estimate.value <= estimate.high  # scored 0 when absent, low fell below 0.5
+    dropped = weights[:, -1] == 0  # resamples without the rare row: the mean of classes 0, 1 and the unseen 3
+    draws = stats.metric_of_counts(weights @ counts, "macro_f1", len(gold), counts.sum(axis=0))
+    f1 = lambda w: f1_score(gold, predicted, labels=[0, 1], average=None, sample_weight=w)  # noqa: E731
+    assert draws[dropped][0] == pytest.approx(f1(weights[dropped][0]).sum() / 3, abs=1e-6)
+    assert stats.paired_test(counts, counts, "macro_f1", weights)["difference"] == 0.0

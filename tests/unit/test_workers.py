@@ -146,3 +146,56 @@ def test_poll_returns_the_first_ready_value_or_none_at_the_deadline():
     assert poll(lambda: next(answers), seconds=60, interval=0) == {"trial": 3}
     asked = []
     assert poll(lambda: asked.append(1), seconds=0, interval=0) is None and asked == [1]  # asked once, then given up
+
+
+def _open_at_once(url: str, barrier, out) -> None:
+    barrier.wait()  # every process opens the new database at the same moment
+    try:
+        open_storage(url)
+        out.put("opened")
+    except Exception as exc:  # noqa: BLE001 - the test reports what a process said
+        out.put(str(exc))
+
+
+def test_processes_opening_one_new_storage_at_once_all_open_it(tmp_path):
+    """Optuna creates a new storage's tables check-then-create: 3 processes opening a new SQLite file at once failed
+    9 times in 60 here ("table studies already exists", a duplicate schema version row) before open_storage tried
+    again; a worker started beside its search is exactly that."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        barrier, out = context.Barrier(3), context.Queue()
+        processes = [context.Process(target=_open_at_once, args=(url, barrier, out)) for _ in range(3)]
+        for process in processes:
+            process.start()
+        said = [out.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join()
+        assert said == ["opened"] * 3, said
+
+
+def test_opening_a_storage_tries_again_only_while_another_process_creates_its_tables():
+    from sqlalchemy.exc import OperationalError
+
+    from slmtune.experiments.queue import _created
+
+    attempts = []
+
+    def racing():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return "storage"
+
+    assert _created(racing) == "storage" and len(attempts) == 3
+
+    def unreachable():
+        attempts.append(1)
+        raise OperationalError("connect", {}, Exception("unable to open database file"))
+
+    attempts.clear()
+    with pytest.raises(OperationalError):
+        _created(unreachable)
+    assert len(attempts) == 1  # a storage that cannot be opened is said at once

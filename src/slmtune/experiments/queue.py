@@ -58,8 +58,8 @@ def open_storage(url: str, heartbeat: int = 10):
              inspect.signature(RDBStorage).parameters else "failed_trial_callback")
     try:
         engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for locks
-        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                             **{stale: _retry_point})
+        storage = _created(lambda: RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                              grace_period=3 * heartbeat, **{stale: _retry_point}))
         if url.startswith("sqlite"):
             _immediate_transactions(storage.engine)
         return storage
@@ -129,6 +129,30 @@ def poll(ready, seconds: float, interval: float = 1.0):
         if value or time.monotonic() > deadline:
             return value or None
         time.sleep(interval)
+
+
+SCHEMA_TRIES = 20
+"""Times opening a new storage is tried while other processes create its tables at the same moment."""
+
+
+def _created(open_storage):
+    """`open_storage()`, tried again while it fails because another process is creating the same new storage's
+    tables: Optuna creates them check-then-create (SQLAlchemy's create_all), so two processes that open a new
+    database at once can both see a table missing and one fails with "already exists" (or a duplicate schema
+    version row). Once the other has created them, opening succeeds."""
+    import random
+
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            return open_storage()
+        except (IntegrityError, OperationalError, ProgrammingError) as exc:
+            said = str(exc).lower()
+            racing = any(w in said for w in ("already exists", "unique constraint", "duplicate", "locked"))
+            if not racing or attempt == SCHEMA_TRIES - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25))  # a backoff so that the other process finishes its tables
 
 
 def load_when_created(name: str, storage, missing: str, seconds: float = 60.0):

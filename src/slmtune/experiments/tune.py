@@ -43,6 +43,7 @@ from slmtune.experiments.tune_board import (
     validation_score,
     write_leaderboard,
 )
+from slmtune.experiments.tune_crossfit import CROSS_FIT_ROWS, cross_fit
 from slmtune.experiments.tune_workers import Job, last_line, run_jobs, sample, train_job
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf
 from slmtune.multilabel import metric_name
@@ -91,6 +92,10 @@ class TuneConfig:
     single-label data with at most PROMPT_ROWS_PER_CLASS training rows a class on average."""
     blend: bool = True
     """Try the best encoder blended with TF-IDF (weight chosen on validation log-loss)."""
+    cross_fit: bool = True
+    """Where the validation rows are few (under tune_crossfit.CROSS_FIT_ROWS, single-label data), train the encoder
+    candidates tied with the best again with the folds swapped, as the time left allows, and choose among them on
+    every labelled row."""
     workers: int = 1
     """Fine-tuning candidates trained side by side at each rung of the race, each in a process of its own with
     this machine's CPU threads divided between them; 1 trains them one after another in this process."""
@@ -188,13 +193,17 @@ class Search:
     """What best/ holds now (leader, encoder folder and its last write, weight): unchanged, it is not copied again."""
     queue: Any = None
     """The run queue the rungs' jobs go through (TuneConfig.storage), while the search runs; not saved."""
+    cross_fit: dict[str, Any] | None = None
+    """The tied candidates' standing on every labelled row, folds swapped (tune_crossfit), once made; recomputed by
+    each start of the search from the folds' run folders."""
 
     def save(self) -> None:
         runs.write_json(self.root / "tune.json", {
             "metric": self.metric, "multi_label": self.multi_label, "label_names": self.label_names,
             "candidates": [asdict(c) for c in self.candidates.values()], "speed": self.speed,
             "overhead": self.overhead, "standings": self.standings, "best": self.best, "alpha": self.alpha,
-            "blend_weight": np.asarray(self.blend_weight).tolist() if self.blend_weight is not None else None})
+            "blend_weight": np.asarray(self.blend_weight).tolist() if self.blend_weight is not None else None,
+            "cross_fit": self.cross_fit})
 
     @classmethod
     def load(cls, root: Path) -> dict[str, Any] | None:
@@ -272,6 +281,9 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
     plan = _plan(search, encoder_splits, budget, reserve, tfidf, base.train.batch_size)
     for line in plan["lines"]:
         progress(line)
+    if cfg.cross_fit and not search.multi_label and len(splits.validation) < CROSS_FIT_ROWS:
+        progress(f"tune: {len(splits.validation)} validation rows are few: with the time the race leaves, the "
+                 "candidates tied with the best train on the other fold too and are compared on every row")
     if cfg.workers > 1:
         from slmtune.experiments.workers import Execution
 
@@ -300,6 +312,11 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
             follow_leader(search, entries, splits, tfidf, progress)
         _race(search, cfg, base, encoder_splits, hard, entries, splits, tfidf, progress)
         _refit(search, base, encoder_splits, hard, entries, splits, tfidf, progress)
+        for cand in [c for c in search.candidates.values() if c.kind == "prompt" and c.status == "waiting"]:
+            _step(search, cand, base, encoder_splits, 0.0, hard, entries, progress)  # left out if time is short
+            follow_leader(search, entries, splits, tfidf, progress)
+        if cfg.cross_fit:
+            cross_fit(search, base, encoder_splits, hard, entries, progress)
         if cfg.blend and tfidf is not None:
             blend_best(search, entries, splits, tfidf, progress)
         follow_leader(search, entries, splits, tfidf, progress)
@@ -373,13 +390,13 @@ def _train_speed(search: Search, cand: Candidate, concurrency: int = 1) -> float
 
 
 def _prompt_fits(search: Search, cand: Candidate, splits: Splits, base: RunConfig, budget: float, progress) -> bool:
-    """Whether the prompt candidate, which trains before the race, leaves the race its time: at most ENCODER_SHARE
-    of the budget, as one default LoRA schedule; else it is left out, and says so."""
+    """Whether the prompt candidate can train before the race and leave the race its time: at most ENCODER_SHARE
+    of the budget, as one default LoRA schedule; else it waits for the time the race leaves, and says so."""
     cost = _prompt_seconds(search, cand, splits, base.train.batch_size) + search.overhead
     if cost <= ENCODER_SHARE * budget:
         return True
-    cand.status, cand.note = "left out", (f"~{format_duration(cost)}, more than {ENCODER_SHARE:.0%} of the budget: "
-                                          "the fine-tuning candidates keep that time")
+    cand.note = (f"~{format_duration(cost)}, more than {ENCODER_SHARE:.0%} of the budget: it trains after the race, "
+                 "if the time the race leaves holds it")
     progress(f"tune: {cand.name}: {cand.note}")
     search.save()
     return False

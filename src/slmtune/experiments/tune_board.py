@@ -76,12 +76,14 @@ def blend_best(search: Search, entries: dict[str, np.ndarray], splits: Splits, t
     encoders = [n for n in entries if search.candidates[n].kind in ENCODER_KINDS]
     if not encoders:
         return
-    board = standing_on(search, entries, splits.validation, encoders, 1.0)
-    chosen = choose_weight(entries[board.leader], entries["tfidf"], splits.validation.labels, search.multi_label)
-    entries["blend"] = mix(entries[board.leader], entries["tfidf"], chosen["weight"])
+    from slmtune.experiments.tune_crossfit import preferred
+
+    leader = preferred(search, standing_on(search, entries, splits.validation, encoders, 1.0))
+    chosen = choose_weight(entries[leader], entries["tfidf"], splits.validation.labels, search.multi_label)
+    entries["blend"] = mix(entries[leader], entries["tfidf"], chosen["weight"])
     cand = search.candidates["blend"]
-    cand.status, cand.model, cand.note = "finished", board.leader, (
-        f"{board.leader} with TF-IDF, encoder weight {np.round(np.mean(chosen['weight']), 2):g}")
+    cand.status, cand.model, cand.note = "finished", leader, (
+        f"{leader} with TF-IDF, encoder weight {np.round(np.mean(chosen['weight']), 2):g}")
     cand.learning_rate = None
     search.blend_weight = chosen["weight"]
     progress(f"tune: blend: {cand.note}: validation {metric_name(search.metric)} "
@@ -96,8 +98,10 @@ def follow_leader(search: Search, entries: dict[str, np.ndarray], splits: Splits
     encoders = [n for n in entries if search.candidates[n].kind in ENCODER_KINDS]
     if not encoders:
         return
+    from slmtune.experiments.tune_crossfit import preferred
+
     board = standing_on(search, entries, splits.validation, list(entries), 1.0)
-    leader = board.leader
+    leader = preferred(search, board)
     kind = search.candidates[leader].kind
     if kind == "blend":
         base_name, weight = search.candidates["blend"].model, search.blend_weight

@@ -251,13 +251,6 @@ def metric_of_counts(sums: np.ndarray, metric: str, rows: np.ndarray | float,
     bootstrap interval below its point estimate where rare classes drop out of resamples."""
     n_classes = (sums.shape[1] - 1) // 3
     tp, fp, fn = (sums[:, 1 + i * n_classes: 1 + (i + 1) * n_classes] for i in range(3))
-    if metric == "macro_f1" and full is not None:
-        denominator = 2 * tp + fp + fn
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-        full = np.asarray(full).reshape(-1)
-        gold = full[1: 1 + n_classes] + full[1 + 2 * n_classes: 1 + 3 * n_classes]
-        counted = (denominator > 0) | (gold == 0)[None, :]
-        return (f1 * counted).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
     if metric == "accuracy":
         return sums[:, 0] / rows
     if metric == "micro_f1":
@@ -266,7 +259,13 @@ def metric_of_counts(sums: np.ndarray, metric: str, rows: np.ndarray | float,
         return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
     if metric == "macro_f1":
         denominator = 2 * tp + fp + fn
-        return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0).mean(axis=1)
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        if full is None:
+            return f1.mean(axis=1)
+        full = np.asarray(full).reshape(-1)
+        gold = full[1: 1 + n_classes] + full[1 + 2 * n_classes: 1 + 3 * n_classes]
+        counted = (denominator > 0) | (gold == 0)[None, :]
+        return (f1 * counted).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
     raise ValueError(f"unknown metric {metric!r}; known: {', '.join(BOOTSTRAP_METRICS)}")
 
 

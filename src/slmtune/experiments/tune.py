@@ -43,7 +43,8 @@ from slmtune.experiments.tune_board import (
     validation_score,
     write_leaderboard,
 )
-from slmtune.experiments.tune_crossfit import CROSS_FIT_ROWS, cross_fit
+from slmtune.experiments.tune_crossfit import applies as cross_fit_applies
+from slmtune.experiments.tune_crossfit import cross_fit
 from slmtune.experiments.tune_workers import Job, last_line, run_jobs, sample, train_job
 from slmtune.methods.tfidf import TfidfModel, fit_tfidf
 from slmtune.multilabel import metric_name
@@ -281,7 +282,7 @@ def _search(search: Search, base: RunConfig, cfg: TuneConfig, splits: Splits, mo
     plan = _plan(search, encoder_splits, budget, reserve, tfidf, base.train.batch_size)
     for line in plan["lines"]:
         progress(line)
-    if cfg.cross_fit and not search.multi_label and len(splits.validation) < CROSS_FIT_ROWS:
+    if cfg.cross_fit and cross_fit_applies(search, len(splits.validation)):
         progress(f"tune: {len(splits.validation)} validation rows are few: with the time the race leaves, the "
                  "candidates tied with the best train on the other fold too and are compared on every row")
     if cfg.workers > 1:

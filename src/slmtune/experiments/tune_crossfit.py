@@ -34,6 +34,12 @@ CROSS_FIT_ROWS = 1000
 a 95% interval of accuracy is about +-2.5 points, below it wider than most differences between candidates."""
 
 
+def applies(search: Search, validation_rows: int) -> bool:
+    """Whether the search's data is where cross-fitting chooses: single-label, fewer than CROSS_FIT_ROWS validation
+    rows."""
+    return not search.multi_label and validation_rows < CROSS_FIT_ROWS
+
+
 def _fold_twin(cand: Candidate, rows: int) -> Candidate:
     """The candidate's configuration trained on the other fold: its own folder (cross-fit/NAME-fold2) and log."""
     from slmtune.experiments.tune import Candidate
@@ -78,7 +84,7 @@ def cross_fit(search: Search, base: RunConfig, splits: Splits, hard: float, entr
     """Where the validation rows are fewer than CROSS_FIT_ROWS: the finished encoder candidates tied with the best
     (on the encoder training rows `splits.train`, so every one is scored on the same rows) train on the other fold
     as the time left allows, best first, and `search.cross_fit` records their standing on every row."""
-    if search.multi_label or len(splits.validation) >= CROSS_FIT_ROWS:
+    if not applies(search, len(splits.validation)):
         return
     names = [n for n in entries if search.candidates[n].kind in ENCODER_KINDS
              and search.candidates[n].status == "finished" and not search.candidates[n].refit_of]

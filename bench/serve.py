@@ -60,18 +60,17 @@ def main() -> None:
         print(f"{'clients':>8}{'texts/s':>10}{'requests/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
         for clients in [int(c) for c in args.concurrency.split(",")]:
             batches = [pool[i * args.texts:(i + 1) * args.texts] for i in range(args.requests)]
-            latencies: list[float] = []
 
-            def ask(texts, client):
+            def ask(texts, client) -> float:
                 start = time.perf_counter()
                 answer = client.post(f"{url}/predict", json={"texts": texts}, timeout=300)
                 answer.raise_for_status()
-                latencies.append(time.perf_counter() - start)
+                return time.perf_counter() - start
 
             with httpx.Client(limits=httpx.Limits(max_connections=clients)) as client, \
                     ThreadPoolExecutor(clients) as threads:
                 start = time.perf_counter()
-                list(threads.map(lambda texts: ask(texts, client), batches))
+                latencies = list(threads.map(lambda texts, client=client: ask(texts, client), batches))
                 wall = time.perf_counter() - start
             ms = np.asarray(latencies) * 1000
             print(f"{clients:>8}{args.requests * args.texts / wall:>10.1f}{args.requests / wall:>12.1f}"

@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
              *_study_options("e.g. configs/studies/reference.yaml", recipe=False),
              ("--only", {"help": "parts or kinds to run, e.g. sweep,seeds"}),
              ("--budget", {"help": "fit the plan into this time (e.g. 2h): drops seeds and sizes, and says so"}),
+             ("--exhaustive", {"action": "store_true", "help": "no racing and no early stop: every sweep point "
+                                                               "trained to the end, every seed run"}),
              ("--dry-run", {"action": "store_true", "help": "print the plan and stop"}))
     _command(sub, "report", cmd_report, "one self-contained report.html for a run, a study or a folder of studies",
              ("folder", {"help": "run folder, study folder, or a folder of studies"}),

@@ -113,12 +113,13 @@ def cmd_study_kind(args: argparse.Namespace) -> None:
 
 def cmd_study(args: argparse.Namespace) -> None:
     from slmtune.console import study_summary
-    from slmtune.experiments.reference import load_reference_config, run_reference
+    from slmtune.experiments.reference import exhaustive, load_reference_config, run_reference
     from slmtune.experiments.workers import Execution
 
     if bool(args.config) == bool(args.config_file):
         raise SlmtuneError("give the study config once: slmtune study --config configs/studies/reference.yaml")
     cfg = load_reference_config(args.config or args.config_file, args.name)
+    cfg = exhaustive(cfg) if args.exhaustive else cfg
     only = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
     print(study_summary(run_reference(
         cfg, args.study_dir, with_shortcuts(args, DATA_SHORTCUTS), only=only, budget=args.budget,

@@ -12,7 +12,14 @@ import yaml
 from conftest import tiny_overrides
 from slmtune.cli import main
 from slmtune.errors import SlmtuneError
-from slmtune.experiments.reference import ReferenceConfig, fit_budget, make_plan, parse_budget, run_reference
+from slmtune.experiments.reference import (
+    ReferenceConfig,
+    exhaustive,
+    fit_budget,
+    make_plan,
+    parse_budget,
+    run_reference,
+)
 
 QUIET = {"progress": lambda *_: None}
 
@@ -71,10 +78,41 @@ def test_default_reference_plan_shares_the_sweep_lines(ag_news_dir, tmp_path, mo
     assert plan.parts["scaling"]["runs"] == 10  # 6 sizes x 2 seeds, the 2,400-row runs being the seeds part's
 
 
+def test_exhaustive_study_trains_every_point_and_seed_and_shares_the_adaptive_runs(
+        ag_news_dir, reference_study, tmp_path, monkeypatch, capsys):
+    from slmtune.experiments.reference import load_reference_config
+
+    monkeypatch.setenv("SLMTUNE_DATA_DIR", str(ag_news_dir))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_reference_config("configs/studies/reference.yaml")
+    adaptive, full = make_plan(cfg, tmp_path, None, 1.0), make_plan(exhaustive(cfg), tmp_path, None, 1.0)
+    assert full.parts["seeds"]["runs"] == 8 and adaptive.parts["seeds"]["runs"] == 4  # 5 seeds, not 3
+    assert full.parts["sweep-grid"]["cfg"].race is False and adaptive.parts["sweep-grid"]["cfg"].race is True
+    assert full.parts["sweep-grid"]["seconds"] > adaptive.parts["sweep-grid"]["seconds"]  # every point to the end
+    assert full.parts["scaling"]["seconds"] == adaptive.parts["scaling"]["seconds"]  # no adaptive rule there
+    (tmp_path / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    lines: list[str] = []
+    record = run_reference(cfg, tmp_path, dry_run=True, progress=lines.append)  # the plan says its most, too
+    assert record["estimate_seconds"] == round(adaptive.seconds)
+    assert record["estimate_seconds_at_most"] == round(full.seconds) and "at most ~" in lines[0]
+    # every run of the finished (adaptive) tiny study is reused by its exhaustive form: nothing left to train
+    assert make_plan(exhaustive(reference_study["cfg"]), reference_study["root"], None, 1.0).new_runs == 0
+    path = tmp_path / "ref.yaml"
+    path.write_text(yaml.safe_dump({"study": "reference", "name": "ref", "recipe": reference_study["cfg"].recipe,
+                                    "parts": reference_study["cfg"].parts}))
+    capsys.readouterr()
+    assert main(["study", str(path), "--study-dir", str(reference_study["root"]), "--dry-run"]) == 0
+    assert "never by a sweep point the race cut" in capsys.readouterr().out  # the plan says who scores test
+    assert main(["study", str(path), "--study-dir", str(reference_study["root"]), "--exhaustive", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "0 to train" in out and "the race cut" not in out
+
+
 def test_reference_study_runs_each_config_once_and_resumes(reference_study):
     root, record = reference_study["root"], reference_study["record"]
     assert record["parts"]["train"]["done"] == 2  # the second call found the first part finished
     assert record["new_runs"] == 4
+    assert record["parts"]["sweep-lr"]["race"] is True and record["parts"]["seeds"]["sequential"] is True
     run_folders = [p for p in root.glob("*/runs/*") if (p / "result.json").is_file()]
     assert len(run_folders) == 6  # 2 train + 2 new seeds + 2 sweep points: nothing trained twice
     seeds = json.loads((root / "seeds" / "summary.json").read_text())

@@ -177,6 +177,8 @@ class Plan:
     dropped: list[str]
     sizes: DataSizes
     """The data the estimates are for: rows, classes, mean tokens per text."""
+    config: ReferenceConfig | None = None
+    """The study the plan is for (after any budget reductions)."""
 
     def lines(self) -> list[str]:
         out = [f"  {'part':<16}{'kind':<14}{'runs':>6}{'done':>6}{'estimate':>11}{'disk':>9}"]
@@ -229,7 +231,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         new += p["runs"] - p["done"]
         seconds += p["seconds"]
         disk += p["disk_mb"]
-    return Plan(parts, total, new, seconds, disk, [], sizes)
+    return Plan(parts, total, new, seconds, disk, [], sizes, cfg)
 
 
 def reductions() -> list[tuple[str, Reduction]]:
@@ -272,6 +274,38 @@ def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, bu
     return plan
 
 
+def exhaustive(cfg: ReferenceConfig) -> ReferenceConfig:
+    """The study with every part in full: sweeps train every point to the end, seeds run every seed (each kind's
+    adaptive fields off, slmtune.experiments.registry). Its runs are the adaptive study's and more, so both can
+    share one folder: an exhaustive rerun of an adaptive study trains only what the adaptive one left out."""
+    parts = {name: {**settings, **{f: False for f in STUDIES[part_kind(name, settings)].adaptive_fields}}
+             for name, settings in cfg.parts.items()}
+    return ReferenceConfig(cfg.name, cfg.recipe, parts)
+
+
+def announce(name: str, root: Path, plan: Plan, exhaustive_plan: Plan, progress) -> float:
+    """Print the plan: runs, estimated time (and the most it can take: no race cutting a point, every comparison
+    needing every seed, the exhaustive plan's time), data, the parts' table, who scores the test rows, what a
+    budget dropped; returns that most."""
+    adaptive = any(getattr(p["cfg"], f) for p in plan.parts.values() for f in STUDIES[p["kind"]].adaptive_fields)
+    upper = exhaustive_plan.seconds if adaptive else plan.seconds
+    at_most = f" (at most ~{format_duration(upper)} if no race cuts a point and the comparisons need every seed)"
+    progress(f"reference study {name} in {root}: {plan.total_runs} training runs, {plan.new_runs} to train; "
+             f"~{format_duration(plan.seconds)} on this machine{at_most if upper > plan.seconds * 1.02 else ''}; "
+             f"~{plan.disk_mb:.0f} MB of new run folders")
+    progress(f"  data: {plan.sizes.train:,} training rows (before each part's own sizes), {plan.sizes.validation:,} "
+             f"validation, {plan.sizes.test:,} test, {plan.sizes.classes} classes; {plan.sizes.tokens:.0f} tokens a "
+             f"text (time per text scaled from the calibration's {REFERENCE_TOKENS:.0f})")
+    for line in plan.lines():
+        progress(line)
+    if any(getattr(p["cfg"], "race", False) for p in plan.parts.values()):
+        progress("  test rows: scored by every run trained to the end, never by a sweep point the race cut (its "
+                 "validation score is kept; `slmtune evaluate` scores it later if wanted)")
+    for message in plan.dropped:
+        progress(f"  budget: {message}")
+    return upper
+
+
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,
                   only: list[str] | None = None, budget: str | None = None, dry_run: bool = False,
                   progress=print, execution: Execution = ALONE) -> dict[str, Any]:
@@ -297,19 +331,15 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         plan = fit_budget(cfg, root, cli_overrides, speed, budget_s, only)
     else:
         plan = make_plan(cfg, root, cli_overrides, speed, only)
-    progress(f"reference study {cfg.name} in {root}: {plan.total_runs} training runs, {plan.new_runs} to train; "
-             f"~{format_duration(plan.seconds)} on this machine; ~{plan.disk_mb:.0f} MB of new run folders")
-    progress(f"  data: {plan.sizes.train:,} training rows (before each part's own sizes), {plan.sizes.validation:,} "
-             f"validation, {plan.sizes.test:,} test, {plan.sizes.classes} classes; {plan.sizes.tokens:.0f} tokens a "
-             f"text (time per text scaled from the calibration's {REFERENCE_TOKENS:.0f})")
-    for line in plan.lines():
-        progress(line)
-    for message in plan.dropped:
-        progress(f"  budget: {message}")
+    upper = announce(cfg.name, root, plan, make_plan(exhaustive(plan.config), root, cli_overrides, speed, only,
+                                                     plan.sizes), progress)
     record = {"study": "reference", "name": cfg.name, "only": only, "budget": budget, "dropped": plan.dropped,
-              "estimate_seconds": round(plan.seconds), "runs": plan.total_runs, "new_runs": plan.new_runs,
+              "estimate_seconds": round(plan.seconds), "estimate_seconds_at_most": round(upper),
+              "runs": plan.total_runs, "new_runs": plan.new_runs,
               "parts": {n: {"kind": p["kind"], "runs": p["runs"], "done": p["done"],
-                            "estimate_seconds": round(p["seconds"])} for n, p in plan.parts.items()}}
+                            "estimate_seconds": round(p["seconds"]),
+                            **{f: getattr(p["cfg"], f) for f in STUDIES[p["kind"]].adaptive_fields}}
+                        for n, p in plan.parts.items()}}
     if dry_run:
         return record
     clock = Clock()

@@ -86,6 +86,12 @@ class StudyKind:
     def cli(self) -> str | None:
         return self.command if self.command is not None else self.name
 
+    @property
+    def adaptive_fields(self) -> tuple[str, ...]:
+        """The config fields that make this study adaptive (racing, sequential seeds): what its `--exhaustive`
+        turns off, and `slmtune study --exhaustive` in each part of this kind."""
+        return tuple(flag.field for flag in self.flags if flag.option == "--exhaustive")
+
     def run_from_cli(self, flag_text: dict[str, object], config_file: str | None = None,
                      study_dir: str | None = None, overrides: list[str] | None = None,
                      execution: Execution | None = None, **fields) -> str:

@@ -108,6 +108,17 @@ def test_exhaustive_study_trains_every_point_and_seed_and_shares_the_adaptive_ru
     assert "0 to train" in out and "the race cut" not in out
 
 
+def test_a_point_paused_by_a_race_is_done_for_the_race_and_still_to_train_exhaustive(reference_study, tmp_path):
+    root = tmp_path / "ref"
+    shutil.copytree(reference_study["root"], root)
+    run = next((root / "sweep-lr" / "runs").iterdir())
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**result, "paused_at": 1}))  # as a race leaves a cut point
+    cfg = reference_study["cfg"]
+    assert make_plan(cfg, root, None, 1.0).new_runs == 0
+    assert make_plan(exhaustive(cfg), root, None, 1.0).new_runs == 1  # an unraced sweep trains it to the end
+
+
 def test_reference_study_runs_each_config_once_and_resumes(reference_study):
     root, record = reference_study["root"], reference_study["record"]
     assert record["parts"]["train"]["done"] == 2  # the second call found the first part finished

@@ -204,7 +204,11 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
     study_cfgs = {n: _study_cfg(kinds[n], n, cfg.parts[n], cfg.recipe) for n in names}
     sizes = sizes or data_sizes(load_run_config(cfg.recipe, {}, cli_overrides))
     seen: set[str] = set()
-    finished = {p.name for p in root.glob("*/runs/*") if runs.is_finished(p)}
+    folders = list(root.glob("*/runs/*"))
+    # a run paused at a racing rung counts as done only for a raced sweep, which never resumes it; every other part
+    # (an unraced sweep trains it to the end, the other studies reuse only complete runs) still has work there
+    finished = {p.name for p in folders if runs.is_finished(p)}
+    complete = {p.name for p in folders if runs.is_complete(p)}
     parts, total, new, seconds, disk = {}, 0, 0, 0.0, 0.0
     for name in names:
         kind, study_cfg = kinds[name], study_cfgs[name]
@@ -220,7 +224,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
                     continue
                 seen.add(key)
             p["runs"] += 1
-            if key in finished:
+            if key in (finished if getattr(study_cfg, "race", False) else complete):
                 p["done"] += 1
                 continue
             p["seconds"] += run_seconds(config, rates[config.model.method], sizes) * share  # raced: a share
@@ -283,12 +287,9 @@ def exhaustive(cfg: ReferenceConfig) -> ReferenceConfig:
     return ReferenceConfig(cfg.name, cfg.recipe, parts)
 
 
-def announce(name: str, root: Path, plan: Plan, exhaustive_plan: Plan, progress) -> float:
-    """Print the plan: runs, estimated time (and the most it can take: no race cutting a point, every comparison
-    needing every seed, the exhaustive plan's time), data, the parts' table, who scores the test rows, what a
-    budget dropped; returns that most."""
-    adaptive = any(getattr(p["cfg"], f) for p in plan.parts.values() for f in STUDIES[p["kind"]].adaptive_fields)
-    upper = exhaustive_plan.seconds if adaptive else plan.seconds
+def announce(name: str, root: Path, plan: Plan, upper: float, progress) -> None:
+    """Print the plan: runs, estimated time (and `upper`, the most it can take, where that is more), data, the
+    parts' table, who scores the test rows, what a budget dropped."""
     at_most = f" (at most ~{format_duration(upper)} if no race cuts a point and the comparisons need every seed)"
     progress(f"reference study {name} in {root}: {plan.total_runs} training runs, {plan.new_runs} to train; "
              f"~{format_duration(plan.seconds)} on this machine{at_most if upper > plan.seconds * 1.02 else ''}; "
@@ -303,7 +304,6 @@ def announce(name: str, root: Path, plan: Plan, exhaustive_plan: Plan, progress)
                  "validation score is kept; `slmtune evaluate` scores it later if wanted)")
     for message in plan.dropped:
         progress(f"  budget: {message}")
-    return upper
 
 
 def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_overrides: list[str] | None = None,
@@ -331,8 +331,10 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         plan = fit_budget(cfg, root, cli_overrides, speed, budget_s, only)
     else:
         plan = make_plan(cfg, root, cli_overrides, speed, only)
-    upper = announce(cfg.name, root, plan, make_plan(exhaustive(plan.config), root, cli_overrides, speed, only,
-                                                     plan.sizes), progress)
+    adaptive = any(getattr(p["cfg"], f) for p in plan.parts.values() for f in STUDIES[p["kind"]].adaptive_fields)
+    upper = make_plan(exhaustive(plan.config), root, cli_overrides, speed, only, plan.sizes).seconds if adaptive \
+        else plan.seconds  # the most it can take: no race cutting a point, every comparison needing every seed
+    announce(cfg.name, root, plan, upper, progress)
     record = {"study": "reference", "name": cfg.name, "only": only, "budget": budget, "dropped": plan.dropped,
               "estimate_seconds": round(plan.seconds), "estimate_seconds_at_most": round(upper),
               "runs": plan.total_runs, "new_runs": plan.new_runs,

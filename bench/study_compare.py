@@ -138,14 +138,17 @@ def main() -> None:
             left, right = a.get(line, "-"), b.get(line, "-")
             same = "same" if left == right else "DIFFERS"
             print(f"  {line}\n    {names[0]}: {left}\n    {names[1]}: {right}\n    -> {same}")
-    print("\n== wall time a part (reference.json)")
+    print("\n== wall time a part, every segment of each folder (reference.json)")
     records = [json.loads((r / "reference.json").read_text()) if (r / "reference.json").is_file() else {}
                for r in (args.first, args.second)]
-    for part in dict.fromkeys([*records[0].get("seconds", {}), *records[1].get("seconds", {})]):
-        cells = [f"{rec.get('seconds', {}).get(part, 0) / 60:7.1f} min" for rec in records]
+    times = [rec.get("part_seconds", rec.get("seconds", {})) for rec in records]
+    for part in dict.fromkeys([*times[0], *times[1]]):
+        cells = [f"{t.get(part, 0) / 60:7.1f} min" for t in times]
         print(f"  {part:<16}{names[0]} {cells[0]}   {names[1]} {cells[1]}")
-    print(f"  {'total':<16}" + "   ".join(f"{n} {rec.get('total_seconds', 0) / 60:7.1f} min"
-                                         for n, rec in zip(names, records)))
+    print(f"  {'total':<16}" + "   ".join(f"{n} {sum(t.values()) / 60:7.1f} min" for n, t in zip(names, times)))
+    if len(records[1].get("segments", [])) > len(records[0].get("segments", [])):
+        print(f"  ({names[1]} ran in a copy of {names[0]}'s folder: its times include {names[0]}'s segments, and "
+              f"its last segment ({records[1]['segments'][-1]['started']}) is what it added)")
     print(f"\n== racing rules replayed on {names[1]}'s sweeps")
     for part in sorted(p for p in args.second.iterdir() if p.is_dir() and p.name.startswith("sweep")):
         summary = _summary(part)

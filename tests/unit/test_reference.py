@@ -47,7 +47,7 @@ def reference_config(recipes) -> ReferenceConfig:
 @pytest.fixture(scope="module")
 def reference_study(recipes, tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
-    (root / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    (root / "calibration.json").write_text(json.dumps({"train": 56.0, "eval": 209.7, "speed_vs_reference": 1.0}))
     cfg = reference_config(recipes)
     plan = make_plan(cfg, root, None, 1.0)
     record = run_reference(cfg, root, only=["train"], **QUIET)  # an interrupted study: only its first part ran
@@ -90,7 +90,7 @@ def test_exhaustive_study_trains_every_point_and_seed_and_shares_the_adaptive_ru
     assert full.parts["sweep-grid"]["cfg"].race is False and adaptive.parts["sweep-grid"]["cfg"].race is True
     assert full.parts["sweep-grid"]["seconds"] > adaptive.parts["sweep-grid"]["seconds"]  # every point to the end
     assert full.parts["scaling"]["seconds"] == adaptive.parts["scaling"]["seconds"]  # no adaptive rule there
-    (tmp_path / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    (tmp_path / "calibration.json").write_text(json.dumps({"train": 56.0, "eval": 209.7, "speed_vs_reference": 1.0}))
     lines: list[str] = []
     record = run_reference(cfg, tmp_path, dry_run=True, progress=lines.append)  # the plan says its most, too
     assert record["estimate_seconds"] == round(adaptive.seconds)
@@ -131,10 +131,15 @@ def test_reference_study_runs_each_config_once_and_resumes(reference_study):
     again = make_plan(reference_study["cfg"], root, None, 1.0)
     assert again.new_runs == 0 and again.seconds < 60
     assert Path(record["report"]).is_file() and (root / "reference.json").is_file()
+    first, second = record["segments"]  # the first call ran only the train part: a second segment resumed it
+    assert set(first["seconds"]) == {"train"} and set(second["seconds"]) == set(record["parts"])
+    assert second["adaptive"]["sweep-lr"] == {"race": True} and second["estimate_seconds"]["train"] == 0
+    assert record["part_seconds"]["train"] == pytest.approx(first["seconds"]["train"] + second["seconds"]["train"])
+    assert json.loads((root / "reference.json").read_text())["part_seconds"] == record["part_seconds"]
 
 
 def test_plan_counts_kept_rows_as_done(recipes, tmp_path):
-    (tmp_path / "calibration.json").write_text(json.dumps({"train": 36.0, "eval": 150.0, "speed_vs_reference": 1.0}))
+    (tmp_path / "calibration.json").write_text(json.dumps({"train": 56.0, "eval": 209.7, "speed_vs_reference": 1.0}))
     cfg = ReferenceConfig(name="ref", recipe=recipes["lora"], parts={
         "zeroshot": {"methods": ["untrained-head", "templates"]},
         "fewshot": {"shots": [2], "draws": 2, "methods": ["probe", "prompt"], "prompt_min_steps": 2}})
@@ -185,6 +190,28 @@ def test_the_plan_follows_the_data_s_rows_and_text_length(recipes, tmp_path):
     doubled = make_plan(reference_config(recipes), tmp_path, None, 1.0,
                         sizes=DataSizes(**{**vars(plan.sizes), "tokens": 2 * plan.sizes.tokens}))
     assert doubled.seconds - plan.seconds == pytest.approx(plan.seconds - 3.0 * plan.new_runs)  # 3 s: start-up
+
+
+def test_training_and_inference_are_planned_at_their_own_speed(recipes, tmp_path):
+    """A machine twice as fast at training only halves the training share of each run's estimate; a calibration
+    kept from an earlier release is read from its measured samples/s against today's reference figures."""
+    from slmtune.experiments.common import PRIOR_SAMPLES_PER_SECOND, run_seconds
+    from slmtune.experiments.reference import CALIBRATION_REFERENCE, calibration_speed
+
+    cfg = exhaustive(reference_config(recipes))  # every run planned whole (no racing share)
+    plan = make_plan(cfg, tmp_path, None, 1.0)
+    faster = make_plan(cfg, tmp_path, None, {"train": 2.0, "eval": 1.0}, sizes=plan.sizes)
+    expected = 0.0
+    for p in plan.parts.values():
+        for config in p["new"]:
+            rates = PRIOR_SAMPLES_PER_SECOND[config.model.method]
+            doubled = {"train": 2 * rates["train"], "eval": rates["eval"]}
+            expected += run_seconds(config, doubled, plan.sizes) - run_seconds(config, rates, plan.sizes)
+    assert faster.seconds - plan.seconds == pytest.approx(expected) and expected < 0
+    kept = {"train": 2 * CALIBRATION_REFERENCE["train"], "eval": CALIBRATION_REFERENCE["eval"] / 2,
+            "speed_vs_reference": 9.9}  # written against other reference figures: its own ratio is stale
+    assert calibration_speed(kept) == pytest.approx({"train": 2.0, "eval": 0.5})
+    assert calibration_speed({"speed_vs_reference": 1.5}) == {"train": 1.5, "eval": 1.5}  # written by hand
 
 
 def test_a_study_s_own_estimate_is_for_its_data(recipes, tmp_path):

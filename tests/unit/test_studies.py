@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -101,6 +102,25 @@ def test_a_raced_grid_cuts_a_point_behind_at_its_first_rung_and_scores_only_the_
     exhaustive = json.loads((tmp_path / "e" / "summary.json").read_text())["rows"]
     assert all(r["cut_at"] is None and r["test_accuracy"] is not None for r in exhaustive)
     assert runs.paused_at(cut_dir) == 1  # the raced study's own run is left as it was
+
+    messages.clear()  # the raced sweep again, unraced, in a copy of its folder (`--exhaustive` on a copied study)
+    shutil.copytree(tmp_path / "r", tmp_path / "copy" / "r")
+    run_sweep(SweepConfig(name="r", run=run, space=space, race=False), tmp_path / "copy" / "r",
+              progress=messages.append)
+    assert any("1 cut by a race" in m and "from the start" in m for m in messages), messages
+    assert any("0.01} -> validation" in m and "3/3 done" in m for m in messages), messages
+    cut_dir = tmp_path / "copy" / "r" / "runs" / cut_dir.name
+    assert runs.is_complete(cut_dir) and runs.read_result(cut_dir)["best"]["epochs_run"] == 2
+    again = {r["train.learning_rate"]: r
+             for r in json.loads((tmp_path / "copy" / "r" / "summary.json").read_text())["rows"]}
+    assert again[0.01]["cut_at"] is None  # trained to the end from the start: what the unraced sweep got
+    assert again[0.01]["test_accuracy"] == {r["train.learning_rate"]: r for r in exhaustive}[0.01]["test_accuracy"]
+    assert all(Path(r["run_dir"]).is_relative_to(tmp_path / "copy") for r in again.values())  # its own runs
+    shutil.rmtree(tmp_path / "r")  # the original gone (its trials' recorded folders): the copy keeps its own
+    messages.clear()
+    run_sweep(SweepConfig(name="r", run=run, space=space, race=False), tmp_path / "copy" / "r",
+              progress=messages.append)
+    assert any("3 trials (3 done)" in m for m in messages) and not any("damaged" in m for m in messages), messages
 
 
 def test_sibling_study_reuses_identical_runs(tiny_models, synthetic_files, tmp_path):

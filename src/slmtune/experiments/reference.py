@@ -38,9 +38,27 @@ from slmtune.experiments.workers import ALONE, Execution
 
 # Disk per finished run of the default model (`du -sh` of run folders: LoRA 3.3 MB, full fine-tuning 90 MB).
 DISK_MB = {"lora": 3.3, "full": 90.0}
-# What calibrate() below measured on the 2-core reference CPU (mean of three, 2026-11-26, in the same hour as
-# PRIOR_SAMPLES_PER_SECOND); a machine twice as fast measures twice these and gets half the estimate.
-CALIBRATION_REFERENCE = {"train": 37.6, "eval": 201.3}
+# What calibrate() below measured on the 2-core reference CPU (AVX512-BF16), in the same hour as the runs behind
+# PRIOR_SAMPLES_PER_SECOND; a machine twice as fast measures twice these and gets half the estimate. Training and
+# inference are scaled by their own ratios: a CPU's gain from bf16 or wider vectors is not the same for both.
+CALIBRATION_REFERENCE = {"train": 56.0, "eval": 209.7}
+
+
+def speed_ratios(speed: float | dict[str, float]) -> dict[str, float]:
+    """This machine's speed against the reference CPU, for training and for inference: a calibration's
+    `vs_reference`, or one number for both (a hand-written calibration.json, or a whole-study factor)."""
+    if isinstance(speed, dict):
+        return {"train": float(speed["train"]), "eval": float(speed["eval"])}
+    return {"train": float(speed), "eval": float(speed)}
+
+
+def calibration_speed(calibration: dict[str, Any]) -> dict[str, float]:
+    """The speed ratios of a calibration.json: its measured samples/s against today's CALIBRATION_REFERENCE (so a
+    file kept from an earlier release is read against the current reference); a file with only
+    `speed_vs_reference`, written by hand, gives that one number for both."""
+    if "train" in calibration and "eval" in calibration:
+        return {k: calibration[k] / CALIBRATION_REFERENCE[k] for k in ("train", "eval")}
+    return speed_ratios(calibration["speed_vs_reference"])
 
 
 @dataclass
@@ -154,14 +172,15 @@ def calibrate(root: Path, base: RunConfig, progress=print) -> dict[str, float]:
     start = time.perf_counter()
     predict_proba(net, tokenizer, texts, batch_size=64, max_length=max_length, precision=compute)
     eval_rate = len(texts) / (time.perf_counter() - start) * per_reference
+    ratios = {"train": round(train_rate / CALIBRATION_REFERENCE["train"], 3),
+              "eval": round(eval_rate / CALIBRATION_REFERENCE["eval"], 3)}
     result = {"train": round(train_rate, 1), "eval": round(eval_rate, 1), "seconds": round(clock.elapsed, 1),
-              "precision": compute.name, "model": model,
-              "speed_vs_reference": round((train_rate / CALIBRATION_REFERENCE["train"]
-                                           + eval_rate / CALIBRATION_REFERENCE["eval"]) / 2, 3)}
+              "precision": compute.name, "model": model, "vs_reference": ratios,
+              "speed_vs_reference": round((ratios["train"] + ratios["eval"]) / 2, 3)}
     runs.write_json(path, result)
     progress(f"calibration ({model}): LoRA training {result['train']} samples/s, inference {result['eval']} "
-             f"samples/s a {REFERENCE_TOKENS:.0f}-token text ({result['speed_vs_reference']}x the reference CPU "
-             f"with the default model) in {result['seconds']}s")
+             f"samples/s a {REFERENCE_TOKENS:.0f}-token text ({ratios['train']}x and {ratios['eval']}x the "
+             f"reference CPU with the default model) in {result['seconds']}s")
     return result
 
 
@@ -190,11 +209,14 @@ class Plan:
         return out
 
 
-def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None, speed: float,
+def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None, speed: float | dict[str, float],
               only: list[str] | None = None, sizes: DataSizes | None = None) -> Plan:
-    """The runs of every part and their estimated seconds at `speed` x the reference CPU, for the study's data
-    (`sizes`: its rows and text length, loaded when not given)."""
-    rates = {m: {k: v * speed for k, v in r.items()} for m, r in PRIOR_SAMPLES_PER_SECOND.items()}
+    """The runs of every part and their estimated seconds at `speed` x the reference CPU (training and inference
+    ratios, speed_ratios), for the study's data (`sizes`: its rows and text length, loaded when not given)."""
+    ratio = speed_ratios(speed)
+    rates = {m: {k: v * ratio[k] for k, v in r.items()} for m, r in PRIOR_SAMPLES_PER_SECOND.items()}
+    # the work outside runs (SetFit's pairs, zero-shot and active learning's passes over the rows) mixes both
+    outside_ratio = (ratio["train"] + ratio["eval"]) / 2
     kinds = {n: part_kind(n, settings) for n, settings in cfg.parts.items()}
     if only:
         kinds = {n: k for n, k in kinds.items() if any(n == o or n.startswith(f"{o}-") or k == o for o in only)}
@@ -214,7 +236,7 @@ def make_plan(cfg: ReferenceConfig, root: Path, cli_overrides: list[str] | None,
         kind, study_cfg = kinds[name], study_cfgs[name]
         configs, extra_seconds = planned_runs(kind, study_cfg, cli_overrides, sizes, root / name)
         share = STUDIES[kind].load().planned_share(study_cfg, configs, sizes)
-        outside_runs = extra_seconds / speed * sizes.tokens / REFERENCE_TOKENS  # estimated at the reference length
+        outside_runs = extra_seconds / outside_ratio * sizes.tokens / REFERENCE_TOKENS  # at the reference length
         p = {"kind": kind, "cfg": study_cfg, "runs": 0, "done": 0, "seconds": outside_runs, "disk_mb": 0.0, "new": []}
         shareable = STUDIES[kind].load().shares_runs(study_cfg)  # configs that name their runs: shared by parts
         for config in configs:
@@ -244,7 +266,7 @@ def reductions() -> list[tuple[str, Reduction]]:
     return sorted(found, key=lambda item: item[1].rank)
 
 
-def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float, budget_s: float,
+def fit_budget(cfg: ReferenceConfig, root: Path, cli_overrides, speed: float | dict[str, float], budget_s: float,
                only: list[str] | None) -> Plan:
     """The plan, shrunk step by step (REDUCTIONS) until its estimate fits the budget; says what it dropped."""
     cfg = copy.deepcopy(cfg)
@@ -326,7 +348,7 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
     root = Path(root or Path("studies") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
     base = load_run_config(cfg.recipe, None, cli_overrides)
-    speed = calibrate(root, base, progress=progress)["speed_vs_reference"]
+    speed = calibration_speed(calibrate(root, base, progress=progress))
     if budget_s is not None:
         plan = fit_budget(cfg, root, cli_overrides, speed, budget_s, only)
     else:
@@ -345,7 +367,9 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
     if dry_run:
         return record
     clock = Clock()
-    seconds = {}
+    seconds: dict[str, float] = {}
+    earlier = earlier_segments(root)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
     if execution.queued:
         from slmtune.experiments.workers import run_workers
 
@@ -357,9 +381,38 @@ def run_reference(cfg: ReferenceConfig, root: str | Path | None = None, cli_over
         start = clock.elapsed
         STUDIES[p["kind"]].load().run(p["cfg"], root / name, cli_overrides, progress=progress)
         seconds[name] = round(clock.elapsed - start, 1)
-        runs.write_json(root / "reference.json", {**record, "seconds": seconds, "total_seconds": sum(seconds.values())})
+        runs.write_json(root / "reference.json", with_segments(
+            {**record, "seconds": seconds, "total_seconds": sum(seconds.values())}, earlier, started))
     from slmtune.report.html import build_report
 
     record.update(seconds=seconds, total_seconds=round(clock.elapsed, 1), report=str(build_report(root)))
+    record = with_segments(record, earlier, started)
     runs.write_json(root / "reference.json", record)
     return record
+
+
+def earlier_segments(root: Path) -> list[dict[str, Any]]:
+    """The segments an interrupted and resumed study ran before this one, from its reference.json (a file of an
+    earlier release, without `segments`, is one segment)."""
+    try:
+        values = runs.read_json(root / "reference.json")
+    except (OSError, ValueError):
+        return []
+    if "segments" in values:
+        return list(values["segments"])
+    return [{"started": None, "seconds": values["seconds"]}] if values.get("seconds") else []
+
+
+def with_segments(record: dict[str, Any], earlier: list[dict[str, Any]], started: str) -> dict[str, Any]:
+    """`record` with every segment's seconds a part (`segments`: this one last, with its plan and whether each
+    part raced) and `part_seconds`, each part's time summed over them: what it took, however often it was stopped."""
+    parts = record["parts"]
+    segment = {"started": started, "seconds": record.get("seconds", {}),
+               "estimate_seconds": {n: p["estimate_seconds"] for n, p in parts.items()},
+               "adaptive": {n: {f: p[f] for f in STUDIES[p["kind"]].adaptive_fields} for n, p in parts.items()}}
+    segments = [*earlier, segment]
+    totals: dict[str, float] = {}
+    for seg in segments:
+        for part, value in seg.get("seconds", {}).items():
+            totals[part] = round(totals.get(part, 0.0) + value, 1)
+    return {**record, "segments": segments, "part_seconds": totals}

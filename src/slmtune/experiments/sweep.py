@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from slmtune import runs
 from slmtune.config import RunConfig, replace
 from slmtune.errors import SlmtuneError
 from slmtune.experiments.common import (
@@ -226,14 +227,19 @@ def _open_queue(cfg: SweepConfig, study: Study, base: RunConfig, space: dict[str
     )
     optuna.storages.fail_stale_trials(optuna_study)  # trials of killed processes: failed, points queued again
     fresh = not optuna_study.trials
-    for trial in damaged_trials(optuna_study):
-        progress(f"trial {trial.number}: its run folder {trial.user_attrs['run_dir']} is damaged or gone (no "
+    for trial in damaged_trials(optuna_study, study.root):
+        progress(f"trial {trial.number}: its run folder {run_dir_of(trial, study.root)} is damaged or gone (no "
                  "finished result.json); its point is trained again")
     if not raced:  # a point a raced run of this sweep left paused at a rung is trained to the end now
-        paused = {t.number for t in completed(optuna_study) if t.user_attrs.get("rung") is not None}
-        queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])) | paused)
+        paused = [t for t in completed(optuna_study) if t.user_attrs.get("rung") is not None]
+        queued = queue_missing(optuna_study, points, skip=set(optuna_study.user_attrs.get(DAMAGED, [])) |
+                               {t.number for t in paused})
         if queued and not fresh:
-            progress(f"re-running {queued} trial(s) stopped earlier")
+            folders = {run_dir_of(t, study.root) for t in paused} - {None}
+            cut = sum(runs.paused_at(f) is not None and not runs.has_checkpoint(f) for f in folders)
+            progress(f"re-running {queued} trial(s) stopped earlier" + (
+                f" ({cut} cut by a race, whose checkpoints went with the cut: trained again from the start)"
+                if cut else ""))
     study.write_study_yaml({"study": "sweep", "name": cfg.name, "recipe": cfg.recipe, "run": cfg.run,
                             "method": cfg.method, "space": space, "search": cfg.search, "storage": cfg.storage,
                             "race": raced, "first_rung": cfg.first_rung, "alpha": cfg.alpha,
@@ -245,7 +251,7 @@ def _announce(cfg: SweepConfig, study: Study, optuna_study, base: RunConfig, poi
               raced: bool, progress) -> None:
     """The sweep's first line: its size, the time it plans and its folder."""
     total = cfg.search if cfg.search is not None else len(points)
-    done_before = counted(optuna_study)
+    done_before = ended_points(optuna_study)
     estimate = study.estimate_seconds(base)
     if raced:  # planned at successive halving's share of the exhaustive work
         share = planned_share(cfg, [base] * len(points), study.data_sizes(base))
@@ -273,7 +279,7 @@ def _objective(cfg: SweepConfig, study: Study, base: RunConfig, space: dict[str,
         row = {**flat_metrics(result), "epochs": result.get("paused_at") or result["best"].get("epochs_run")}
         for key, value in row.items():
             trial.set_user_attr(key, value)
-        finished = len(counted(trial.study)) + 1
+        finished = 1 + len(counted(trial.study) if raced else ended_points(trial.study))
         metric = study_metric([row])
         tested = f"test {row[f'test_{metric}']:.4f}" if row[f"test_{metric}"] is not None else "test not scored"
         progress(f"  trial {trial.number}: {params}{f' to epoch {rung:g}' if rung else ''} -> validation "
@@ -347,7 +353,7 @@ def _race(optuna_study, study: Study, points: list[dict[str, Any]], base: RunCon
         counts, rows = {}, set()
         for point in alive:
             digest, counts[_key(point)] = counts_of_predictions(
-                Path(latest[_key(point)].user_attrs["run_dir"]) / VALIDATION_PREDICTIONS)
+                Path(run_dir_of(latest[_key(point)], study.root)) / VALIDATION_PREDICTIONS)
             rows.add(digest)
         if len(rows) > 1:
             progress("sweep: the points were validated on different rows (a swept field changes the data): no "
@@ -366,7 +372,7 @@ def _race(optuna_study, study: Study, points: list[dict[str, Any]], base: RunCon
                          f"{cut_note(latest[name].user_attrs['rung'], _label(json_point(board.leader)), p)}")
 
         cut(board, lambda name, latest=latest: _rung_of(latest[name]) != float("inf"),  # one trained to its end
-            record, lambda name, latest=latest: latest[name].user_attrs["run_dir"])  # has nothing to stop
+            record, lambda name, latest=latest: run_dir_of(latest[name], study.root))  # has nothing to stop
         optuna_study.set_user_attr(DECIDED, [*decided, level])
     optuna_study.set_user_attr(RACE_DONE, True)
 
@@ -398,21 +404,36 @@ def _race_as_worker(optuna_study, run_queue, heartbeat: int, progress) -> None:
             return
 
 
+def run_dir_of(trial, root: Path) -> str | None:
+    """A trial's run folder, recorded as an absolute path. A study folder copied or moved with its sibling studies
+    (e.g. a copy of a reference study rerun with --exhaustive) uses its own copy: the same <study>/runs/<run>
+    under its parent, where that exists, so it never reads, cuts or counts the original's runs."""
+    recorded = trial.user_attrs.get("run_dir")
+    if not recorded:
+        return recorded
+    path = Path(recorded)
+    here = Path(root).resolve().parent / path.parent.parent.name / "runs" / path.name
+    return str(here) if here.exists() and here != path.resolve() else recorded
+
+
 DAMAGED = "damaged_trials"
 """Study attribute: numbers of finished trials whose run folder was found damaged; they count for nothing."""
 
 
-def damaged_trials(optuna_study) -> list:
+def damaged_trials(optuna_study, root: Path) -> list:
     """Finished trials whose run folder no longer holds a finished run (a truncated or deleted result.json),
     newly found: recorded in the study (DAMAGED) so that their points are queued again and their rows dropped."""
-    from slmtune import runs
-
     known = set(optuna_study.user_attrs.get(DAMAGED, []))
     found = [t for t in completed(optuna_study) if t.number not in known and t.user_attrs.get("run_dir")
-             and not runs.is_finished(t.user_attrs["run_dir"])]
+             and not runs.is_finished(run_dir_of(t, root))]
     if found:
         optuna_study.set_user_attr(DAMAGED, sorted(known | {t.number for t in found}))
     return found
+
+
+def ended_points(optuna_study) -> set[str]:
+    """The points with a trial trained to the end (a raced study's rungs are trials too)."""
+    return {_key(point_of(t)) for t in counted(optuna_study) if t.user_attrs.get("rung") is None}
 
 
 def counted(optuna_study) -> list:
@@ -432,6 +453,7 @@ def summarize_sweep(optuna_study, study: Study, space: dict[str, Any], base: Run
     for key, trial in latest.items():
         row = {"trial": trial.number, **point_of(trial)}
         row.update({k: v for k, v in trial.user_attrs.items() if k not in ("retry_of", "rung", "level")})
+        row["run_dir"] = run_dir_of(trial, study.root)
         row["cut_at"] = cuts[key]["epoch"] if key in cuts and trial.user_attrs.get("rung") is not None else None
         rows.append(row)
     if not rows:

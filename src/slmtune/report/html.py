@@ -225,7 +225,8 @@ def unfinished(folder: Path) -> list[str]:
     record = folder / "reference.json"
     if record.is_file():
         values = runs.read_json(record)
-        missing = [p for p in values.get("parts", {}) if p not in values.get("seconds", {})]
+        done = values.get("part_seconds", values.get("seconds", {}))  # every segment of a resumed study
+        missing = [p for p in values.get("parts", {}) if p not in done]
         if missing:
             notes.append(f"the study stopped before these parts finished: {', '.join(missing)}")
     return notes

@@ -5,6 +5,7 @@ from slmtune.runs.folder import (  # noqa: F401
     MetricsLog,
     atomic_write,
     environment,
+    has_checkpoint,
     is_complete,
     is_finished,
     make_run_dir,

@@ -146,12 +146,17 @@ def paused_at(path: str | Path) -> float | None:
         return None
 
 
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether the run in the folder kept a resumable checkpoint (a run a race cut lost its checkpoints then)."""
+    return any((Path(path) / "checkpoints").glob("checkpoint-*"))
+
+
 def _paused_at(result: dict[str, Any], path: str | Path) -> float | None:
     """paused_at from the folder's result.json already read."""
     if result.get("status") == "success":
         return result.get("paused_at")
     rung = result.get("resuming_from")
-    return rung if rung is not None and any((Path(path) / "checkpoints").glob("checkpoint-*")) else None
+    return rung if rung is not None and has_checkpoint(path) else None
 
 
 class MetricsLog:

@@ -45,8 +45,8 @@ CALIBRATION_REFERENCE = {"train": 56.0, "eval": 209.7}
 
 
 def speed_ratios(speed: float | dict[str, float]) -> dict[str, float]:
-    """This machine's speed against the reference CPU, for training and for inference: a calibration's
-    `vs_reference`, or one number for both (a hand-written calibration.json, or a whole-study factor)."""
+    """This machine's speed against the reference CPU, for training and for inference: the two ratios (as
+    calibration_speed reads them), or one number for both."""
     if isinstance(speed, dict):
         return {"train": float(speed["train"]), "eval": float(speed["eval"])}
     return {"train": float(speed), "eval": float(speed)}

@@ -1,4 +1,4 @@
-"""Speed: slmtune beside the tutorial pipeline and the best peer, same model, data and settings, in one process.
+"""Speed: slmtune beside the tutorial pipeline and the best peer, same model, data and settings, in one run.
 
 - tutorial: the usual Hugging Face recipe: `datasets.map` tokenisation with padding="max_length" (128), a plain
   Trainer with random batches, LoRA through PEFT, Trainer.predict for inference, fp32.
@@ -15,12 +15,18 @@ slmtune run (samples/s, its ratio to the peer, share of the peak, setup seconds,
 against fp32 torch, test accuracy change with a 95% interval), and ends with the line
 `train_ratio=A infer_ratio=B peer_train_ratio=C peer_infer_ratio=D infer_samples_per_s=E`
 (ratios: slmtune over the tutorial pipeline, then over the peer).
+
+Each pipeline runs in a fresh process of its own, one after the other: in one process the later pipelines would
+find the kernels oneDNN built for the earlier ones' shapes, and the earlier ones' allocator settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -148,6 +154,14 @@ def ours(config, splits) -> tuple[dict[str, float], dict, list[dict]]:
             "infer_seconds": len(splits.test) / saved["samples_per_second"]["eval"]}, auto, table
 
 
+def in_own_process(pipeline: str) -> list:
+    """What `pipeline` returns, run in a fresh process with this one's arguments."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "out.json"
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--pipeline", pipeline, "--out", str(out)], check=True)
+        return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-rows", type=int, default=2400)
@@ -157,6 +171,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="slmtune's")
     parser.add_argument("--data-dir", default=os.environ.get("SLMTUNE_DATA_DIR"))
     parser.add_argument("--skip-tutorial", action="store_true", help="only time slmtune and the peer")
+    parser.add_argument("--pipeline", choices=["slmtune", "peer", "tutorial"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     config = load_config(None, [f"model.method={args.method}", f"data.train_size={args.train_rows}",
@@ -166,6 +182,11 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     splits = load_splits(config.data, config.seed)
     native_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() or bool(cpu_bf16_support())
+    if args.pipeline:  # one pipeline, in this fresh process
+        run = {"slmtune": lambda: ours(config, splits), "peer": lambda: (peer(config, splits, native_bf16),),
+               "tutorial": lambda: (tutorial(config, splits),)}[args.pipeline]
+        Path(args.out).write_text(json.dumps(run(), default=float))
+        return
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"model {config.model.name}, method {config.model.method}, lr {config.train.learning_rate}, "
           f"{len(splits.train)} train rows x {config.train.epochs} epochs, {len(splits.test)} inference rows, "
@@ -173,10 +194,10 @@ def main() -> None:
           f"native bf16: {cpu_bf16_support() or ('cuda' if native_bf16 else 'no')}")
     print(f"matmul peak (1024x1024): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     rows = {}
-    rows["slmtune"], auto, table = ours(config, splits)
-    rows["peer"] = peer(config, splits, bf16=native_bf16)
+    rows["slmtune"], auto, table = in_own_process("slmtune")
+    rows["peer"], = in_own_process("peer")
     if not args.skip_tutorial:
-        rows["tutorial"] = tutorial(config, splits)
+        rows["tutorial"], = in_own_process("tutorial")
     precision = {"slmtune": slmtune.precision.resolve(args.precision).name,
                  "peer": "bf16" if native_bf16 else "fp32", "tutorial": "fp32"}
 

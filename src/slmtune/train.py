@@ -23,6 +23,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from slmtune import runs
+from slmtune.allocator import keep_freed_memory
 from slmtune.blend import choose_weight, mix, save_blend
 from slmtune.config import RunConfig, dump_yaml
 from slmtune.data import Splits, TextDataset, load_splits
@@ -216,7 +217,8 @@ def fit_model(run: ResolvedRun, splits: Splits, model, tokenizer, encoded: Encod
     trainer = BucketTrainer(
         model=model, args=training_args(config, recorder.dir, steps_per_epoch, precision, resumable),
         train_dataset=trainer_rows(encoded.train, splits.train), eval_dataset=val_rows,
-        processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=precision.pad_multiple),
         compute_metrics=selection_metrics(run.metric, curve),
         callbacks=[EarlyStoppingCallback(config.train.patience, config.train.threshold),
                    MetricsCallback(recorder.log), curve, *(callbacks or []), *([final_test] if final_test else []),
@@ -439,6 +441,7 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
                            result={"name": config.name, "method": config.model.method, "model": config.model.name,
                                    "seed": config.seed, "precision": precision.name})
     set_threads(config.train.threads)
+    keep_freed_memory()
     with recorder:
         record_data(recorder.result, run, splits)
         tfidf = fit_baseline(run, splits, recorder.result)

@@ -270,6 +270,77 @@ def test_frozen_weights_are_held_in_bf16_while_training_and_restored_exactly():
         assert model[0].weight.dtype == torch.float32
 
 
+def test_inference_runs_the_whole_forward_in_bf16_on_a_cpu_and_restores_the_weights(tiny_models):
+    """Precision.inference on a CPU in bf16: every weight held in bf16 and no autocast, so a LayerNorm computes in
+    bf16 too (autocast would run it in fp32); the fp32 weights come back bit for bit; an engine's copy made once
+    (held_in) gives the same logits with nothing cast per call."""
+    import numpy as np
+    import torch
+
+    from slmtune.models.build import load_classifier, load_tokenizer
+    from slmtune.precision import Precision
+    from slmtune.serve.backends import held_in
+    from slmtune.serve.logits import predict_logits
+
+    model = load_classifier(tiny_models["bert"], ["a", "b", "c", "d"], pooling="mean").eval()
+    tokenizer = load_tokenizer(tiny_models["bert"])
+    before = {name: p.data.clone() for name, p in model.named_parameters()}
+    bf16, fp32 = Precision("bf16", "cpu", "test"), Precision("fp32", "cpu", "test")
+    seen = []
+    model.bert.encoder.layer[0].output.LayerNorm.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    batch = tokenizer(["a short text", "and a longer text than that one"], padding=True, return_tensors="pt")
+    with bf16.inference(model), torch.inference_mode():
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        model(**batch)
+    with bf16.autocast(), torch.inference_mode():
+        model(**batch)
+    assert seen == [torch.bfloat16, torch.float32]
+    assert all(p.dtype == torch.float32 and torch.equal(p.data, before[name]) for name, p in model.named_parameters())
+
+    texts = [text for text, _ in synthetic_rows(12, seed=3)]
+    copy = held_in(model, bf16)
+    assert copy is not model and {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert held_in(model, bf16) is copy  # made once per model: a server asks at every pass
+    assert held_in(model, fp32) is model and model.bert.embeddings.word_embeddings.weight.dtype == torch.float32
+    held = predict_logits(model, tokenizer, texts, precision=bf16)
+    assert np.array_equal(held, predict_logits(copy, tokenizer, texts, precision=bf16))
+    full = predict_logits(model, tokenizer, texts, precision=fp32)
+    assert (held.argmax(1) == full.argmax(1)).mean() >= 0.9 and np.abs(held - full).max() < 0.5
+
+
+FAULTS = """
+import resource, sys, torch
+from slmtune.allocator import keep_freed_memory
+kept = keep_freed_memory()
+def step():  # what a forward pass does: activations of a few MiB each, live together, then freed
+    parts = [torch.ones(512 * 1024) for _ in range(24)]
+    del parts
+step(); step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_freed_memory_is_kept_for_the_next_step_unless_turned_off():
+    """slmtune.allocator: with glibc, memory a step freed is reused by the next instead of being given back and
+    page-faulted in again; SLMTUNE_KEEP_FREED_MEMORY=0 leaves glibc as it is."""
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc only")
+    runs_ = {}
+    for setting in ("1", "0"):
+        env = {**os.environ, "SLMTUNE_KEEP_FREED_MEMORY": setting}
+        out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True)
+        kept, faults = out.stdout.split()
+        runs_[setting] = (kept, int(faults))
+    assert runs_["1"][0] == "True" and runs_["0"][0] == "False"
+    assert runs_["1"][1] < 1000 < runs_["0"][1]  # 48 MiB a step: 3 x 12k pages when given back each time
+
+
 def test_report_to_passes_through(tmp_path):
     from slmtune.config import load_config
     from slmtune.precision import Precision

@@ -62,8 +62,9 @@ def count_truncated(tokenizer, texts: list[str], max_length: int) -> int:
     return int(sum(n > max_length for n in lengths))
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(s) for s in sequences)
+def pad_batch(sequences: list[list[int]], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask, padded to the longest sequence rounded up to a multiple of `multiple`."""
+    longest = -(-max(len(s) for s in sequences) // multiple) * multiple
     input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):
@@ -72,9 +73,9 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def sorted_batches(ids: list[list[int]], batch_size: int, pad_id: int):
-    """(row indices, padded batch) in order of length, so batches carry almost no padding."""
+def sorted_batches(ids: list[list[int]], batch_size: int, pad_id: int, multiple: int = 1):
+    """(row indices, padded batch) in order of length, so batches carry almost no padding (up to `multiple`)."""
     order = np.argsort([len(s) for s in ids], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start: start + batch_size]
-        yield rows, pad_batch([ids[i] for i in rows], pad_id)
+        yield rows, pad_batch([ids[i] for i in rows], pad_id, multiple)

@@ -4,6 +4,7 @@ int8), or `auto`: the fastest of those whose predictions stay within a budget of
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005
                   "compilation would cost more than it saves", flush=True)
     run = load_run(run_dir)
     if backend == "torch":
-        return Engine(backend, run.model, run.precision)
+        return Engine(backend, held_in(run.model, run.precision), run.precision)
     if backend == "torch-fp32":
         return Engine(backend, run.model, resolve_precision("fp32"))
     if backend in COMPILED:
@@ -64,6 +65,21 @@ def engine(run_dir: str | Path, backend: str = "auto", max_change: float = 0.005
         return Engine(backend, onnx_for_run(run_dir, int8=backend == "onnx-int8", max_change=max_change),
                       resolve_precision("fp32"))
     raise SlmtuneError(f"unknown backend {backend!r}: use auto, {', '.join(ENGINES)}")
+
+
+_HELD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def held_in(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
+    """A copy of `model` with its weights in `precision`'s dtype where Precision.inference holds them so (a CPU in
+    bf16), made once per model and kept while the model lives (a server asks for its engine at every pass), so
+    that no call casts the weights again; else `model` itself."""
+    if precision.dtype is None or precision.device != "cpu":
+        return model
+    held = _HELD.get(model)
+    if held is None or next(held.parameters()).dtype != precision.dtype:
+        held = _HELD[model] = copy.deepcopy(model).to(precision.dtype).eval()
+    return held
 
 
 def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,7 +100,7 @@ def _compiled(run, run_dir: str | Path, backend: str, max_change: float) -> Engi
             if backend == "torch-int8":
                 model, precision = int8_search.torch_int8(run, run_dir, max_change), resolve_precision("fp32")
             else:
-                model, precision = run.model, run.precision  # `run` is this engine's own load
+                model, precision = held_in(run.model, run.precision), run.precision
             model = compile_frozen(model)
             with int8_search.quiet_torchao():
                 predict_logits(model, run.tokenizer, ["a short text to compile on", "and another one"],

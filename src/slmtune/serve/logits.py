@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from slmtune.allocator import keep_freed_memory
 from slmtune.data.tokenize import encode, sorted_batches
 from slmtune.models.pooling import first_token_only
 
@@ -17,8 +18,9 @@ from slmtune.models.pooling import first_token_only
 def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128,
                    progress: bool = False, precision=None, cache: bool = True, truncation: str = "head") -> np.ndarray:
     """Logits for `texts`, in input order. `model` is a transformers model or an ONNX runner (slmtune.onnx);
-    `precision` (a slmtune.precision.Precision) runs a torch model under its autocast; `cache` keeps the
+    `precision` (a slmtune.precision.Precision) runs a torch model in it (Precision.inference); `cache` keeps the
     token ids for the next call on the same texts; `truncation` is the side long texts are cut from."""
+    keep_freed_memory()
     ids = encode(tokenizer, texts, max_length, cache=cache, truncation=truncation)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     onnx = not isinstance(model, torch.nn.Module)
@@ -26,10 +28,11 @@ def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 64, max
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-    batches = sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0)
+    multiple = precision.pad_multiple if precision is not None and not onnx else 1
+    batches = sorted_batches(ids, batch_size, tokenizer.pad_token_id or 0, multiple)
     total = -(-len(ids) // batch_size)
-    autocast = precision.autocast() if precision is not None and not onnx else contextlib.nullcontext()
-    with contextlib.nullcontext() if onnx else first_token_only(model), autocast:
+    computed_in = precision.inference(model) if precision is not None and not onnx else contextlib.nullcontext()
+    with contextlib.nullcontext() if onnx else first_token_only(model), computed_in:
         for rows, batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=not progress,
                                 leave=False):
             if onnx:

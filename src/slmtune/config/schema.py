@@ -273,8 +273,9 @@ class TrainConfig:
     """`auto` (CUDA when present, else CPU), `cpu` or `cuda`."""
     precision: PrecisionChoice = "auto"
     """`auto` (bf16 autocast on CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; fp32 elsewhere), `fp32` or
-    `bf16`. Weights and optimizer state stay fp32; training, validation and test passes all use it. The choice and
-    why are printed and recorded in env.json."""
+    `bf16`. Weights and optimizer state stay fp32; training, validation and test passes all use it (on a CPU, the
+    passes after training hold the weights in bf16 and run the whole forward in it). The choice and why are printed
+    and recorded in env.json."""
 
     def __post_init__(self) -> None:
         check_choices(self, "train")

@@ -73,6 +73,11 @@ class Precision:
         AVX2-only CPU. GPUs' tensor cores want multiples of 8 in half precision too (docs/speed.md)."""
         return 1 if self.dtype is None else 8
 
+    @property
+    def holds_weights(self) -> bool:
+        """Whether inference holds the weights in `dtype` (a CPU in bf16) rather than autocasting (CUDA)."""
+        return self.dtype is not None and self.device == "cpu"
+
     def autocast(self):
         """A context that runs the forward pass in this precision (nothing for fp32)."""
         if self.dtype is None:
@@ -92,7 +97,7 @@ class Precision:
         forward pass runs in bf16, as transformers' `bf16_full_eval` does: autocast would run LayerNorm and the
         residual adds in fp32 and cast every activation back to bf16 before each matmul (1.2x autocast's speed on
         a 2-core AMX CPU, docs/speed.md). On CUDA: autocast. In fp32: nothing."""
-        if self.dtype is not None and self.device == "cpu":
+        if self.holds_weights:
             return self._held(model, trained_too=True)
         return self.autocast()
 

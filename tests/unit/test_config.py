@@ -146,10 +146,14 @@ def test_parse_overrides_nests():
                                          ("configs/reference-lora.yaml", "9dc2183cba90")])
 def test_run_keys_of_the_recipes_do_not_move(recipe, key):
     """Config fields added later (dataset splits, cleaning rules, truncation, class weights, the baseline) leave
-    the keys of earlier runs alone, so finished runs of a study stay reused."""
+    the keys of earlier runs alone, so finished runs of a study stay reused. Full fine-tuning with its word
+    embeddings trained (the reference study's recipe) keeps the key it had before they were frozen by default."""
     from slmtune.experiments.common import run_key
 
-    assert run_key(load_config(recipe, ["train.precision=fp32"])) == key
+    overrides = ["train.precision=fp32", "model.freeze_word_embeddings=false"]
+    assert run_key(load_config(recipe, overrides)) == key
+    frozen = run_key(load_config(recipe, ["train.precision=fp32"]))
+    assert (frozen == key) == ("lora" in recipe)  # LoRA never trains them: the field leaves its key alone
 
 
 def test_epochs_follow_the_data():

@@ -51,12 +51,21 @@ def test_every_encoder_trains_exports_and_matches_pipeline(encoders, synthetic_f
     from slmtune import predict, train
     from slmtune.serve.export import export_run
 
-    config = from_dict(tiny_overrides(encoders[kind], synthetic_files, **{
-        "model.method": method, "train.epochs": 2, "train.precision": "fp32", "train.baseline": False}))
+    values = tiny_overrides(encoders[kind], synthetic_files, **{
+        "model.method": method, "train.epochs": 2, "train.precision": "fp32", "train.baseline": False})
+    del values["model"]["freeze_word_embeddings"]  # the default: full fine-tuning keeps them as pretrained
+    config = from_dict(values)
     result = train(config, run_dir=tmp_path / "run")
     assert result.status == "success" and 0 <= result.metrics["test"]["accuracy"] <= 1
     counts = result.params
-    assert (counts["trainable"] < counts["total"]) == (method == "lora")
+    if method == "full":  # every weight but the word embeddings (model.freeze_word_embeddings, the default)
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(encoders[kind])
+        width = getattr(cfg, "embedding_size", None) or cfg.hidden_size
+        assert counts["total"] - counts["trainable"] == cfg.vocab_size * width
+    else:
+        assert counts["trainable"] < counts["total"]
     out = export_run(result.run_dir, tmp_path / "export")
     texts = ["stocks fell sharply as markets closed", "the team won the final match", "new chip doubles speed"]
     ours = predict(result.run_dir, texts, backend="torch-fp32")

@@ -44,12 +44,35 @@ def test_train_writes_a_complete_run_folder(tiny_models, synthetic_files, tmp_pa
         assert saved["params"]["percent"] < 50
     else:
         assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-        assert saved["params"]["percent"] == 100
+        assert saved["params"]["percent"] == 100  # tiny_overrides trains the word embeddings too
     assert not list((tmp_path / "run" / "model").glob("*.bin"))  # safetensors only
     logged = runs.MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
     losses = [r["loss"] for r in logged if "loss" in r]
     assert losses[-1] < losses[0]  # it learns
     assert result.metrics["test"]["accuracy"] == test["accuracy"]
+
+
+def test_full_fine_tuning_keeps_the_word_embeddings_as_pretrained_unless_asked(tiny_models, synthetic_files, tmp_path):
+    from safetensors.torch import load_file
+
+    from slmtune.experiments.common import run_key
+
+    values = tiny_overrides(tiny_models["bert"], synthetic_files, **{"model.method": "full", "train.epochs": 1})
+    del values["model"]["freeze_word_embeddings"]  # the default: true
+    train(from_dict(values), run_dir=tmp_path / "run")
+    saved = runs.read_result(tmp_path / "run")
+    before = load_file(f"{tiny_models['bert']}/model.safetensors")
+    after = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    name = next(k for k in after if k.endswith("word_embeddings.weight"))
+    assert after[name].equal(before[next(k for k in before if k.endswith("word_embeddings.weight"))])
+    position = next(k for k in after if k.endswith("position_embeddings.weight"))
+    assert not after[position].equal(before[next(k for k in before if k.endswith("position_embeddings.weight"))])
+    assert saved["params"]["trainable"] == saved["params"]["total"] - after[name].numel()
+    unfrozen = dict(values, model={**values["model"], "freeze_word_embeddings": False})
+    assert run_key(from_dict(values)) != run_key(from_dict(unfrozen))
+    lora = {**values, "model": {**values["model"], "method": "lora"}}
+    assert run_key(from_dict(lora)) == run_key(from_dict(dict(lora, model={**lora["model"],
+                                                                          "freeze_word_embeddings": False})))
 
 
 def test_lora_run_learns_the_synthetic_task(lora_run):

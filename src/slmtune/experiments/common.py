@@ -122,7 +122,7 @@ an AG News config with a null `train.epochs` keys as the 3 epochs it trains, as 
 KEY_NEUTRAL = {
     "data.dataset_config": None, "data.splits": None, "data.validation_file": None, "data.truncation": "head",
     "data.clean_rules": "agnews", "data.multi_label": False, "data.label_separator": ",", "data.augment_ratio": 0.0,
-    "model.pooling": "cls", "model.head_init": "random", "model.blend": None,
+    "model.pooling": "cls", "model.head_init": "random", "model.blend": None, "model.freeze_word_embeddings": False,
     "train.max_evals": None, "train.final_test": False, "train.layer_decay": 1.0, "train.class_weight": "none",
     "train.precision": "fp32",
 }
@@ -131,9 +131,10 @@ every early run did) leave the key alone at these values, so those runs stay reu
 KEY_INERT = {"data.augment_ops": lambda c: not c.data.augment_ratio,
              "data.augment_rate": lambda c: not c.data.augment_ratio,
              "data.back_translation": lambda c: not c.data.augment_ratio,
-             "train.per_label_thresholds": lambda c: not c.data.multi_label}
+             "train.per_label_thresholds": lambda c: not c.data.multi_label,
+             "model.freeze_word_embeddings": lambda c: c.model.method != "full" or c.train.epochs == 0}
 """Fields without effect on this config's run (augmentation settings without augmentation, per-label thresholds
-on single-label data)."""
+on single-label data, frozen word embeddings for LoRA, which never trains them, or for a run that trains nothing)."""
 
 
 def run_identity(config: RunConfig) -> dict[str, Any]:

@@ -74,10 +74,10 @@ def held_in(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
     """A copy of `model` with its weights in `precision`'s dtype where Precision.inference holds them so (a CPU in
     bf16), made once per model and kept while the model lives (a server asks for its engine at every pass), so
     that no call casts the weights again; else `model` itself."""
-    if precision.dtype is None or precision.device != "cpu":
+    if not precision.holds_weights:
         return model
     held = _HELD.get(model)
-    if held is None or next(held.parameters()).dtype != precision.dtype:
+    if held is None:
         held = _HELD[model] = copy.deepcopy(model).to(precision.dtype).eval()
     return held
 

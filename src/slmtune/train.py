@@ -412,12 +412,6 @@ VALIDATION_CURVE = "validation-curve.jsonl"
 """Each evaluation's validation decisions while training (slmtune.trainer.ValidationCurve)."""
 
 
-def frozen_note(config: RunConfig) -> str:
-    """What the trainable count leaves out beyond the method's own choice (printed beside it)."""
-    full = config.model.method == "full" and config.train.epochs != 0
-    return ", word embeddings kept as pretrained" if full and config.model.freeze_word_embeddings else ""
-
-
 def announce(run: ResolvedRun, config: RunConfig) -> None:
     """Say the epochs when the data decided more than the usual number."""
     if config.train.epochs is None and run.epochs != EPOCHS:
@@ -457,8 +451,10 @@ def train(config: RunConfig, splits: Splits | None = None, run_dir: str | Path |
         encoded = tokenize(config, splits, tokenizer, recorder.result)
         model = build_model(run, splits, tokenizer, encoded, recorder.result)
         counts = recorder.result["params"]
+        frozen = config.model.method == "full" and config.model.freeze_word_embeddings  # as build_model decides
+        note = ", word embeddings kept as pretrained" if frozen else ""
         print(f"slmtune: {config.model.name} ({config.model.method}), trainable params {counts['trainable']:,} of "
-              f"{counts['total']:,} ({counts['percent']:.2f}%{frozen_note(config)}); rows: {len(splits.train)} train, "
+              f"{counts['total']:,} ({counts['percent']:.2f}%{note}); rows: {len(splits.train)} train, "
               f"{len(splits.validation)} validation, {len(splits.test)} test; {precision.name} on {precision.device} "
               f"({precision.reason}); run folder {recorder.dir}", flush=True)
         fitted = fit_model(run, splits, model, tokenizer, encoded, precision, recorder, callbacks, pause, resume)

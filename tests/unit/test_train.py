@@ -52,7 +52,8 @@ def test_train_writes_a_complete_run_folder(tiny_models, synthetic_files, tmp_pa
     assert result.metrics["test"]["accuracy"] == test["accuracy"]
 
 
-def test_full_fine_tuning_keeps_the_word_embeddings_as_pretrained_unless_asked(tiny_models, synthetic_files, tmp_path):
+def test_full_fine_tuning_keeps_the_word_embeddings_as_pretrained_unless_asked(tiny_models, synthetic_files, tmp_path,
+                                                                                capsys):
     from safetensors.torch import load_file
 
     from slmtune.experiments.common import run_key
@@ -61,6 +62,7 @@ def test_full_fine_tuning_keeps_the_word_embeddings_as_pretrained_unless_asked(t
     del values["model"]["freeze_word_embeddings"]  # the default: true
     train(from_dict(values), run_dir=tmp_path / "run")
     saved = runs.read_result(tmp_path / "run")
+    assert f"({saved['params']['percent']:.2f}%, word embeddings kept as pretrained)" in capsys.readouterr().out
     before = load_file(f"{tiny_models['bert']}/model.safetensors")
     after = load_file(tmp_path / "run" / "model" / "model.safetensors")
     name = next(k for k in after if k.endswith("word_embeddings.weight"))

@@ -61,8 +61,8 @@ BACKEND = {"choices": ["auto", *ENGINES], "default": "auto",
                    "to stay within --max-change"}
 MAX_CHANGE = {"type": float, "default": 0.005,
               "help": "the largest share of predictions allowed to differ from fp32 torch's, on the run's own "
-                      "validation and training rows, for auto's choice and the int8 engines' search (default "
-                      "0.005)"}
+                      "rows (never test rows; rows it never trained on first), for auto's choice and the int8 "
+                      "engines' search (default 0.005)"}
 RUN_DIR = {"help": "a run folder written by slmtune train"}
 
 

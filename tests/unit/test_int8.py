@@ -68,6 +68,26 @@ def test_layer_errors_rank_every_linear_layer(bert_run):
     assert np.mean(list(per_token.values())) < np.mean(list(per_tensor.values()))
 
 
+def test_the_check_and_the_search_measure_rows_the_model_never_trained_on_first(bert_run):
+    """auto's check, then the layer search: validation rows, then the training file's spare rows (cleaned, in a
+    seeded draw), then training rows; never test rows, never the same rows while there are enough."""
+    from slmtune.data import load_splits
+
+    run = load_run(bert_run)
+    splits = load_splits(run.config.data, run.config.seed)
+    val, spare = len(splits.validation), len(splits.spare)
+    assert spare == 160 - 120 - val > 4  # 40 rows of each of 4 classes: 120 trained, the rest never seen
+    trained, tested = set(splits.train.texts), set(splits.test.texts)
+    check, search = int8.measured_rows(run, check_rows=val + spare // 2, rows=spare)
+    assert check[:val] == splits.validation.texts and not set(check) & trained
+    assert not set(search[: spare - spare // 2]) & trained and set(search[spare - spare // 2:]) <= trained
+    assert not set(check) & set(search) and not (set(check) | set(search)) & tested
+    assert set(check[val:]) | set(search[: spare - spare // 2]) == set(splits.spare.texts)  # every spare row
+    assert int8.measured_rows(run, check_rows=val + spare // 2, rows=spare) == (check, search)  # seeded
+    whole, fallback = int8.measured_rows(run, check_rows=10_000)
+    assert len(whole) == val + spare + 120 and fallback == splits.train.texts[:1000]  # too few: training rows
+
+
 def test_onnx_int8_keeps_the_plan_it_searched_and_searches_again_for_another_budget(bert_run, capsys):
     pytest.importorskip("onnxruntime")
     from slmtune.precision import resolve

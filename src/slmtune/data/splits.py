@@ -27,6 +27,9 @@ class Splits:
     train: TextDataset
     validation: TextDataset
     test: TextDataset
+    spare: TextDataset | None = None
+    """Rows of the training file in neither train nor validation (as read, not cleaned): texts the model never
+    saw, for measurements that need no labels (unseen_texts)."""
 
     @property
     def label_names(self) -> list[str]:
@@ -157,13 +160,25 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         train_idx = stratified_indices(full.strata(), train_size, seed, pool=remaining)
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_indices(test.strata(), cfg.test_size, TEST_SEED))
-    splits = Splits(full.subset(train_idx), validation, test)
+    spare = full.subset(sorted(set(remaining) - set(train_idx)))
+    splits = Splits(full.subset(train_idx), validation, test, spare=spare)
     if cfg.clean:
         for part in (splits.train, splits.validation, splits.test):
             part.texts = clean_texts(part.texts, cfg.clean_rules)
     if cfg.augment_ratio > 0:
         splits.train = augment_train(splits.train, cfg, seed)
     return splits
+
+
+def unseen_texts(splits: Splits, cfg: DataConfig, seed: int, rows: int) -> list[str]:
+    """Up to `rows` texts the run never trained on: its validation rows, then a seeded draw of the training file's
+    spare rows (cleaned as the run's were; a file sorted by class gives every class its share)."""
+    texts = splits.validation.texts[:rows]
+    if len(texts) < rows and splits.spare is not None and len(splits.spare):
+        order = np.random.default_rng(seed).permutation(len(splits.spare))[: rows - len(texts)]
+        drawn = [splits.spare.texts[i] for i in order]
+        texts = texts + (clean_texts(drawn, cfg.clean_rules) if cfg.clean else drawn)
+    return texts
 
 
 def augment_train(train: TextDataset, cfg: DataConfig, seed: int) -> TextDataset:

@@ -124,14 +124,13 @@ def pick(choice: dict[str, Any], rows: int | None) -> str:
 def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1000,
                    job_rows: int | None = None) -> dict[str, Any]:
     """The fastest backend whose predictions differ from fp32 torch's on at most `max_change` of the run's own
-    validation and training rows (up to `rows`; never test rows); a multi-label row counts as changed when any
-    label of its set does. The COMPILED engines are measured (with their compilation time) only for a job of
-    at least COMPILE_MIN_ROWS `job_rows` (torch-int8 with torchao installed). Measured once per run, budget
-    and machine, kept in RUN_DIR/backend.json; the choice and its figures are printed."""
+    rows (up to `rows`; int8.measured_rows: rows it never trained on first, never test rows); a multi-label row
+    counts as changed when any label of its set does. The COMPILED engines are measured (with their compilation
+    time) only for a job of at least COMPILE_MIN_ROWS `job_rows` (torch-int8 with torchao installed). Measured
+    once per run, budget and machine, kept in RUN_DIR/backend.json; the choice and its figures are printed."""
     import importlib.util
     import time
 
-    from slmtune.data import load_splits
     from slmtune.serve.logits import predict_logits
 
     compiled = [name for name in COMPILED if job_rows is not None and job_rows >= COMPILE_MIN_ROWS
@@ -142,8 +141,7 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
         return before
     run = load_run(run_dir)
     path = Path(run_dir) / CHOICE_FILE
-    splits = load_splits(run.config.data, run.config.seed)
-    texts = (splits.validation.texts + splits.train.texts)[:rows]
+    texts = int8_search.measured_rows(run, check_rows=rows)[0]
     names = ["torch-fp32", *(["torch"] if run.precision.name != "fp32" else []),
              *(["onnx", "onnx-int8"] if importlib.util.find_spec("onnxruntime") else []),
              *compiled] if before is None else [name for name in compiled if name not in measured]
@@ -174,7 +172,7 @@ def choose_backend(run_dir: str | Path, max_change: float = 0.005, rows: int = 1
     cells = ", ".join(f"{r['backend']} {r['rows_per_s']:.0f}/s ({r['changed']:.2%} changed"
                       + (f", {r['compile_s']:.0f} s to compile" if "compile_s" in r else "") + ")" for r in table)
     print(f"slmtune: backend {chosen['backend']}: the fastest whose predictions differ from fp32 torch on at most "
-          f"{max_change:.2%} of {len(texts)} validation/training rows ({cells})", flush=True)
+          f"{max_change:.2%} of {len(texts)} of the run's rows, never test rows ({cells})", flush=True)
     return choice
 
 
